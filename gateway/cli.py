@@ -1,0 +1,210 @@
+"""python -m gateway: run, demo, verify, devices, export, keyring."""
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+
+from gateway.config import Config
+
+
+def cmd_run(args):
+    from gateway.service import Gateway
+    cfg = Config.load(args.config)
+    gw = Gateway(cfg).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    print("gateway running (data %s, broker %s); Ctrl-C to stop" % (cfg.data_dir, cfg.broker),
+          flush=True)
+    stop.wait()
+    gw.stop()
+    return 0
+
+
+def cmd_demo(args):
+    from gateway import demo
+    return demo.run(args)
+
+
+@contextlib.contextmanager
+def _chain_for(data_dir, rpc):
+    """The data dir's chain; a local anvil this command had to start is stopped after."""
+    from gateway.chain import node
+    from gateway.chain.client import DEFAULT_DEV_KEY, Chain
+    started = not rpc and node.running_url(data_dir) is None
+    url = rpc or node.ensure_running(data_dir)
+    try:
+        yield Chain(url, os.environ.get("EDGEKEEP_CHAIN_KEY", DEFAULT_DEV_KEY),
+                    os.path.join(data_dir, "chain", "deployment.json"))
+    finally:
+        if started:
+            node.stop_running(data_dir)
+
+
+def _store(data_dir):
+    from gateway.store import Store, db_path
+    if not os.path.exists(db_path(data_dir)):
+        raise SystemExit("error: %s is not a gateway data directory (no store.db)" % data_dir)
+    return Store(data_dir)
+
+
+def cmd_verify(args):
+    from gateway.verify import Verifier, parse_message_id
+    store = _store(args.data_dir)
+    if args.all:
+        messages = store.messages()
+    else:
+        device, seq = parse_message_id(args.message_id)
+        messages = [m for m in store.messages(device=device) if m["seq"] == seq]
+        if not messages:
+            print("error: no message %s in %s" % (args.message_id, args.data_dir), file=sys.stderr)
+            return 2
+    with _chain_for(args.data_dir, args.rpc) as chain:
+        result = Verifier(store, chain).run(messages)
+    for mid, why in result.failures[:50]:
+        print("FAILED %s: %s" % (mid, why))
+    if len(result.failures) > 50:
+        print("... and %d more failures" % (len(result.failures) - 50))
+    print("verified %d/%d" % (result.verified, result.checked))
+    return 0 if result.checked and result.verified == result.checked else 1
+
+
+def cmd_devices(args):
+    from gateway import registry
+    store = _store(args.data_dir) if args.action == "list" else _open_store(args.data_dir)
+    if args.action == "list":
+        devices = store.devices()
+        print("%-16s  %-12s  %-8s  %-7s  %6s  %s" % ("DEVICE", "NAME", "KIND", "STATUS", "ACKED", "LAST SEEN"))
+        for d in devices:
+            print("%-16s  %-12s  %-8s  %-7s  %6d  %s" % (
+                d["id"], d["name"] or "-", d["kind"], d["status"], d["acked"],
+                _ago(d["last_seen"])))
+        print("%d device(s)" % len(devices))
+        return 0
+    with _chain_for(args.data_dir, args.rpc) as chain:
+        if args.action == "add":
+            dev = registry.register(store, chain, bytes.fromhex(args.public_key), args.name,
+                                    args.kind)
+            print("registered %s" % dev)
+        elif args.action == "import":
+            with open(args.file) as f:
+                for d in json.load(f):
+                    dev = registry.register(store, chain, bytes.fromhex(d["public_key"]),
+                                            d.get("name"))
+                    print("registered %s (%s)" % (dev, d.get("name") or "-"))
+        elif args.action == "revoke":
+            registry.revoke(store, chain, args.device)
+            print("revoked %s" % args.device)
+    return 0
+
+
+def _open_store(data_dir):
+    from gateway.store import Store
+    return Store(data_dir)
+
+
+def _ago(t):
+    import time
+    if not t:
+        return "never"
+    return "%ds ago" % (time.time() - t)
+
+
+def cmd_export(args):
+    from gateway import export
+    from gateway.keyring import Keyring, passphrase_from
+    ring = Keyring.open(args.key, passphrase_from(args.passphrase_file))
+    rows = export.readings(_store(args.data_dir), args.device, ring.get(args.device))
+    out = open(args.out, "w", newline="") if args.out else sys.stdout
+    export.write(rows, args.format, out)
+    if args.out:
+        out.close()
+        print("wrote %d readings to %s" % (len(rows), args.out), file=sys.stderr)
+    return 0
+
+
+def cmd_keyring(args):
+    from agent.identity import Identity
+    from gateway.keyring import Keyring, passphrase_from
+    ring = Keyring.open_or_create(args.keyring, passphrase_from(args.passphrase_file, confirm=False))
+    for root, _, files in os.walk(args.from_dir):
+        if "identity.json" in files:
+            ident = Identity.load(os.path.join(root, "identity.json"))
+            ring.add(ident.hex, ident.data_key)
+            print("added %s" % ident.hex)
+    ring.save()
+    return 0
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m gateway", description="EdgeKeep gateway")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("run", help="run the gateway")
+    s.add_argument("--config", required=True, help="TOML config file (see gateway/config.py)")
+    s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("demo", help="broker + chain + gateway + simulated trackers on this machine")
+    s.add_argument("--trackers", type=int, default=3)
+    s.add_argument("--duration", type=float, help="stop cleanly after this many seconds")
+    s.add_argument("--data-dir", default="demo-data")
+    s.add_argument("--broker", help="use this broker (mqtt://HOST:PORT) instead of starting one")
+    s.add_argument("--epoch-seconds", type=float, default=10)
+    s.add_argument("--block-time", type=float, default=5)
+    s.add_argument("--sample-interval", type=float, default=2)
+    s.add_argument("--upload-interval", type=float, default=10)
+    s.add_argument("--record", help=argparse.SUPPRESS)
+    s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("verify", help="check signatures, inclusion and on-chain roots")
+    s.add_argument("--data-dir", required=True)
+    s.add_argument("--rpc", help="JSON-RPC URL (default: the data dir's local anvil)")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--all", action="store_true")
+    g.add_argument("message_id", nargs="?", help="<device>-<seq>")
+    s.set_defaults(fn=cmd_verify)
+
+    s = sub.add_parser("devices", help="list, add, import or revoke devices")
+    s.add_argument("action", choices=["list", "add", "import", "revoke"])
+    s.add_argument("--data-dir", required=True)
+    s.add_argument("--rpc")
+    s.add_argument("--public-key", help="add: 65-byte uncompressed key, hex")
+    s.add_argument("--name")
+    s.add_argument("--kind", default="tracker")
+    s.add_argument("--file", help="import: devices.json written by `python -m agent sim`")
+    s.add_argument("--device", help="revoke: device id")
+    s.set_defaults(fn=cmd_devices)
+
+    s = sub.add_parser("export", help="decrypt a device's readings with the owner's keyring")
+    s.add_argument("--data-dir", required=True)
+    s.add_argument("--device", required=True)
+    s.add_argument("--key", required=True, help="the owner's keyring file")
+    s.add_argument("--passphrase-file", help="else $EDGEKEEP_PASSPHRASE, else a prompt")
+    s.add_argument("--format", choices=["csv", "json"], default="csv")
+    s.add_argument("--out", help="file to write (default: stdout)")
+    s.set_defaults(fn=cmd_export)
+
+    s = sub.add_parser("keyring", help="add simulated devices' data keys to an owner keyring")
+    s.add_argument("--keyring", required=True)
+    s.add_argument("--from-dir", required=True, help="directory of device flash dirs (identity.json)")
+    s.add_argument("--passphrase-file")
+    s.set_defaults(fn=cmd_keyring)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return args.fn(args)
+    except Exception as e:
+        if args.verbose:
+            raise
+        print("error: %s" % e, file=sys.stderr)
+        return 1

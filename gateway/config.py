@@ -1,0 +1,59 @@
+"""Gateway configuration: a TOML file, every key optional.
+
+    data_dir = "/var/lib/edgekeep"
+    broker = "mqtt://127.0.0.1:1883"       # the gateway's own Mosquitto
+    broker_username = "gateway"             # optional
+    broker_password_file = "/etc/edgekeep/broker.pass"
+    epoch_seconds = 10                      # one anchor transaction per epoch
+    max_message_bytes = 65536
+
+    [chain]
+    rpc_url = "local"                       # "local": anvil under data_dir/chain; or any JSON-RPC URL
+    private_key_file = ""                   # empty on "local": anvil's public dev key
+    block_time = 5                          # local anvil only (IoTeX's block time)
+"""
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+
+
+@dataclass
+class ChainConfig:
+    rpc_url: str = "local"
+    private_key_file: str = ""
+    block_time: float = 5
+
+
+@dataclass
+class Config:
+    data_dir: str = "data"
+    broker: str = "mqtt://127.0.0.1:1883"
+    broker_username: str = ""
+    broker_password_file: str = ""
+    epoch_seconds: float = 10
+    max_message_bytes: int = 65536
+    chain: ChainConfig = field(default_factory=ChainConfig)
+
+    @classmethod
+    def load(cls, path):
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+        chain = ChainConfig(**_known(ChainConfig, raw.pop("chain", {}), "[chain]"))
+        cfg = cls(chain=chain, **_known(cls, raw, "top level"))
+        base = os.path.dirname(os.path.abspath(path))
+        cfg.data_dir = os.path.join(base, cfg.data_dir)
+        return cfg
+
+    def broker_password(self):
+        if not self.broker_password_file:
+            return None
+        with open(self.broker_password_file) as f:
+            return f.read().strip()
+
+
+def _known(cls, raw, where):
+    names = {f.name for f in fields(cls)} - {"chain"}
+    unknown = set(raw) - names
+    if unknown:
+        raise ValueError("unknown config key(s) at %s: %s" % (where, ", ".join(sorted(unknown))))
+    return raw

@@ -1,0 +1,116 @@
+"""`gateway demo`: a whole EdgeKeep on one machine, with its own broker, chain and devices.
+
+Layout of the demo directory:
+    <dir>/            the gateway's data directory (store.db, chain/, broker/)
+    <dir>/sim/        what would live elsewhere in a real deployment: each simulated
+                      device's flash (its keys and queue) and the owner's keyring
+"""
+import logging
+import os
+import secrets
+import threading
+import time
+
+from agent import sim
+from gateway import registry
+from gateway.broker import Mosquitto
+from gateway.config import ChainConfig, Config
+from gateway.keyring import Keyring
+from gateway.service import Gateway
+from gateway.store import Store
+
+log = logging.getLogger("edgekeep.demo")
+
+
+def owner_passphrase(sim_dir):
+    """The demo owner's keyring passphrase, kept in a 0600 file beside the keyring."""
+    path = os.path.join(sim_dir, "owner-passphrase")
+    if not os.path.exists(path):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(18) + "\n")
+    with open(path) as f:
+        return f.read().strip(), path
+
+
+def provision_trackers(sim_dir, n, store, chain):
+    """Make (or reuse) n simulated trackers: keys on the 'device', registration, owner keyring."""
+    passphrase, pass_path = owner_passphrase(sim_dir)
+    ring = Keyring.open_or_create(os.path.join(sim_dir, "owner-keyring.json"), passphrase)
+    for i, path in enumerate(sim.tracker_dirs(sim_dir, n)):
+        ident = sim.provision_dir(path, "tracker-%d" % (i + 1))
+        registry.register(store, chain, ident.public, "tracker-%d" % (i + 1))
+        ring.add(ident.hex, ident.data_key)
+    ring.save()
+    sim.write_device_list(sim_dir, n)
+    return ring.path, pass_path
+
+
+def run(args):
+    data_dir = os.path.abspath(args.data_dir)
+    sim_dir = os.path.join(data_dir, "sim")
+    os.makedirs(sim_dir, exist_ok=True)
+    broker = None
+    if not args.broker:
+        broker = Mosquitto(os.path.join(data_dir, "broker")).start()
+    url = args.broker or broker.url
+    cfg = Config(data_dir=data_dir, broker=url, epoch_seconds=args.epoch_seconds,
+                 chain=ChainConfig(block_time=args.block_time))
+    gw = Gateway(cfg)
+    stop = threading.Event()
+    threads = []
+    try:
+        gw.start()
+        store = Store(data_dir)
+        keyring, passfile = provision_trackers(sim_dir, args.trackers, store, gw.chain)
+        gw.ingest.reload_devices()
+        _print_where(cfg, gw, url, sim_dir, keyring, passfile)
+        config = {"sample_interval": args.sample_interval, "upload_interval": args.upload_interval}
+        recorder = sim.Recorder(args.record) if args.record else None
+        for path in sim.tracker_dirs(sim_dir, args.trackers):
+            t = threading.Thread(target=sim.run_tracker, daemon=True,
+                                 args=(path, url, config, args.duration, stop.is_set, recorder))
+            t.start()
+            threads.append(t)
+        _wait(threads, args.duration, stop)
+    except KeyboardInterrupt:
+        print("stopping...", flush=True)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        gw.stop()
+        if broker:
+            broker.stop()
+    _print_summary(data_dir)
+    return 0
+
+
+def _wait(threads, duration, stop):
+    end = None if duration is None else time.monotonic() + duration + 60
+    while any(t.is_alive() for t in threads):
+        if end is not None and time.monotonic() > end:
+            stop.set()
+        time.sleep(0.2)
+
+
+def _print_where(cfg, gw, url, sim_dir, keyring, passfile):
+    print("EdgeKeep demo", flush=True)
+    print("  broker        %s" % url)
+    print("  chain         %s (chain id %d)" % (gw.chain.w3.provider.endpoint_uri, gw.chain.chain_id))
+    for name, address in gw.chain.deployment["contracts"].items():
+        print("  %-13s %s" % (name, address))
+    print("  gateway data  %s" % cfg.data_dir)
+    print("  devices       %s" % sim_dir)
+    print("  owner keyring %s (passphrase in %s)" % (keyring, passfile))
+    print("  epoch         every %g s, one anchor transaction each" % cfg.epoch_seconds)
+    print("verify with:   python -m gateway verify --data-dir %s --all" % cfg.data_dir, flush=True)
+
+
+def _print_summary(data_dir):
+    store = Store(data_dir)
+    epochs = store.epochs()
+    mined = sum(1 for e in epochs if e["status"] == "mined")
+    print("stored %d messages from %d devices; %d epochs, %d anchored" % (
+        store.message_count(), len(store.devices()), len(epochs), mined), flush=True)
+    store.close()

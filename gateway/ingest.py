@@ -1,0 +1,290 @@
+"""Ingest: MQTT uplinks -> verify -> sequence check -> durable commit -> ack.
+
+One worker thread owns the write connection. It takes messages in batches, verifies each
+signature before any other work, stores the new ones in one transaction, and only after
+the commit sends each device `ek/<id>/down/ack` with its highest contiguous durable
+sequence. The broker's PUBACK is also held back until the commit (paho manual acks), so a
+gateway killed mid-batch gets the batch again from its persistent session.
+"""
+import json
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+
+import paho.mqtt.client as mqtt
+
+from agent import cbor
+from agent.mqtt_paho import parse_broker
+from agent.proto import ACK_SEQ, ACK_VERSION, KIND_STATUS, VERSION, down_topic
+from gateway import merkle, protocol, store
+from gateway.protocol import REPLAY, Reject
+
+log = logging.getLogger("edgekeep.ingest")
+
+UP_FILTER = "ek/+/up/#"
+BATCH_MAX = 512
+BATCH_WAIT = 0.02
+
+
+class RateLimitedLog:
+    """At most one line per reason per interval; says how many were held back."""
+
+    def __init__(self, logger, interval=10.0):
+        self.logger = logger
+        self.interval = interval
+        self.last = {}
+        self.held = Counter()
+
+    def warn(self, reason, text):
+        now = time.monotonic()
+        if now - self.last.get(reason, -1e9) < self.interval:
+            self.held[reason] += 1
+            return
+        self.last[reason] = now
+        held = self.held.pop(reason, 0)
+        self.logger.warning("rejected (%s): %s%s", reason, text,
+                            " (+%d more since last report)" % held if held else "")
+
+
+class Ingest:
+    def __init__(self, data_dir, broker, max_bytes=65536, epoch_seconds=10.0,
+                 client_id="edgekeep-gateway", username=None, password=None,
+                 on_sealed=None):
+        self.db = store.connect(data_dir)
+        self.max_bytes = max_bytes
+        self.epoch_seconds = epoch_seconds
+        self.on_sealed = on_sealed or (lambda epoch: None)
+        self.inbox = queue.Queue(maxsize=20000)
+        self.rejects = Counter()
+        self.stats = Counter()
+        self.reject_log = RateLimitedLog(log)
+        self.keys = {}
+        self.acked = {}
+        self._load_devices()
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._run, name="ingest", daemon=True)
+        host, port, tls, user, pw = parse_broker(broker)
+        self.host, self.port = host, port
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=False)
+        self.client.manual_ack_set(True)
+        if username or user:
+            self.client.username_pw_set(username or user, password or pw)
+        if tls:
+            self.client.tls_set()
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(1, 10)
+        self.connected = threading.Event()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self, timeout=15):
+        self.client.connect(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+        if not self.connected.wait(timeout):
+            raise RuntimeError("ingest: no CONNACK from broker %s:%d" % (self.host, self.port))
+        self._worker.start()
+
+    def stop(self):
+        """Drain what has arrived, seal the last epoch, disconnect."""
+        self.client.unsubscribe(UP_FILTER)
+        time.sleep(0.2)
+        self._stop.set()
+        self._worker.join()
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.seal_epoch()
+
+    def reload_devices(self):
+        """Pick up registrations and revocations made by other processes."""
+        self._load_devices()
+
+    # -- MQTT callbacks (paho's thread) ------------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            log.error("broker refused the gateway: %s", reason_code)
+            return
+        client.subscribe(UP_FILTER, qos=1)
+        self.connected.set()
+
+    def _on_message(self, client, userdata, msg):
+        self.inbox.put((msg.topic, msg.payload, msg.mid, msg.qos))
+
+    # -- worker ----------------------------------------------------------------
+
+    def _run(self):
+        next_seal = time.monotonic() + self.epoch_seconds
+        next_reload = time.monotonic() + 2
+        while not (self._stop.is_set() and self.inbox.empty()):
+            batch = self._take_batch()
+            if batch:
+                try:
+                    self.process(batch)
+                except Exception:
+                    log.exception("ingest batch failed; it will be redelivered")
+                    continue
+                for _, _, mid, qos in batch:
+                    if qos:
+                        self.client.ack(mid, qos)
+            now = time.monotonic()
+            if now >= next_reload:
+                self._load_devices()
+                next_reload = now + 2
+            if now >= next_seal:
+                self.seal_epoch()
+                next_seal = now + self.epoch_seconds
+
+    def _take_batch(self):
+        try:
+            first = self.inbox.get(timeout=0.1)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + BATCH_WAIT
+        while len(batch) < BATCH_MAX:
+            try:
+                batch.append(self.inbox.get(timeout=max(0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        return batch
+
+    def process(self, batch):
+        """Verify, sequence-check and store one batch; then ack the devices."""
+        verified = []
+        rejects = Counter()
+        for topic, raw, _, _ in batch:
+            try:
+                verified.append(self._verify(topic, raw))
+            except Reject as r:
+                rejects[r.reason] += 1
+                self.reject_log.warn(r.reason, r.detail)
+        now = time.time()
+        to_ack = set()
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            bases = {}
+            for signed, env in verified:
+                try:
+                    if self._store(signed, env, now):
+                        bases[env.device] = max(bases.get(env.device, 0), env.base)
+                    to_ack.add(env.device)
+                except Reject as r:
+                    rejects[r.reason] += 1
+                    self.reject_log.warn(r.reason, r.detail)
+            acked = {dev: self._advance(dev, bases.get(dev, 0), now) for dev in to_ack}
+            for dev, seq in acked.items():
+                db.execute("UPDATE devices SET acked = ?, last_seen = ? WHERE id = ?",
+                           (seq, now, dev))
+            store.add_rejects(db, rejects)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self.acked.update(acked)
+        self.rejects.update(rejects)
+        for dev, seq in acked.items():
+            payload = cbor.dumps({ACK_VERSION: VERSION, ACK_SEQ: seq})
+            self.client.publish(down_topic(dev, "ack"), payload, qos=1)
+        self.stats["acks"] += len(acked)
+
+    def _verify(self, topic, raw):
+        signed = protocol.parse(topic, raw, self.max_bytes)
+        key = self.keys.get(signed.device)
+        if key is None:
+            raise Reject(protocol.UNKNOWN_DEVICE, "no registered device %s" % signed.device)
+        if key == protocol.REVOKED:
+            raise Reject(protocol.REVOKED, "device %s is revoked" % signed.device)
+        protocol.verify_signature(signed, key)
+        return signed, protocol.open_envelope(signed)
+
+    def _store(self, signed, env, now):
+        """Insert a new message; False for a duplicate (acked and dropped)."""
+        digest = signed.digest
+        row = self.db.execute("SELECT digest FROM messages WHERE device = ? AND seq = ?",
+                              (env.device, env.seq)).fetchone()
+        if row is not None:
+            if row[0] != digest:
+                raise Reject(REPLAY, "device %s reused sequence %d with other content"
+                             % (env.device, env.seq))
+            self.stats["duplicates"] += 1
+            return False
+        if env.seq <= self.acked.get(env.device, 0):
+            raise Reject(REPLAY, "device %s sequence %d is behind its acked %d"
+                         % (env.device, env.seq, self.acked[env.device]))
+        self.db.execute(
+            "INSERT INTO messages (device, seq, kind, time, count, digest, raw, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (env.device, env.seq, env.kind, env.time, env.count, digest, signed.raw, now))
+        if env.kind == KIND_STATUS and env.health is not None:
+            self.db.execute("UPDATE devices SET health = ? WHERE id = ?",
+                            (json.dumps(dict(env.health), default=str), env.device))
+        self.stats["stored"] += 1
+        return True
+
+    def _advance(self, dev, base, now):
+        """The new highest contiguous sequence; what the device says it dropped is a gap."""
+        acked = self.acked.get(dev, 0)
+        if base - 1 > acked:
+            stored = [r[0] for r in self.db.execute(
+                "SELECT seq FROM messages WHERE device = ? AND seq > ? AND seq < ? ORDER BY seq",
+                (dev, acked, base))]
+            prev = acked
+            for seq in stored + [base]:
+                if seq > prev + 1:
+                    self.db.execute("INSERT INTO gaps (device, first, last, recorded_at) "
+                                    "VALUES (?, ?, ?, ?)", (dev, prev + 1, seq - 1, now))
+                    log.warning("device %s: sequences %d..%d lost on the device", dev,
+                                prev + 1, seq - 1)
+                prev = seq
+            acked = base - 1
+        for (seq,) in self.db.execute(
+                "SELECT seq FROM messages WHERE device = ? AND seq > ? ORDER BY seq", (dev, acked)):
+            if seq != acked + 1:
+                break
+            acked = seq
+        return acked
+
+    def seal_epoch(self):
+        """Give every unsealed message a leaf in the next epoch's Merkle tree."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = db.execute("SELECT id, digest FROM messages WHERE epoch IS NULL "
+                              "ORDER BY id").fetchall()
+            if not rows:
+                db.execute("COMMIT")
+                return None
+            epoch = db.execute("SELECT coalesce(max(epoch), 0) + 1 FROM epochs").fetchone()[0]
+            root = merkle.root([d for _, d in rows])
+            db.executemany("UPDATE messages SET epoch = ?, leaf = ? WHERE id = ?",
+                           [(epoch, i, mid) for i, (mid, _) in enumerate(rows)])
+            db.execute("INSERT INTO epochs (epoch, root, count, sealed_at) VALUES (?, ?, ?, ?)",
+                       (epoch, root, len(rows), time.time()))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        log.info("sealed epoch %d: %d messages, root %s", epoch, len(rows), root.hex())
+        self.on_sealed(epoch)
+        return epoch
+
+    def _load_devices(self):
+        keys, acked = {}, {}
+        for dev, pub, status, seq in self.db.execute(
+                "SELECT id, public_key, status, acked FROM devices"):
+            old = self.keys.get(dev)
+            if status != "active":
+                keys[dev] = protocol.REVOKED
+            elif old is not None and old != protocol.REVOKED:
+                keys[dev] = old
+            else:
+                keys[dev] = protocol.load_public_key(pub)
+            acked[dev] = seq
+        self.keys = keys
+        for dev, seq in acked.items():
+            self.acked.setdefault(dev, seq)

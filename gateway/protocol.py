@@ -1,0 +1,159 @@
+"""Parsing and checking EdgeKeep messages on the gateway (the device builds them in agent/).
+
+`parse` splits a COSE_Sign1 without trusting it; `verify_signature` checks it against a
+device key; `open_envelope` reads the signed envelope. Each failure raises Reject with
+the reason the ingest counts.
+"""
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import cbor2
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from agent.proto import (ALG_ES256, COSE_ALG, COSE_KID, DEVICE_ID_LEN, ENV_BASE, ENV_CIPHERTEXT,
+                         ENV_COUNT, ENV_DEVICE, ENV_HEALTH, ENV_KIND, ENV_SEQ, ENV_TIME,
+                         ENV_VERSION, TAG_SIGN1, VERSION)
+
+MALFORMED = "malformed"
+BAD_SIGNATURE = "bad_signature"
+UNKNOWN_DEVICE = "unknown_device"
+REVOKED = "revoked"
+REPLAY = "replay"
+OVERSIZE = "oversize"
+UNSUPPORTED_VERSION = "unsupported_version"
+REASONS = (MALFORMED, BAD_SIGNATURE, UNKNOWN_DEVICE, REVOKED, REPLAY, OVERSIZE,
+           UNSUPPORTED_VERSION)
+
+UP_TOPIC = re.compile(r"^ek/([0-9a-f]{16})/up/([a-z]{1,8})$")
+_ECDSA = ec.ECDSA(hashes.SHA256())
+
+
+class Reject(Exception):
+    def __init__(self, reason, detail):
+        super().__init__("%s: %s" % (reason, detail))
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class Signed:
+    device: str          # hex device id (the COSE kid)
+    kind: str            # from the topic
+    protected: bytes
+    payload: bytes
+    signature: bytes
+    raw: bytes
+
+    @property
+    def digest(self):
+        return hashlib.sha256(self.raw).digest()
+
+    def to_be_signed(self):
+        return cbor2.dumps(["Signature1", self.protected, b"", self.payload])
+
+
+@dataclass
+class Envelope:
+    device: str
+    seq: int
+    time: int
+    kind: str
+    base: int
+    count: int | None
+    ciphertext: bytes | None
+    health: dict | None
+
+
+def parse(topic, raw, max_bytes):
+    """Split an uplink into its signed parts; nothing in it is trusted yet."""
+    if len(raw) > max_bytes:
+        raise Reject(OVERSIZE, "%d bytes > %d" % (len(raw), max_bytes))
+    m = UP_TOPIC.match(topic)
+    if not m:
+        raise Reject(MALFORMED, "topic %r is not ek/<device>/up/<kind>" % topic[:80])
+    try:
+        msg = cbor2.loads(raw)
+    except Exception as e:
+        raise Reject(MALFORMED, "not CBOR (%s)" % type(e).__name__)
+    if not (isinstance(msg, cbor2.CBORTag) and msg.tag == TAG_SIGN1
+            and isinstance(msg.value, (list, tuple)) and len(msg.value) == 4):
+        raise Reject(MALFORMED, "not a tagged COSE_Sign1")
+    protected, unprotected, payload, signature = msg.value
+    if not (isinstance(protected, bytes) and isinstance(unprotected, Mapping)
+            and isinstance(payload, bytes) and isinstance(signature, bytes)):
+        raise Reject(MALFORMED, "COSE_Sign1 fields have the wrong types")
+    try:
+        alg = dict(cbor2.loads(protected)).get(COSE_ALG)
+    except Exception:
+        alg = None
+    if alg != ALG_ES256:
+        raise Reject(MALFORMED, "protected header must say ES256")
+    kid = unprotected.get(COSE_KID)
+    if not isinstance(kid, bytes) or len(kid) != DEVICE_ID_LEN:
+        raise Reject(MALFORMED, "kid must be the 8-byte device id")
+    if kid.hex() != m.group(1):
+        raise Reject(MALFORMED, "kid does not match the topic's device")
+    if len(signature) != 64:
+        raise Reject(MALFORMED, "ES256 signature must be 64 bytes")
+    return Signed(m.group(1), m.group(2), protected, payload, signature, raw)
+
+
+def load_public_key(public_key):
+    return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public_key)
+
+
+def verify_signature(signed, public_key):
+    """public_key: a cryptography EC public key (see load_public_key)."""
+    r = int.from_bytes(signed.signature[:32], "big")
+    s = int.from_bytes(signed.signature[32:], "big")
+    try:
+        public_key.verify(encode_dss_signature(r, s), signed.to_be_signed(), _ECDSA)
+    except InvalidSignature:
+        raise Reject(BAD_SIGNATURE, "signature does not verify with device %s's key" % signed.device)
+
+
+def open_envelope(signed):
+    """Read the signed envelope; call only after verify_signature."""
+    try:
+        env = cbor2.loads(signed.payload)
+    except Exception:
+        raise Reject(MALFORMED, "envelope is not CBOR")
+    if not isinstance(env, Mapping):
+        raise Reject(MALFORMED, "envelope is not a map")
+    if env.get(ENV_VERSION) != VERSION:
+        raise Reject(UNSUPPORTED_VERSION, "envelope version %r (this gateway speaks %d)"
+                     % (env.get(ENV_VERSION), VERSION))
+    try:
+        e = Envelope(
+            device=_typed(env, ENV_DEVICE, bytes).hex(),
+            seq=_typed(env, ENV_SEQ, int),
+            time=_typed(env, ENV_TIME, int),
+            kind=_typed(env, ENV_KIND, str),
+            base=_typed(env, ENV_BASE, int),
+            count=_typed(env, ENV_COUNT, int, optional=True),
+            ciphertext=_typed(env, ENV_CIPHERTEXT, bytes, optional=True),
+            health=_typed(env, ENV_HEALTH, Mapping, optional=True),
+        )
+    except (KeyError, TypeError) as exc:
+        raise Reject(MALFORMED, "envelope field %s" % exc)
+    if e.device != signed.device or e.kind != signed.kind:
+        raise Reject(MALFORMED, "envelope device/kind differ from the topic")
+    if e.seq < 1 or e.base < 1 or e.base > e.seq:
+        raise Reject(MALFORMED, "sequence %d / base %d out of range" % (e.seq, e.base))
+    return e
+
+
+def _typed(env, key, typ, optional=False):
+    if key not in env:
+        if optional:
+            return None
+        raise KeyError(key)
+    v = env[key]
+    if not isinstance(v, typ) or isinstance(v, bool):
+        raise TypeError("%d has type %s" % (key, type(v).__name__))
+    return v

@@ -1,0 +1,30 @@
+"""Device registration: the gateway's table and the on-chain DeviceRegistry, kept in step."""
+from agent.proto import device_id
+
+
+class RegistryError(Exception):
+    pass
+
+
+def register(store, chain, public_key, name=None, kind="tracker", owner=None):
+    """Register a device by its public key on chain and locally; returns its hex id."""
+    if len(public_key) != 65 or public_key[0] != 4:
+        raise RegistryError("public key must be 65-byte uncompressed P-256 (04||X||Y)")
+    dev = device_id(public_key)
+    on_chain = chain.device(dev)
+    if on_chain is None:
+        chain.register_device(dev, public_key, owner or chain.address)
+    elif on_chain["pubkey"] != public_key:
+        raise RegistryError("device id %s is registered on chain with another key" % dev.hex())
+    store.add_device(dev.hex(), public_key, name, kind, owner or chain.address)
+    return dev.hex()
+
+
+def revoke(store, chain, dev_hex):
+    dev = bytes.fromhex(dev_hex)
+    on_chain = chain.device(dev)
+    if on_chain is None and store.device(dev_hex) is None:
+        raise RegistryError("no device %s" % dev_hex)
+    if on_chain and on_chain["active"]:
+        chain.revoke_device(dev)
+    store.revoke_device(dev_hex)

@@ -1,0 +1,62 @@
+"""The running gateway: chain connection, anchor outbox and ingest, started and stopped together."""
+import logging
+import os
+
+from gateway.anchor import Anchorer
+from gateway.chain import node
+from gateway.chain.client import DEFAULT_DEV_KEY, Chain
+from gateway.ingest import Ingest
+
+log = logging.getLogger("edgekeep")
+
+
+def chain_url(cfg):
+    if cfg.chain.rpc_url == "local":
+        return node.ensure_running(cfg.data_dir, block_time=cfg.chain.block_time)
+    return cfg.chain.rpc_url
+
+
+def chain_key(cfg):
+    if cfg.chain.private_key_file:
+        with open(cfg.chain.private_key_file) as f:
+            return f.read().strip()
+    if cfg.chain.rpc_url != "local":
+        raise ValueError("chain.private_key_file is required for a non-local chain")
+    return DEFAULT_DEV_KEY
+
+
+def open_chain(cfg):
+    """The Chain client for this gateway (starting the local anvil if that is the chain)."""
+    return Chain(chain_url(cfg), chain_key(cfg),
+                 os.path.join(cfg.data_dir, "chain", "deployment.json"))
+
+
+class Gateway:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.chain = None
+        self.anchorer = None
+        self.ingest = None
+
+    def start(self):
+        cfg = self.cfg
+        os.makedirs(cfg.data_dir, exist_ok=True)
+        self.chain = open_chain(cfg)
+        self.anchorer = Anchorer(cfg.data_dir, self.chain)
+        self.ingest = Ingest(cfg.data_dir, cfg.broker, cfg.max_message_bytes, cfg.epoch_seconds,
+                             username=cfg.broker_username or None,
+                             password=cfg.broker_password(), on_sealed=self.anchorer.notify)
+        self.anchorer.start()
+        self.ingest.start()
+        log.info("gateway up: data %s, broker %s, chain %s (chain id %d)", cfg.data_dir,
+                 cfg.broker, self.chain.w3.provider.endpoint_uri, self.chain.chain_id)
+        return self
+
+    def stop(self):
+        """Drain the ingest, seal and anchor the last epoch, then stop the local chain."""
+        if self.ingest:
+            self.ingest.stop()
+        if self.anchorer:
+            self.anchorer.stop()
+        if self.cfg.chain.rpc_url == "local":
+            node.stop_running(self.cfg.data_dir)
