@@ -1,0 +1,234 @@
+"""The gateway's view of the chain: DeviceRegistry and ProofAnchor through web3.py.
+
+Works against any EVM JSON-RPC endpoint: the local anvil (gateway.chain.node) or, for
+example, IoTeX testnet. Contracts are deployed on first use and their addresses kept in a
+deployment file, so later runs talk to the same contracts.
+"""
+import json
+import os
+import threading
+from pathlib import Path
+
+from eth_abi import decode as abi_decode
+from eth_account import Account
+from eth_utils import keccak
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.exceptions import BlockNotFound, ContractLogicError, TimeExhausted, TransactionNotFound
+
+from .compile import load_artifact
+
+# anvil's dev account 0, derived from the public "test test ... junk" mnemonic. Everyone knows
+# this key: use it only on a local anvil chain, never on a public network.
+DEFAULT_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+CONTRACTS = ("DeviceRegistry", "ProofAnchor")
+GAS_MARGIN = 1.2  # over eth_estimateGas, in case state shifts before the tx is mined
+DEPLOY_TIMEOUT = 120
+
+
+class ChainError(Exception):
+    """A transaction or call failed; reason is the contract's custom error name, if any."""
+
+    def __init__(self, message, reason=None):
+        super().__init__(message)
+        self.reason = reason
+
+
+def _hex(value):
+    return HexBytes(value).to_0x_hex()
+
+
+def _check_len(name, value, size):
+    if not isinstance(value, (bytes, bytearray)) or len(value) != size:
+        raise ValueError("%s must be %d bytes, got %r" % (name, size, value))
+
+
+class Chain:
+    def __init__(self, rpc_url, private_key, deployment_file, request_timeout=10):
+        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": request_timeout}))
+        self.account = Account.from_key(private_key)
+        self.address = self.account.address
+        self.chain_id = self.w3.eth.chain_id
+        self.deployment_file = Path(deployment_file)
+        self._lock = threading.Lock()
+        self._last_sent = None  # (nonce, tx hash) of the last transaction sent
+        artifacts = {name: load_artifact(name) for name in CONTRACTS}
+        self._errors = _error_table(artifacts)
+        self.deployment = self._load_deployment() or self._deploy(artifacts)
+        addresses = self.deployment["contracts"]
+        self.registry = self.w3.eth.contract(address=addresses["DeviceRegistry"],
+                                             abi=artifacts["DeviceRegistry"]["abi"])
+        self.proof_anchor = self.w3.eth.contract(address=addresses["ProofAnchor"],
+                                                 abi=artifacts["ProofAnchor"]["abi"])
+
+    # deployment
+
+    def _load_deployment(self):
+        """The recorded deployment if it is for this chain and its code is there, else None."""
+        try:
+            deployment = json.loads(self.deployment_file.read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError as e:
+            raise ChainError("%s is not valid JSON (%s); fix or remove it" % (self.deployment_file, e)) from None
+        if deployment.get("chain_id") != self.chain_id:
+            return None
+        for address in deployment["contracts"].values():
+            if not self.w3.eth.get_code(address):
+                return None
+        return deployment
+
+    def _deploy(self, artifacts):
+        tx_hashes = {}
+        for name in CONTRACTS:
+            factory = self.w3.eth.contract(abi=artifacts[name]["abi"], bytecode=artifacts[name]["bytecode"])
+            tx_hashes[name] = self._send(factory.constructor())
+        receipts = {name: self._mined(tx, DEPLOY_TIMEOUT) for name, tx in tx_hashes.items()}
+        deployment = {
+            "chain_id": self.chain_id,
+            "deploy_block": min(r["blockNumber"] for r in receipts.values()),
+            "deployer": self.address,
+            "sources_sha256": artifacts[CONTRACTS[0]]["sources_sha256"],
+            "contracts": {name: r["contractAddress"] for name, r in receipts.items()},
+        }
+        self.deployment_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.deployment_file.with_name(self.deployment_file.name + ".tmp")
+        tmp.write_text(json.dumps(deployment, indent=2) + "\n")
+        os.replace(tmp, self.deployment_file)
+        return deployment
+
+    # transactions
+
+    def _send(self, call):
+        """Build, sign and send a contract call or constructor; return the tx hash (hex)."""
+        with self._lock:
+            nonce = self._nonce()
+            try:
+                tx = call.build_transaction({"from": self.address, "nonce": nonce, "chainId": self.chain_id})
+            except ContractLogicError as e:
+                raise self._revert_error(e) from None
+            tx["gas"] = int(tx["gas"] * GAS_MARGIN)
+            tx_hash = self.w3.eth.send_raw_transaction(self.account.sign_transaction(tx).raw_transaction)
+            self._last_sent = (nonce, tx_hash)
+        return _hex(tx_hash)
+
+    def _nonce(self):
+        """The node's pending nonce, unless it lags behind a transaction this process sent."""
+        pending = self.w3.eth.get_transaction_count(self.address, "pending")
+        if self._last_sent is None or pending > self._last_sent[0]:
+            return pending
+        nonce, tx_hash = self._last_sent
+        try:
+            self.w3.eth.get_transaction(tx_hash)
+        except TransactionNotFound:
+            return pending  # our last tx was dropped (say, the node restarted): reuse its nonce
+        return nonce + 1  # the node holds our last tx but does not count it as pending
+
+    def _wait(self, tx_hash, timeout):
+        try:
+            return self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout, poll_latency=0.2)
+        except TimeExhausted:
+            raise TimeoutError("transaction %s not mined within %s s" % (tx_hash, timeout)) from None
+
+    def _mined(self, tx_hash, timeout):
+        receipt = self._wait(tx_hash, timeout)
+        if receipt["status"] != 1:
+            raise ChainError("transaction %s reverted" % tx_hash)
+        return receipt
+
+    def _transact(self, call, timeout=60):
+        return self._receipt_dict(self._mined(self._send(call), timeout))
+
+    def _revert_error(self, e):
+        data = e.data if isinstance(e.data, str) else None
+        decoded = data and self._errors.get(bytes(HexBytes(data))[:4])
+        if not decoded:
+            return ChainError("reverted: %s" % (e.message or e))
+        name, types = decoded
+        args = abi_decode(types, bytes(HexBytes(data))[4:])
+        shown = ", ".join(_hex(a) if isinstance(a, bytes) else str(a) for a in args)
+        return ChainError("reverted: %s(%s)" % (name, shown), reason=name)
+
+    @staticmethod
+    def _receipt_dict(receipt):
+        return {"block_number": receipt["blockNumber"], "block_hash": _hex(receipt["blockHash"]),
+                "gas_used": receipt["gasUsed"], "status": receipt["status"]}
+
+    # device registry
+
+    def register_device(self, id8, pubkey65, owner):
+        _check_len("device id", id8, 8)
+        _check_len("public key", pubkey65, 65)
+        return self._transact(self.registry.functions.register(bytes(id8), bytes(pubkey65), owner))
+
+    def revoke_device(self, id8):
+        _check_len("device id", id8, 8)
+        return self._transact(self.registry.functions.revoke(bytes(id8)))
+
+    def device(self, id8):
+        _check_len("device id", id8, 8)
+        pubkey, owner, active, registered_at = self.registry.functions.deviceKey(bytes(id8)).call()
+        if registered_at == 0:
+            return None
+        return {"pubkey": bytes(pubkey), "owner": owner, "active": active, "registered_at": registered_at}
+
+    def add_registrar(self, address):
+        return self._transact(self.registry.functions.addRegistrar(address))
+
+    # proof anchor
+
+    def send_anchor(self, epoch, root32, count):
+        """Send anchor(epoch, root, count) without waiting; resending the same root is harmless."""
+        _check_len("root", root32, 32)
+        return self._send(self.proof_anchor.functions.anchor(epoch, bytes(root32), count))
+
+    def wait_receipt(self, tx_hash, timeout):
+        """Receipt of a mined transaction (status 0 if it reverted); TimeoutError if not mined."""
+        return self._receipt_dict(self._wait(tx_hash, timeout))
+
+    def anchor_of(self, epoch):
+        root, count, block_number, timestamp = self.proof_anchor.functions.anchorOf(epoch).call()
+        if root == bytes(32):
+            return None
+        return {"root": bytes(root), "count": count, "block_number": block_number, "timestamp": timestamp}
+
+    def add_anchorer(self, address):
+        return self._transact(self.proof_anchor.functions.addAnchorer(address))
+
+    def verify_inclusion(self, root32, leaf32, index, size, proof):
+        return self.proof_anchor.functions.verifyInclusion(
+            bytes(root32), bytes(leaf32), index, size, [bytes(p) for p in proof]).call()
+
+    def verify_anchored(self, epoch, leaf32, index, size, proof):
+        return self.proof_anchor.functions.verifyAnchored(
+            epoch, bytes(leaf32), index, size, [bytes(p) for p in proof]).call()
+
+    # blocks
+
+    def latest_block(self):
+        block = self.w3.eth.get_block("latest")
+        return {"number": block["number"], "hash": _hex(block["hash"])}
+
+    def block_hash(self, number):
+        """Hash (hex) of canonical block `number`, or None if the chain is not that long."""
+        try:
+            return _hex(self.w3.eth.get_block(number)["hash"])
+        except BlockNotFound:
+            return None
+
+    def block_is_mined(self, number, block_hash):
+        """True if block `number` on the canonical chain has this hash (i.e. no reorg dropped it)."""
+        canonical = self.block_hash(number)
+        return canonical is not None and HexBytes(canonical) == HexBytes(block_hash)
+
+
+def _error_table(artifacts):
+    """4-byte selector -> (name, argument types) for every custom error in the ABIs."""
+    table = {}
+    for artifact in artifacts.values():
+        for entry in artifact["abi"]:
+            if entry["type"] == "error":
+                types = [i["type"] for i in entry["inputs"]]
+                signature = "%s(%s)" % (entry["name"], ",".join(types))
+                table[keccak(text=signature)[:4]] = (entry["name"], types)
+    return table

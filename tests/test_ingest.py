@@ -1,0 +1,129 @@
+"""Ingest over real Mosquitto: store and ack, duplicates, gaps, and every reject reason."""
+import logging
+import os
+
+import pytest
+
+from agent import cbor, cose, message
+from agent.identity import Identity
+from agent.proto import ACK_SEQ
+from gateway.ingest import Ingest
+from gateway.store import Store
+from tests.conftest import Subscriber, wait_for
+
+
+class Device:
+    def __init__(self):
+        self.ident = Identity.create(os.urandom)
+        self.nonces = message.Nonces(os.urandom)
+
+    def msg(self, seq, base=None, plaintext=b"\x82hpebble/1@", kind="t"):
+        return message.seal(self.ident, self.nonces, seq, 1790000000 + seq, kind,
+                            base or seq, plaintext, 0)
+
+    def topic(self, kind="t"):
+        return "ek/%s/up/%s" % (self.ident.hex, kind)
+
+
+@pytest.fixture
+def setup(tmp_path, broker):
+    data = str(tmp_path / "gw")
+    store = Store(data)
+    a, revoked, stranger = Device(), Device(), Device()
+    store.add_device(a.ident.hex, a.ident.public, "a")
+    store.add_device(revoked.ident.hex, revoked.ident.public, "b")
+    store.revoke_device(revoked.ident.hex)
+    ingest = Ingest(data, broker.url, max_bytes=4096, epoch_seconds=3600)
+    ingest.start()
+    client = Subscriber(broker.port, "ek/+/down/ack")
+    yield ingest, store, client, a, revoked, stranger
+    client.close()
+    ingest.stop()
+
+
+def acks_for(client, dev):
+    with client.lock:
+        return [cbor.loads(p)[ACK_SEQ] for t, p in client.messages if t == "ek/%s/down/ack" % dev.ident.hex]
+
+
+def test_store_then_ack_highest_contiguous(setup):
+    ingest, store, client, a, _, _ = setup
+    client.publish(a.topic(), a.msg(1))
+    client.publish(a.topic(), a.msg(3, base=1))
+    wait_for(lambda: ingest.stats["stored"] == 2, what="two stored")
+    wait_for(lambda: acks_for(client, a) and acks_for(client, a)[-1] == 1, what="ack 1")
+    client.publish(a.topic(), a.msg(2, base=1))
+    wait_for(lambda: acks_for(client, a)[-1] == 3, what="ack 3 once 2 fills the hole")
+    assert [m["seq"] for m in store.messages(device=a.ident.hex)] == [1, 2, 3]
+
+
+def test_duplicate_is_acked_and_dropped(setup):
+    ingest, store, client, a, _, _ = setup
+    m = a.msg(1)
+    client.publish(a.topic(), m)
+    wait_for(lambda: acks_for(client, a) == [1], what="ack 1")
+    client.publish(a.topic(), m)  # the device missed the ack and sends again
+    wait_for(lambda: ingest.stats["duplicates"] == 1, what="duplicate counted")
+    wait_for(lambda: acks_for(client, a) == [1, 1], what="the copy acked too")
+    assert store.message_count() == 1
+    assert not ingest.rejects
+
+
+def test_device_dropped_batches_become_a_gap(setup):
+    ingest, store, client, a, _, _ = setup
+    client.publish(a.topic(), a.msg(1))
+    client.publish(a.topic(), a.msg(6, base=5))   # 2..4 were dropped on the device
+    wait_for(lambda: ingest.stats["stored"] == 2, what="both stored")
+    client.publish(a.topic(), a.msg(5, base=5))
+    wait_for(lambda: acks_for(client, a)[-1] == 6, what="ack past the gap")
+    assert [(g["first"], g["last"]) for g in store.gaps(a.ident.hex)] == [(2, 4)]
+
+
+def test_every_reject_reason_is_counted_and_ingest_keeps_going(setup):
+    ingest, store, client, a, revoked, stranger = setup
+    client.publish(a.topic(), a.msg(1))
+    wait_for(lambda: ingest.stats["stored"] == 1, what="first message")
+
+    forged = bytearray(a.msg(2))
+    forged[-5] ^= 0x40
+    v2_env = cbor.dumps({0: 2, 1: a.ident.device_id, 2: 3, 3: 1790000003, 4: "t", 5: 3})
+    sends = [
+        ("malformed", a.topic(), b"\xff\x00not cbor"),
+        ("malformed", "ek/%s/up/t" % ("0" * 16), cbor.dumps([1, 2])),
+        ("bad_signature", a.topic(), bytes(forged)),
+        ("unknown_device", stranger.topic(), stranger.msg(1)),
+        ("revoked", revoked.topic(), revoked.msg(1)),
+        ("replay", a.topic(), a.msg(1, plaintext=b"\x82hpebble/1A\x01")),  # seq 1, other content
+        ("oversize", a.topic(), b"\x00" * 5000),
+        ("unsupported_version", a.topic(), cose.sign1(a.ident.secret, a.ident.device_id, v2_env)),
+    ]
+    for _, topic, payload in sends:
+        client.publish(topic, payload)
+    want = {}
+    for reason, _, _ in sends:
+        want[reason] = want.get(reason, 0) + 1
+    wait_for(lambda: dict(ingest.rejects) == want, what="reject counters %s" % want)
+    assert store.reject_counts() == want
+    assert store.message_count() == 1
+
+    client.publish(a.topic(), a.msg(2))
+    wait_for(lambda: ingest.stats["stored"] == 2, what="valid message after the rejects")
+    wait_for(lambda: acks_for(client, a)[-1] == 2, what="ack 2")
+
+
+def test_replay_behind_the_acked_sequence(setup):
+    ingest, store, client, a, _, _ = setup
+    client.publish(a.topic(), a.msg(4, base=4))  # device says 1..3 are gone
+    wait_for(lambda: acks_for(client, a) and acks_for(client, a)[-1] == 4, what="ack 4")
+    client.publish(a.topic(), a.msg(2, base=2))
+    wait_for(lambda: ingest.rejects["replay"] == 1, what="replay counted")
+
+
+def test_rejects_are_logged_without_flooding(setup, caplog):
+    ingest, store, client, a, _, _ = setup
+    caplog.set_level(logging.WARNING, logger="edgekeep.ingest")
+    for i in range(40):
+        client.publish(a.topic(), b"junk %d" % i, qos=0)
+    wait_for(lambda: ingest.rejects["malformed"] == 40, what="40 malformed")
+    lines = [r for r in caplog.records if "rejected (malformed)" in r.getMessage()]
+    assert 1 <= len(lines) <= 2
