@@ -8,10 +8,12 @@ gateway killed mid-batch gets the batch again from its persistent session.
 """
 import json
 import logging
+import os
 import queue
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import paho.mqtt.client as mqtt
 
@@ -26,6 +28,7 @@ log = logging.getLogger("edgekeep.ingest")
 UP_FILTER = "ek/+/up/#"
 BATCH_MAX = 512
 BATCH_WAIT = 0.02
+VERIFY_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 class RateLimitedLog:
@@ -63,6 +66,7 @@ class Ingest:
         self.keys = {}
         self.acked = {}
         self._load_devices()
+        self.pool = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="verify")
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._run, name="ingest", daemon=True)
         host, port, tls, user, pw = parse_broker(broker)
@@ -89,13 +93,16 @@ class Ingest:
         self._worker.start()
 
     def stop(self):
-        """Drain what has arrived, seal the last epoch, disconnect."""
-        self.client.unsubscribe(UP_FILTER)
-        time.sleep(0.2)
+        """Finish the batch in hand, disconnect, seal the last epoch.
+
+        Messages received but not yet processed were never PUBACKed, so the broker hands
+        them to this persistent session again on the next start.
+        """
         self._stop.set()
         self._worker.join()
         self.client.disconnect()
         self.client.loop_stop()
+        self.pool.shutdown()
         self.seal_epoch()
 
     def reload_devices(self):
@@ -119,7 +126,7 @@ class Ingest:
     def _run(self):
         next_seal = time.monotonic() + self.epoch_seconds
         next_reload = time.monotonic() + 2
-        while not (self._stop.is_set() and self.inbox.empty()):
+        while not self._stop.is_set():
             batch = self._take_batch()
             if batch:
                 try:
@@ -156,12 +163,12 @@ class Ingest:
         """Verify, sequence-check and store one batch; then ack the devices."""
         verified = []
         rejects = Counter()
-        for topic, raw, _, _ in batch:
-            try:
-                verified.append(self._verify(topic, raw))
-            except Reject as r:
-                rejects[r.reason] += 1
-                self.reject_log.warn(r.reason, r.detail)
+        for outcome in self._verify_all(batch):
+            if isinstance(outcome, Reject):
+                rejects[outcome.reason] += 1
+                self.reject_log.warn(outcome.reason, outcome.detail)
+            else:
+                verified.append(outcome)
         now = time.time()
         to_ack = set()
         db = self.db
@@ -191,6 +198,24 @@ class Ingest:
             payload = cbor.dumps({ACK_VERSION: VERSION, ACK_SEQ: seq})
             self.client.publish(down_topic(dev, "ack"), payload, qos=1)
         self.stats["acks"] += len(acked)
+
+    def _verify_all(self, batch):
+        """Verify in parallel: OpenSSL releases the GIL, so threads use every core."""
+        step = -(-len(batch) // VERIFY_THREADS)
+        chunks = [batch[i:i + step] for i in range(0, len(batch), step)]
+        out = []
+        for part in self.pool.map(self._verify_chunk, chunks):
+            out.extend(part)
+        return out
+
+    def _verify_chunk(self, items):
+        out = []
+        for topic, raw, _, _ in items:
+            try:
+                out.append(self._verify(topic, raw))
+            except Reject as r:
+                out.append(r)
+        return out
 
     def _verify(self, topic, raw):
         signed = protocol.parse(topic, raw, self.max_bytes)

@@ -1,0 +1,1 @@
+from socket import *  # the name older device code imports

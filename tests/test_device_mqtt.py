@@ -1,0 +1,246 @@
+"""agent/mqtt.py (the device's MQTT client) against a real Mosquitto, with paho-mqtt on the
+other side; and the real agent loop over it."""
+import os
+import queue
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+
+import cbor2
+import paho.mqtt.client as paho
+import pytest
+
+from agent import cbor
+from agent.device import Agent
+from agent.identity import Identity
+from agent.mqtt import MQTTClient
+from agent.proto import down_topic, up_topic
+from agent.spool import Spool
+from gateway import protocol
+from gateway.broker import Mosquitto
+
+
+@pytest.fixture
+def broker(tmp_path):
+    with Mosquitto(tmp_path / "mosquitto") as b:
+        yield b
+
+
+class Peer:
+    """A paho-mqtt client on the broker: what it receives lands in a queue."""
+
+    def __init__(self, port, topics=(), on_message=None):
+        self.inbox = queue.Queue()
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2,
+                                  client_id="peer-" + os.urandom(4).hex())
+        self.client.on_message = on_message or (
+            lambda c, u, m: self.inbox.put((m.topic, m.payload, m.qos)))
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if topics:
+            self.client.subscribe([(t, 1) for t in topics])
+            assert subscribed.wait(5), "paho could not subscribe"
+
+    def publish(self, topic, payload):
+        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
+
+    def get(self, timeout=5):
+        return self.inbox.get(timeout=timeout)
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Gateway(Peer):
+    """Plays the gateway for one device: verifies each uplink (COSE_Sign1 with the device's
+    key), records its sequence number and acks the highest contiguous one."""
+
+    def __init__(self, port, identity):
+        self.identity = identity
+        self.key = protocol.load_public_key(identity.public)
+        self.seqs = []       # every sequence received, duplicates included
+        self.kinds = set()
+        self.errors = []
+        self.acking = True
+        self.lock = threading.Lock()
+        super().__init__(port, [up_topic(identity.hex, "#")], self._on_uplink)
+
+    def _on_uplink(self, client, userdata, m):
+        try:
+            signed = protocol.parse(m.topic, m.payload, 1 << 20)
+            protocol.verify_signature(signed, self.key)
+            seq = cbor2.loads(signed.payload)[2]
+        except Exception as e:  # paho would swallow it; the test asserts on errors
+            self.errors.append(repr(e))
+            return
+        with self.lock:
+            self.seqs.append(seq)
+            self.kinds.add(signed.kind)
+        if self.acking:
+            self.ack()
+
+    def contiguous(self):
+        with self.lock:
+            have = set(self.seqs)
+        n = 0
+        while n + 1 in have:
+            n += 1
+        return n
+
+    def ack(self):
+        n = self.contiguous()
+        if n:
+            self.client.publish(down_topic(self.identity.hex, "ack"), cbor2.dumps({0: 1, 2: n}),
+                                qos=1)
+
+
+class Sensors:
+    def __init__(self):
+        self.n = 0
+
+    def read(self):
+        self.n += 1
+        return {"temp": 2000 + self.n, "hum": 4000, "batt": 4000}
+
+
+def poll_until(client, condition, timeout=5):
+    end = time.monotonic() + timeout
+    while not condition() and time.monotonic() < end:
+        client.poll(0.1)
+    return condition()
+
+
+def connected_client(port, **kw):
+    c = MQTTClient("dev-" + os.urandom(4).hex(), "127.0.0.1", port, **kw)
+    got = queue.Queue()
+    c.on_message = lambda topic, payload: got.put((topic, payload))
+    c.connect()
+    return c, got
+
+
+def test_publish_qos0_and_qos1_reach_paho(broker):
+    peer = Peer(broker.port, ["up/#"])
+    c, _ = connected_client(broker.port)
+    big = os.urandom(20000)  # a 3-byte remaining length
+    c.publish("up/zero", b"qos zero", qos=0)
+    c.publish("up/one", memoryview(b"xx qos one")[3:])
+    c.publish("up/big", big)
+    got = {peer.get()[0:2] for _ in range(3)}
+    assert got == {("up/zero", b"qos zero"), ("up/one", b"qos one"), ("up/big", big)}
+    assert poll_until(c, lambda: not c.inflight), "PUBACKs were not processed"
+    c.close()
+    peer.close()
+
+
+def test_downlink_is_dispatched_and_acked(broker):
+    peer = Peer(broker.port)
+    c, got = connected_client(broker.port)
+    c.subscribe("dev/down/#")
+    payload = os.urandom(300)  # a 2-byte remaining length
+    peer.publish("dev/down/ack", payload)
+    assert poll_until(c, lambda: not got.empty())
+    assert got.get() == ("dev/down/ack", payload)
+    c.close()
+    peer.close()
+
+
+def test_pings_keep_an_idle_connection_alive(broker):
+    c, got = connected_client(broker.port, keepalive=2)
+    c.subscribe("dev/down")
+    end = time.monotonic() + 6  # the broker drops a silent client after 1.5 x keepalive
+    while time.monotonic() < end:
+        c.poll(0.5)
+    assert c.connected, c.disconnect_reason
+    peer = Peer(broker.port)
+    peer.publish("dev/down", b"still there")
+    assert poll_until(c, lambda: not got.empty())
+    c.close()
+    peer.close()
+
+
+def test_unanswered_ping_marks_the_link_dead(broker):
+    c, _ = connected_client(broker.port, keepalive=1)
+    os.kill(broker.proc.pid, signal.SIGSTOP)  # the TCP link stays up, the broker is mute
+    try:
+        assert poll_until(c, lambda: not c.connected, timeout=5)
+    finally:
+        os.kill(broker.proc.pid, signal.SIGCONT)
+    assert "PINGRESP" in c.disconnect_reason
+
+
+def test_reconnects_after_broker_restart_with_subscriptions(broker):
+    c, got = connected_client(broker.port)
+    c.subscribe("dev/down")
+    assert c.session == 1
+    broker.proc.kill()
+    broker.proc.wait()
+    assert poll_until(c, lambda: not c.connected), "a dead broker went unnoticed"
+    with pytest.raises(OSError):
+        c.connect()
+    broker.start()
+    c.connect()
+    assert c.connected and c.session == 2
+    peer = Peer(broker.port)
+    peer.publish("dev/down", b"after restart")
+    assert poll_until(c, lambda: not got.empty())
+    assert got.get() == ("dev/down", b"after restart")
+    c.close()
+    peer.close()
+
+
+def test_connack_refusal_is_a_clear_error(tmp_path):
+    # mosquitto started as root reads the password file as user mosquitto
+    pw_dir = tempfile.TemporaryDirectory()
+    os.chmod(pw_dir.name, 0o755)
+    passwd = os.path.join(pw_dir.name, "passwd")
+    subprocess.run(["mosquitto_passwd", "-b", "-c", passwd, "dev", "s3cret"], check=True)
+    os.chmod(passwd, 0o644)
+    conf = "allow_anonymous false\npassword_file %s\n" % passwd
+    with Mosquitto(tmp_path / "mosquitto", extra_conf=conf) as b:
+        c = MQTTClient("anon", "127.0.0.1", b.port)
+        with pytest.raises(OSError, match="not authorized"):
+            c.connect()
+        assert not c.connected
+        ok = MQTTClient("dev", "127.0.0.1", b.port, user="dev", password="s3cret")
+        ok.connect()
+        assert ok.connected
+        ok.close()
+    pw_dir.cleanup()
+
+
+def test_oversize_incoming_packet_drops_the_connection(broker):
+    peer = Peer(broker.port)
+    c, got = connected_client(broker.port)
+    c.max_packet = 1024
+    c.subscribe("dev/down")
+    peer.publish("dev/down", os.urandom(2000))
+    assert poll_until(c, lambda: not c.connected)
+    assert "exceeds" in c.disconnect_reason and got.empty()
+    peer.close()
+
+
+def test_agent_over_the_client_delivers_signed_messages(broker, tmp_path):
+    ident = Identity.create(os.urandom)
+    gateway = Gateway(broker.port, ident)
+    gateway.acking = False
+    spool = Spool(str(tmp_path / "spool"))
+    c = MQTTClient("ek-" + ident.hex, "127.0.0.1", broker.port, keepalive=5)
+    agent = Agent(ident, c, Sensors(), spool, {"sample_interval": 0.1, "upload_interval": 0.5},
+                  os.urandom, log=lambda m: None)
+    agent.run(duration=2.5, flush_timeout=1)  # no acks yet: flush just sends
+    end = time.monotonic() + 5
+    while len(set(gateway.seqs)) < spool.last_seq and time.monotonic() < end:
+        c.poll(0.1)
+    assert gateway.errors == []
+    assert "t" in gateway.kinds and set(gateway.seqs) == set(range(1, spool.last_seq + 1))
+    assert len(spool.pending()) == spool.last_seq  # nothing forgotten without an ack
+    # the gateway's ack, encoded by the device's own CBOR: {version: 1, seq: n}
+    Peer(broker.port).publish(down_topic(ident.hex, "ack"), cbor.dumps({0: 1, 2: spool.last_seq}))
+    assert poll_until(c, lambda: not spool.pending()), "the ack did not empty the spool"
+    c.close()
+    gateway.close()
