@@ -1,6 +1,7 @@
 """python -m gateway: run, demo, verify, devices, export, keyring."""
 import argparse
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -9,6 +10,10 @@ import sys
 import threading
 
 from gateway.config import Config
+
+# Modules that add their own subcommands: each has add_commands(subparsers), and each
+# subparser sets fn=callable(args) -> exit code.
+PLUGINS = []
 
 
 def cmd_run(args):
@@ -194,6 +199,9 @@ def build_parser():
     s.add_argument("--from-dir", required=True, help="directory of device flash dirs (identity.json)")
     s.add_argument("--passphrase-file")
     s.set_defaults(fn=cmd_keyring)
+
+    for name in PLUGINS:
+        importlib.import_module(name).add_commands(sub)
     return p
 
 
