@@ -1,19 +1,43 @@
-"""Anchor: the outbox that puts each sealed epoch's Merkle root on chain, one tx per epoch.
+"""Epochs and their anchors: sealing stored messages into an epoch's Merkle tree, and the
+outbox that puts each epoch's root on chain, one transaction per epoch.
 
-Epoch rows are written by the ingest when it seals; this thread sends them in order,
-retries with back-off, and records the tx hash, block and gas. ProofAnchor treats the
-same root for the same epoch as a no-op, so a resend after a crash is harmless.
+The ingest seals (it owns the write connection); the Anchorer thread sends sealed epochs
+in order, retries with back-off, and records the tx hash, block and gas. ProofAnchor treats
+the same root for the same epoch as a no-op, so a resend after a crash is harmless.
 """
 import logging
 import threading
 import time
 
-from gateway import store
+from gateway import merkle, store
 
 log = logging.getLogger("edgekeep.anchor")
 
 RECEIPT_TIMEOUT = 60
 BACKOFF_MAX = 60
+
+
+def seal_epoch(db):
+    """Give every unsealed message a leaf in the next epoch's tree; the epoch, or None."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        rows = db.execute("SELECT id, digest FROM messages WHERE epoch IS NULL "
+                          "ORDER BY id").fetchall()
+        if not rows:
+            db.execute("COMMIT")
+            return None
+        epoch = db.execute("SELECT coalesce(max(epoch), 0) + 1 FROM epochs").fetchone()[0]
+        root = merkle.root([d for _, d in rows])
+        db.executemany("UPDATE messages SET epoch = ?, leaf = ? WHERE id = ?",
+                       [(epoch, i, mid) for i, (mid, _) in enumerate(rows)])
+        db.execute("INSERT INTO epochs (epoch, root, count, sealed_at) VALUES (?, ?, ?, ?)",
+                   (epoch, root, len(rows), time.time()))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    log.info("sealed epoch %d: %d messages, root %s", epoch, len(rows), root.hex())
+    return epoch
 
 
 class Anchorer:

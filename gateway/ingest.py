@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 from agent import cbor
 from agent.mqtt_paho import parse_broker
 from agent.proto import ACK_SEQ, ACK_VERSION, KIND_STATUS, VERSION, down_topic
-from gateway import merkle, protocol, store
+from gateway import anchor, protocol, store
 from gateway.protocol import REPLAY, Reject
 
 log = logging.getLogger("edgekeep.ingest")
@@ -275,27 +275,9 @@ class Ingest:
         return acked
 
     def seal_epoch(self):
-        """Give every unsealed message a leaf in the next epoch's Merkle tree."""
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            rows = db.execute("SELECT id, digest FROM messages WHERE epoch IS NULL "
-                              "ORDER BY id").fetchall()
-            if not rows:
-                db.execute("COMMIT")
-                return None
-            epoch = db.execute("SELECT coalesce(max(epoch), 0) + 1 FROM epochs").fetchone()[0]
-            root = merkle.root([d for _, d in rows])
-            db.executemany("UPDATE messages SET epoch = ?, leaf = ? WHERE id = ?",
-                           [(epoch, i, mid) for i, (mid, _) in enumerate(rows)])
-            db.execute("INSERT INTO epochs (epoch, root, count, sealed_at) VALUES (?, ?, ?, ?)",
-                       (epoch, root, len(rows), time.time()))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        log.info("sealed epoch %d: %d messages, root %s", epoch, len(rows), root.hex())
-        self.on_sealed(epoch)
+        epoch = anchor.seal_epoch(self.db)
+        if epoch is not None:
+            self.on_sealed(epoch)
         return epoch
 
     def _load_devices(self):

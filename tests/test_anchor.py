@@ -1,0 +1,96 @@
+"""The epoch outbox against a real anvil: one tx per epoch, retries while the chain is down,
+idempotent after a crash, and a conflicting root is refused."""
+import hashlib
+import os
+
+import pytest
+
+from gateway import anchor, merkle
+from gateway.anchor import Anchorer
+from gateway.chain.client import DEFAULT_DEV_KEY, Chain
+from gateway.chain.node import Anvil
+from gateway.store import Store
+from tests.conftest import wait_for
+
+
+def add_messages(store, n, device="00" * 8, start=1):
+    for seq in range(start, start + n):
+        raw = os.urandom(40)
+        store.db.execute(
+            "INSERT INTO messages (device, seq, kind, time, count, digest, raw, received_at) "
+            "VALUES (?, ?, 't', 0, 1, ?, ?, 0)", (device, seq, hashlib.sha256(raw).digest(), raw))
+
+
+@pytest.fixture
+def chain_env(tmp_path):
+    data = str(tmp_path / "gw")
+    anvil = Anvil(data, block_time=0).start()
+    chain = Chain(anvil.rpc_url, DEFAULT_DEV_KEY, os.path.join(data, "chain", "deployment.json"))
+    store = Store(data)
+    yield data, anvil, chain, store
+    anvil.stop()
+
+
+def test_one_transaction_per_epoch_whatever_the_count(chain_env):
+    data, anvil, chain, store = chain_env
+    nonce0 = chain.w3.eth.get_transaction_count(chain.address)
+    a = Anchorer(data, chain)
+    for n in (1, 50, 700):
+        add_messages(store, n, start=store.message_count() + 1)
+        epoch = anchor.seal_epoch(store.db)
+        a.anchor(epoch)
+    assert anchor.seal_epoch(store.db) is None  # nothing new: no epoch, no tx
+    assert chain.w3.eth.get_transaction_count(chain.address) - nonce0 == 3
+    for e in store.epochs():
+        assert e["status"] == "mined" and e["gas"] > 21000
+        on_chain = chain.anchor_of(e["epoch"])
+        assert on_chain["root"] == e["root"] == merkle.root(store.epoch_leaves(e["epoch"]))
+        assert on_chain["count"] == e["count"]
+    assert [e["count"] for e in store.epochs()] == [1, 50, 700]
+
+
+def test_outbox_retries_until_the_chain_is_back(chain_env):
+    data, anvil, chain, store = chain_env
+    port = anvil.port
+    a = Anchorer(data, chain)
+    a.start()
+    anvil.stop()
+    add_messages(store, 5)
+    epoch = anchor.seal_epoch(store.db)
+    a.notify()
+    wait_for(lambda: (store.epoch(epoch)["attempts"] or 0) >= 1, what="a failed attempt")
+    assert store.epoch(epoch)["status"] != "mined" and store.epoch(epoch)["last_error"]
+    restarted = Anvil(data, port=port, block_time=0).start()
+    try:
+        wait_for(lambda: store.epoch(epoch)["status"] == "mined", timeout=90, what="mined after restart")
+        assert chain.anchor_of(epoch)["root"] == store.epoch(epoch)["root"]
+    finally:
+        a.stop(drain_timeout=1)
+        restarted.stop()
+
+
+def test_resend_after_crash_is_recognised_without_a_new_tx(chain_env):
+    data, anvil, chain, store = chain_env
+    add_messages(store, 3)
+    epoch = anchor.seal_epoch(store.db)
+    a = Anchorer(data, chain)
+    a.anchor(epoch)
+    # a crash right after sending, before the outcome was recorded
+    store.db.execute("UPDATE epochs SET status = 'sent', block = NULL WHERE epoch = ?", (epoch,))
+    nonce = chain.w3.eth.get_transaction_count(chain.address)
+    a.anchor(epoch)
+    assert store.epoch(epoch)["status"] == "mined" and store.epoch(epoch)["block"]
+    assert chain.w3.eth.get_transaction_count(chain.address) == nonce
+
+
+def test_conflicting_root_is_refused_and_kept_for_inspection(chain_env):
+    data, anvil, chain, store = chain_env
+    add_messages(store, 2)
+    epoch = anchor.seal_epoch(store.db)
+    a = Anchorer(data, chain)
+    a.anchor(epoch)
+    store.db.execute("UPDATE epochs SET status = 'pending', root = ? WHERE epoch = ?",
+                     (b"\x11" * 32, epoch))
+    with pytest.raises(RuntimeError, match="another root on chain"):
+        a.anchor(epoch)
+    assert store.epoch(epoch)["status"] == "pending"

@@ -1,0 +1,36 @@
+"""Short versions of the bench/ scenarios: they run, print their one line, and the
+deterministic results (bytes, gas) meet their targets. Rates are only reported, never
+asserted."""
+import os
+import re
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def bench(name, *args, timeout=300):
+    r = subprocess.run([sys.executable, os.path.join(REPO, "bench", name), *args], cwd=REPO,
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bench/"), r.stdout
+    print(lines[0])
+    return lines[0]
+
+
+def test_wire_cost_at_batch_32_is_within_target():
+    line = bench("wire_cost.py")
+    ratio = float(re.search(r"batch 32: [\d.]+ \(([\d.]+)x\)", line).group(1))
+    assert ratio <= 1.3
+
+
+def test_anchor_gas_is_flat_in_messages_per_epoch():
+    line = bench("anchor_gas.py")
+    spread = float(re.search(r"\(([\d.]+)%\)", line).group(1))
+    assert spread < 1.0
+
+
+def test_ingest_bench_runs_small():
+    line = bench("ingest.py", "--messages", "400", "--devices", "4", "--runs", "1")
+    assert "ratio" in line
