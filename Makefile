@@ -4,9 +4,13 @@ VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMPS  := .stamps
 
-.PHONY: setup demo test bench clean mosquitto
+.PHONY: setup setup-test demo test bench clean system
 
-setup: $(STAMPS)/venv $(STAMPS)/npm mosquitto
+setup: $(STAMPS)/venv $(STAMPS)/npm system
+
+# Tests also drive a real browser.
+setup-test: setup
+	@$(PY) tools/ensure_system.py --browser
 
 $(STAMPS)/venv: pyproject.toml
 	@mkdir -p $(STAMPS)
@@ -20,17 +24,17 @@ $(STAMPS)/npm: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
-mosquitto:
-	@$(PY) tools/ensure_mosquitto.py
+system:
+	@$(PY) tools/ensure_system.py
 
 demo: setup
 	$(VPY) -m gateway demo --trackers 3 --data-dir demo-data
 
-test: setup
+test: setup-test
 	$(VPY) -m pytest -q
 
 bench: setup
-	$(VPY) bench/ingest.py
+	for b in bench/*.py; do case $$b in */common.py) ;; *) $(VPY) $$b ;; esac; done
 
 clean:
 	rm -rf $(STAMPS) $(VENV) node_modules demo-data test-artifacts
