@@ -5,6 +5,10 @@
 # A torn or corrupt record ends its segment; every boot starts a fresh segment, so a
 # torn tail is never appended to. A segment is deleted once the gateway has acked all
 # of it, or dropped (oldest first, counted) when the spool is over its byte budget.
+#
+# The state file holds `acked`: every seq up to it is released, acked by the gateway or
+# dropped. It is written before any segment is deleted, so a power cut in between only
+# leaves released segments behind, which the next boot deletes without counting them.
 import hashlib
 import os
 import struct
@@ -33,17 +37,18 @@ class Spool:
     def __init__(self, path, max_bytes=65536, segment_bytes=4096):
         self.path = path
         self.max_bytes = max_bytes
-        self.segment_bytes = segment_bytes
+        self.segment_bytes = min(segment_bytes, max_bytes)  # else one segment breaks the bound
         self.acked = 0
         self.drops = 0
         self.last_seq = 0
         self.index = []      # [seq, segment number, offset, length], oldest first
         self.segments = {}   # segment number -> size in bytes
-        self.current = None
+        self.current = None  # the segment appended to; never one from before this boot
         if not _exists(path):
             os.mkdir(path)
         self._load_state()
         self._scan()
+        self._release()
 
     # -- queries ---------------------------------------------------------------
 
@@ -80,17 +85,24 @@ class Spool:
     def append(self, seq, payload):
         if seq <= self.last_seq:
             raise ValueError("spool: sequence must increase")
-        if self.current is None or self.segments[self.current] >= self.segment_bytes:
+        size = _HEAD_LEN + len(payload)
+        if size > self.max_bytes:
+            raise ValueError("spool: a record of %d bytes exceeds the budget" % size)
+        if self.current is None or self.segments[self.current] + size > self.segment_bytes:
             self.current = (max(self.segments) + 1) if self.segments else 1
             self.segments[self.current] = 0
-        fields = struct.pack(">BII", _MAGIC, seq, len(payload))
-        with open(self._seg_path(self.current), "ab") as f:
-            f.write(fields)
-            f.write(_check(fields, payload))
-            f.write(payload)
         off = self.segments[self.current]
+        fields = struct.pack(">BII", _MAGIC, seq, len(payload))
+        try:
+            with open(self._seg_path(self.current), "ab") as f:
+                f.write(fields)
+                f.write(_check(fields, payload))
+                f.write(payload)
+        except OSError:
+            self.current = None  # part of the record may be there: never append after it
+            raise
         self.index.append([seq, self.current, off, len(payload)])
-        self.segments[self.current] = off + _HEAD_LEN + len(payload)
+        self.segments[self.current] = off + size
         self.last_seq = seq
         self._enforce_budget()
 
@@ -100,27 +112,29 @@ class Spool:
             return
         self.acked = min(seq, self.last_seq)
         self._save_state()
-        for seg in sorted(self.segments):
-            if any(e[1] == seg and e[0] > self.acked for e in self.index):
-                break
-            self._remove_segment(seg)
+        self._release()
 
     # -- internals -------------------------------------------------------------
 
     def _seg_path(self, seg):
         return "%s/%08d.seg" % (self.path, seg)
 
+    def _release(self):
+        """Delete the oldest segments while they hold nothing above acked."""
+        for seg in sorted(self.segments):
+            if any(e[1] == seg and e[0] > self.acked for e in self.index):
+                break
+            self._remove_segment(seg)
+
     def _enforce_budget(self):
-        changed = False
         while self.bytes_used() > self.max_bytes and len(self.segments) > 1:
             oldest = min(self.segments)
             for e in self.index:
                 if e[1] == oldest and e[0] > self.acked:
                     self.drops += 1
-            self._remove_segment(oldest)
-            changed = True
-        if changed:
+                    self.acked = e[0]
             self._save_state()
+            self._remove_segment(oldest)
 
     def _remove_segment(self, seg):
         os.remove(self._seg_path(seg))
@@ -133,8 +147,7 @@ class Spool:
         fields = struct.pack(">III", self.acked, self.drops, self.last_seq)
         tmp = self.path + "/state.tmp"
         with open(tmp, "wb") as f:
-            f.write(fields)
-            f.write(_check(fields))
+            f.write(fields + _check(fields))
         try:
             os.rename(tmp, self.path + "/state")
         except OSError:  # FAT cannot rename over an existing file
@@ -142,10 +155,11 @@ class Spool:
             os.rename(tmp, self.path + "/state")
 
     def _load_state(self):
-        for name in ("/state", "/state.tmp"):
+        # A whole state.tmp is newer than state: a power cut stopped its rename.
+        for name in ("/state.tmp", "/state"):
             try:
                 with open(self.path + name, "rb") as f:
-                    raw = f.read()
+                    raw = f.read(17)
             except OSError:
                 continue
             if len(raw) == 16 and _check(raw[:12]) == raw[12:]:
@@ -156,33 +170,30 @@ class Spool:
         names = sorted(n for n in os.listdir(self.path) if n.endswith(".seg"))
         for name in names:
             seg = int(name[:-4])
-            size = self._scan_segment(seg)
-            if size == 0:
-                os.remove(self._seg_path(seg))
+            path = self._seg_path(seg)
+            size = os.stat(path)[6]
+            if self._scan_segment(seg, size):
+                self.segments[seg] = size  # a torn tail takes flash too
             else:
-                self.segments[seg] = size
-        self.current = None  # never append after a possibly torn tail
+                os.remove(path)
         if self.index:
             self.last_seq = max(self.last_seq, self.index[-1][0])
         self.acked = min(self.acked, self.last_seq)
 
-    def _scan_segment(self, seg):
-        """Index the intact records of a segment; returns the bytes they occupy."""
+    def _scan_segment(self, seg, size):
+        """Index the intact records of a segment; returns how many there are."""
         off = 0
+        found = 0
         with open(self._seg_path(seg), "rb") as f:
-            while True:
+            while off + _HEAD_LEN <= size:
                 head = f.read(_HEAD_LEN)
-                if len(head) < _HEAD_LEN:
-                    break
                 magic, seq, n, check = struct.unpack(_HEAD, head)
-                if magic != _MAGIC or seq <= self.last_seq_in_index():
+                last = self.index[-1][0] if self.index else 0
+                if magic != _MAGIC or seq <= last or n > size - off - _HEAD_LEN:
                     break
-                payload = f.read(n)
-                if len(payload) < n or _check(head[:9], payload) != check:
+                if _check(head[:9], f.read(n)) != check:
                     break
                 self.index.append([seq, seg, off, n])
                 off += _HEAD_LEN + n
-        return off
-
-    def last_seq_in_index(self):
-        return self.index[-1][0] if self.index else 0
+                found += 1
+        return found

@@ -13,7 +13,7 @@ from gateway.config import Config
 
 # Modules that add their own subcommands: each has add_commands(subparsers), and each
 # subparser sets fn=callable(args) -> exit code.
-PLUGINS = []
+PLUGINS = ["gateway.broker_cli", "gateway.admin_cli"]
 
 
 def cmd_run(args):
@@ -156,6 +156,7 @@ def build_parser():
 
     s = sub.add_parser("demo", help="broker + chain + gateway + simulated trackers on this machine")
     s.add_argument("--trackers", type=int, default=3)
+    s.add_argument("--cameras", type=int, default=1, help="simulated cameras (motion events)")
     s.add_argument("--duration", type=float, help="stop cleanly after this many seconds")
     s.add_argument("--data-dir", default="demo-data")
     s.add_argument("--broker", help="use this broker (mqtt://HOST:PORT) instead of starting one")

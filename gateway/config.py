@@ -6,6 +6,8 @@
     broker_password_file = "/etc/edgekeep/broker.pass"
     epoch_seconds = 10                      # one anchor transaction per epoch
     max_message_bytes = 65536
+    web_host = "127.0.0.1"                  # the admin web page; web_port = -1 turns it off
+    web_port = 8080                         # 0: any free port
 
     [chain]
     rpc_url = "local"                       # "local": anvil under data_dir/chain; or any JSON-RPC URL
@@ -32,6 +34,8 @@ class Config:
     broker_password_file: str = ""
     epoch_seconds: float = 10
     max_message_bytes: int = 65536
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
     chain: ChainConfig = field(default_factory=ChainConfig)
 
     @classmethod

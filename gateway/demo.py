@@ -11,7 +11,7 @@ import secrets
 import threading
 import time
 
-from agent import sim
+from agent import sim, simcamera
 from gateway import registry
 from gateway.broker import Mosquitto
 from gateway.config import ChainConfig, Config
@@ -46,6 +46,19 @@ def provision_trackers(sim_dir, n, store, chain):
     return ring.path, pass_path
 
 
+def provision_cameras(sim_dir, n, store, chain, keyring):
+    """Make (or reuse) n simulated cameras, like provision_trackers; their flash dirs."""
+    ring = Keyring.open(keyring, owner_passphrase(sim_dir)[0])
+    paths = [os.path.join(sim_dir, "camera-%d" % (i + 1)) for i in range(n)]
+    for path in paths:
+        name = os.path.basename(path)
+        ident = sim.provision_dir(path, name)
+        registry.register(store, chain, ident.public, name, "camera")
+        ring.add(ident.hex, ident.data_key)
+    ring.save()
+    return paths
+
+
 def run(args):
     data_dir = os.path.abspath(args.data_dir)
     sim_dir = os.path.join(data_dir, "sim")
@@ -55,7 +68,7 @@ def run(args):
         broker = Mosquitto(os.path.join(data_dir, "broker")).start()
     url = args.broker or broker.url
     cfg = Config(data_dir=data_dir, broker=url, epoch_seconds=args.epoch_seconds,
-                 chain=ChainConfig(block_time=args.block_time))
+                 web_port=0, chain=ChainConfig(block_time=args.block_time))
     gw = Gateway(cfg)
     stop = threading.Event()
     threads = []
@@ -63,6 +76,7 @@ def run(args):
         gw.start()
         store = Store(data_dir)
         keyring, passfile = provision_trackers(sim_dir, args.trackers, store, gw.chain)
+        cameras = provision_cameras(sim_dir, args.cameras, store, gw.chain, keyring)
         gw.ingest.reload_devices()
         _print_where(cfg, gw, url, sim_dir, keyring, passfile)
         config = {"sample_interval": args.sample_interval, "upload_interval": args.upload_interval}
@@ -70,6 +84,11 @@ def run(args):
         for path in sim.tracker_dirs(sim_dir, args.trackers):
             t = threading.Thread(target=sim.run_tracker, daemon=True,
                                  args=(path, url, config, args.duration, stop.is_set, recorder))
+            t.start()
+            threads.append(t)
+        for path in cameras:
+            t = threading.Thread(target=simcamera.run_camera, daemon=True,
+                                 args=(path, url, {}, args.duration, stop.is_set))
             t.start()
             threads.append(t)
         _wait(threads, args.duration, stop)
@@ -104,6 +123,8 @@ def _print_where(cfg, gw, url, sim_dir, keyring, passfile):
     print("  devices       %s" % sim_dir)
     print("  owner keyring %s (passphrase in %s)" % (keyring, passfile))
     print("  epoch         every %g s, one anchor transaction each" % cfg.epoch_seconds)
+    print("  admin page    %s (password in %s)" % (
+        gw.web.url, gw.admin_password_file or "the one set with `gateway admin set-password`"))
     print("verify with:   python -m gateway verify --data-dir %s --all" % cfg.data_dir, flush=True)
 
 

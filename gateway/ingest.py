@@ -18,9 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 import paho.mqtt.client as mqtt
 
 from agent import cbor
+from agent.objects import KIND_CHUNK, KIND_MANIFEST
 from agent.mqtt_paho import parse_broker
 from agent.proto import ACK_SEQ, ACK_VERSION, KIND_STATUS, VERSION, down_topic
-from gateway import anchor, protocol, store
+from gateway import anchor, objects, protocol, store
 from gateway.protocol import REPLAY, Reject
 
 log = logging.getLogger("edgekeep.ingest")
@@ -54,8 +55,9 @@ class RateLimitedLog:
 class Ingest:
     def __init__(self, data_dir, broker, max_bytes=65536, epoch_seconds=10.0,
                  client_id="edgekeep-gateway", username=None, password=None,
-                 on_sealed=None):
+                 on_sealed=None, object_keep_days=30, object_max_bytes=None):
         self.db = store.connect(data_dir)
+        self.objects = objects.ObjectStore(data_dir, self.db, object_keep_days, object_max_bytes)
         self.max_bytes = max_bytes
         self.epoch_seconds = epoch_seconds
         self.on_sealed = on_sealed or (lambda epoch: None)
@@ -175,10 +177,18 @@ class Ingest:
         db.execute("BEGIN IMMEDIATE")
         try:
             bases = {}
-            for signed, env in verified:
+            for item in verified:
                 try:
+                    if isinstance(item, objects.Chunk):
+                        self.objects.add_chunk(item, now)
+                        continue
+                    signed, env = item
+                    manifest = (objects.parse_manifest(signed.payload)
+                                if env.kind == KIND_MANIFEST else None)
                     if self._store(signed, env, now):
                         bases[env.device] = max(bases.get(env.device, 0), env.base)
+                        if manifest:
+                            self.objects.register(env, manifest, now)
                     to_ack.add(env.device)
                 except Reject as r:
                     rejects[r.reason] += 1
@@ -191,7 +201,9 @@ class Ingest:
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
+            self.objects.discard()
             raise
+        self.objects.publish(self.client)
         self.acked.update(acked)
         self.rejects.update(rejects)
         for dev, seq in acked.items():
@@ -218,14 +230,21 @@ class Ingest:
         return out
 
     def _verify(self, topic, raw):
+        if topic.endswith("/up/" + KIND_CHUNK):  # not signed: bound by its signed manifest
+            chunk = objects.parse_chunk(topic, raw, self.max_bytes)
+            self._key(chunk.device)
+            return chunk
         signed = protocol.parse(topic, raw, self.max_bytes)
-        key = self.keys.get(signed.device)
-        if key is None:
-            raise Reject(protocol.UNKNOWN_DEVICE, "no registered device %s" % signed.device)
-        if key == protocol.REVOKED:
-            raise Reject(protocol.REVOKED, "device %s is revoked" % signed.device)
-        protocol.verify_signature(signed, key)
+        protocol.verify_signature(signed, self._key(signed.device))
         return signed, protocol.open_envelope(signed)
+
+    def _key(self, device):
+        key = self.keys.get(device)
+        if key is None:
+            raise Reject(protocol.UNKNOWN_DEVICE, "no registered device %s" % device)
+        if key == protocol.REVOKED:
+            raise Reject(protocol.REVOKED, "device %s is revoked" % device)
+        return key
 
     def _store(self, signed, env, now):
         """Insert a new message; False for a duplicate (acked and dropped)."""
@@ -275,6 +294,7 @@ class Ingest:
         return acked
 
     def seal_epoch(self):
+        self.objects.retain()
         epoch = anchor.seal_epoch(self.db)
         if epoch is not None:
             self.on_sealed(epoch)

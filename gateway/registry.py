@@ -20,7 +20,8 @@ def register(store, chain, public_key, name=None, kind="tracker", owner=None):
     return dev.hex()
 
 
-def revoke(store, chain, dev_hex):
+def revoke(store, chain, dev_hex, broker=None):
+    """Revoke on chain and locally; with broker (gateway.broker.Credentials), its MQTT account too."""
     dev = bytes.fromhex(dev_hex)
     on_chain = chain.device(dev)
     if on_chain is None and store.device(dev_hex) is None:
@@ -28,3 +29,15 @@ def revoke(store, chain, dev_hex):
     if on_chain and on_chain["active"]:
         chain.revoke_device(dev)
     store.revoke_device(dev_hex)
+    if broker is not None and dev_hex in broker.users():
+        broker.revoke_device(dev_hex)
+
+
+def rename(store, dev_hex, name):
+    """Change the local display name (the chain holds keys, not names)."""
+    name = (name or "").strip()
+    if not name or len(name) > 64:
+        raise RegistryError("a device name has 1 to 64 characters")
+    if not store.rename_device(dev_hex, name):
+        raise RegistryError("no device %s" % dev_hex)
+

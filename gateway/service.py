@@ -37,6 +37,8 @@ class Gateway:
         self.chain = None
         self.anchorer = None
         self.ingest = None
+        self.web = None
+        self.admin_password_file = None
 
     def start(self):
         cfg = self.cfg
@@ -48,12 +50,24 @@ class Gateway:
                              password=cfg.broker_password(), on_sealed=self.anchorer.notify)
         self.anchorer.start()
         self.ingest.start()
+        if cfg.web_port >= 0:
+            self.start_web()
         log.info("gateway up: data %s, broker %s, chain %s (chain id %d)", cfg.data_dir,
                  cfg.broker, self.chain.w3.provider.endpoint_uri, self.chain.chain_id)
         return self
 
+    def start_web(self):
+        from gateway.web import auth
+        from gateway.web.app import WebServer, create_app
+        self.admin_password_file = auth.ensure_password(self.cfg.data_dir)
+        self.web = WebServer(create_app(self.cfg, self), self.cfg.web_host, self.cfg.web_port).start()
+        log.info("admin page %s%s", self.web.url, " (first-run password in %s)"
+                 % self.admin_password_file if self.admin_password_file else "")
+
     def stop(self):
         """Drain the ingest, seal and anchor the last epoch, then stop the local chain."""
+        if self.web:
+            self.web.stop()
         if self.ingest:
             self.ingest.stop()
         if self.anchorer:

@@ -167,3 +167,56 @@ class Store:
     def reject_counts(self):
         return dict(self.db.execute("SELECT reason, count FROM rejects"))
 
+
+    # -- views for the admin page (read-only but for rename) ---------------------
+
+    def rename_device(self, dev_hex, name):
+        cur = self.db.execute("UPDATE devices SET name = ? WHERE id = ?", (name, dev_hex))
+        return cur.rowcount == 1
+
+    def latest_message_id(self):
+        return self.db.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
+
+    def messages_after(self, last_id, limit=1000):
+        """Metadata (no payload) of messages stored after row id last_id, oldest first."""
+        cur = self.db.execute(
+            "SELECT id, device, seq, kind, time, count, received_at FROM messages "
+            "WHERE id > ? ORDER BY id LIMIT ?", (last_id, limit))
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, row)) for row in cur]
+
+    def recent_messages(self, device, kind=None, limit=50):
+        """A device's newest messages, newest first, with their raw bytes."""
+        sql = ("SELECT id, seq, kind, time, count, raw, epoch, leaf, received_at FROM messages "
+               "WHERE device = ?" + (" AND kind = ?" if kind else "") + " ORDER BY seq DESC LIMIT ?")
+        cur = self.db.execute(sql, (device, kind, limit) if kind else (device, limit))
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, row)) for row in cur]
+
+    def message(self, device, seq):
+        cur = self.db.execute("SELECT id, seq, kind, time, count, raw, epoch, leaf, received_at "
+                              "FROM messages WHERE device = ? AND seq = ?", (device, seq))
+        row = cur.fetchone()
+        return dict(zip([c[0] for c in cur.description], row)) if row else None
+
+    def recent_epochs(self, limit=100):
+        cur = self.db.execute("SELECT * FROM epochs ORDER BY epoch DESC LIMIT ?", (limit,))
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, row)) for row in cur]
+
+    def last_anchor(self):
+        rows = self.db.execute("SELECT epoch FROM epochs WHERE status = 'mined' "
+                               "ORDER BY epoch DESC LIMIT 1").fetchall()
+        return self.epoch(rows[0][0]) if rows else None
+
+    def pending_epochs(self):
+        return self.db.execute("SELECT count(*) FROM epochs WHERE status != 'mined'").fetchone()[0]
+
+    def last_audit(self):
+        """The newest row of the Keeper's `audits` table, or None while there is none."""
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                               "AND name = 'audits'").fetchone():
+            return None
+        cur = self.db.execute("SELECT * FROM audits ORDER BY rowid DESC LIMIT 1")
+        row = cur.fetchone()
+        return dict(zip([c[0] for c in cur.description], row)) if row else None

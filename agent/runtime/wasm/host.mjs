@@ -19,6 +19,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { copyIn, mirror } from "./flash.mjs";
+import { gcCollector } from "./gc.mjs";
 import { loadCapped, MIN_HEAP } from "./heap.mjs";
 import { startNet } from "./net.mjs";
 
@@ -123,6 +124,7 @@ async function main() {
 
   const pause = new Int32Array(new SharedArrayBuffer(4));
   mp.registerJsModule("_ekhost", {
+    collect: gcCollector(mp, memory),
     ...(await startNet(memory)),
     sleep_ms(ms) {
       Atomics.wait(pause, 0, 0, Math.max(0, ms || 0));
