@@ -13,7 +13,7 @@ from gateway.config import Config
 
 # Modules that add their own subcommands: each has add_commands(subparsers), and each
 # subparser sets fn=callable(args) -> exit code.
-PLUGINS = ["gateway.broker_cli", "gateway.admin_cli"]
+PLUGINS = []
 
 
 def cmd_run(args):
@@ -78,6 +78,29 @@ def cmd_verify(args):
     return 0 if result.checked and result.verified == result.checked else 1
 
 
+def cmd_proof(args):
+    from gateway import proof
+    from gateway.verify import parse_message_id
+    device, seq = parse_message_id(args.message_id)
+    with _chain_for(args.data_dir, args.rpc) as chain:
+        p = proof.build(_store(args.data_dir), chain, device, seq)
+    proof.dump(p, args.out)
+    print("wrote %s (epoch %d, leaf %d of %d)" % (args.out, p["epoch"], p["index"], p["size"]))
+    return 0
+
+
+def cmd_check_proof(args):
+    from gateway import proof
+    with open(args.file) as f:
+        p = json.load(f)
+    results = proof.check(p, args.rpc)
+    for name, ok, detail in results:
+        print("%s %s: %s" % ("ok  " if ok else "FAIL", name, detail))
+    good = all(ok for _, ok, _ in results)
+    print("proof holds" if good else "proof does NOT hold")
+    return 0 if good else 1
+
+
 def cmd_devices(args):
     from gateway import registry
     store = _store(args.data_dir) if args.action == "list" else _open_store(args.data_dir)
@@ -120,6 +143,11 @@ def _ago(t):
 
 
 def cmd_export(args):
+    if args.object:
+        from gateway import objects_cli
+        return objects_cli.export(args)
+    if not args.device:
+        raise SystemExit("error: export needs --device or --object")
     from gateway import export
     from gateway.keyring import Keyring, passphrase_from
     ring = Keyring.open(args.key, passphrase_from(args.passphrase_file))
@@ -175,6 +203,18 @@ def build_parser():
     g.add_argument("message_id", nargs="?", help="<device>-<seq>")
     s.set_defaults(fn=cmd_verify)
 
+    s = sub.add_parser("proof", help="write a portable proof of one message")
+    s.add_argument("--data-dir", required=True)
+    s.add_argument("--rpc")
+    s.add_argument("--out", required=True)
+    s.add_argument("message_id", help="<device>-<seq>")
+    s.set_defaults(fn=cmd_proof)
+
+    s = sub.add_parser("check-proof", help="check a proof file against the chain alone")
+    s.add_argument("file")
+    s.add_argument("--rpc", required=True, help="JSON-RPC URL of the chain the proof names")
+    s.set_defaults(fn=cmd_check_proof)
+
     s = sub.add_parser("devices", help="list, add, import or revoke devices")
     s.add_argument("action", choices=["list", "add", "import", "revoke"])
     s.add_argument("--data-dir", required=True)
@@ -188,7 +228,8 @@ def build_parser():
 
     s = sub.add_parser("export", help="decrypt a device's readings with the owner's keyring")
     s.add_argument("--data-dir", required=True)
-    s.add_argument("--device", required=True)
+    s.add_argument("--device", help="a device's readings")
+    s.add_argument("--object", help="one camera object (<oid> or <device>-<oid>): its JPEG or clip")
     s.add_argument("--key", required=True, help="the owner's keyring file")
     s.add_argument("--passphrase-file", help="else $EDGEKEEP_PASSPHRASE, else a prompt")
     s.add_argument("--format", choices=["csv", "json"], default="csv")
