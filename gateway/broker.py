@@ -11,9 +11,9 @@ client whose username is no longer in the password file (tests/test_broker_acl.p
 import base64
 import contextlib
 import fcntl
-import getpass
 import hashlib
 import os
+import pwd
 import re
 import secrets
 import shutil
@@ -124,18 +124,21 @@ class Credentials:
         return self.set_password(_device_user(dev_hex))
 
     def revoke_device(self, dev_hex):
-        """Remove the device's account; Mosquitto drops its live session on the reload."""
+        """Remove the device's account; Mosquitto drops its live session on the reload.
+
+        Returns whether a running broker was reloaded (else it applies at the next start).
+        """
         user = _device_user(dev_hex)
         with self._locked():
             entries = self._read()
             if entries.pop(user, None) is None:
                 raise CredentialError("device %s has no broker account" % dev_hex)
             self._write(entries)
-        self.reload()
+        return self.reload()
 
     def set_password(self, user):
         if user not in SERVICE_USERS and not DEVICE_ID.match(user):
-            raise CredentialError("no such broker user kind: %r (a device id is 16 hex "
+            raise CredentialError("not a broker user: %r (a device id is 16 lowercase hex "
                                   "characters; service users: %s)" % (user, ", ".join(SERVICE_USERS)))
         with self._locked():
             password = self._set(user)
@@ -240,7 +243,7 @@ class Mosquitto:
         lines = [
             # As root, Mosquitto would switch to the `mosquitto` user, which cannot write
             # this directory; run as whoever started it.
-            "user %s" % getpass.getuser(),
+            "user %s" % pwd.getpwuid(os.geteuid()).pw_name,
             "listener %d 127.0.0.1" % self.port,
         ]
         if self.tls:

@@ -13,7 +13,7 @@ from gateway.config import Config
 
 # Modules that add their own subcommands: each has add_commands(subparsers), and each
 # subparser sets fn=callable(args) -> exit code.
-PLUGINS = []
+PLUGINS = ["gateway.broker_cli"]
 
 
 def cmd_run(args):
@@ -193,6 +193,10 @@ def build_parser():
     s.add_argument("--sample-interval", type=float, default=2)
     s.add_argument("--upload-interval", type=float, default=10)
     s.add_argument("--record", help=argparse.SUPPRESS)
+    s.add_argument("--runtime", choices=("cpython", "micropython"), default="cpython",
+                   help="run the trackers as threads here or as MicroPython processes")
+    s.add_argument("--heap", type=int, default=65536,
+                   help="MicroPython heap per tracker in bytes (--runtime micropython)")
     s.set_defaults(fn=cmd_demo)
 
     s = sub.add_parser("verify", help="check signatures, inclusion and on-chain roots")

@@ -1,0 +1,221 @@
+"""Broker accounts and ACLs against a real Mosquitto: each device is confined to its own topics.
+
+Denied publishes are dropped silently by Mosquitto (MQTT 3.1.1 has no way to say no), so
+"did not arrive" is shown with a marker: one client's messages reach a subscriber in order,
+so once the permitted marker sent after the forbidden ones has arrived, they never will.
+"""
+import datetime
+import ipaddress
+import os
+import subprocess
+import sys
+import threading
+
+import paho.mqtt.client as mqtt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from gateway.broker import GATEWAY_USER, CredentialError, Credentials, Mosquitto
+from tests.conftest import wait_for
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+A = "aaaaaaaaaaaaaaaa"
+B = "bbbbbbbbbbbbbbbb"
+
+
+class Client:
+    """A paho client that records its CONNACK, its disconnects and what it receives."""
+
+    def __init__(self, port, user, password, client_id="", clean=True, tls_ca=None):
+        self.messages = []
+        self.refused = None
+        self.disconnected = threading.Event()
+        self.connack = threading.Event()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                             clean_session=clean)
+        self.c.username_pw_set(user, password)
+        if tls_ca:
+            self.c.tls_set(ca_certs=tls_ca)
+        self.c.on_connect = self._on_connect
+        self.c.on_disconnect = lambda c, u, f, rc, p: self.disconnected.set()
+        self.c.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload))
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+        assert self.connack.wait(10), "no CONNACK"
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            self.refused = str(reason_code)
+            client.disconnect()
+        self.connack.set()
+
+    def subscribe(self, *filters):
+        done = threading.Event()
+        self.c.on_subscribe = lambda *a: done.set()
+        self.c.subscribe([(f, 1) for f in filters])
+        assert done.wait(10), "no SUBACK"
+
+    def publish(self, topic, payload):
+        self.c.publish(topic, payload, qos=1).wait_for_publish(10)
+
+    def topics(self):
+        return [t for t, _ in self.messages]
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+@pytest.fixture
+def broker(tmp_path):
+    with Mosquitto(os.path.join(tmp_path, "broker"), auth=True) as b:
+        yield b
+
+
+@pytest.fixture
+def clients():
+    made = []
+    yield lambda *a, **kw: made.append(Client(*a, **kw)) or made[-1]
+    for c in made:
+        c.close()
+
+
+def gateway(broker, clients):
+    gw = clients(broker.port, GATEWAY_USER, broker.gateway_password())
+    assert gw.refused is None
+    return gw
+
+
+def test_device_publishes_only_on_its_own_uplink(broker, clients):
+    gw = gateway(broker, clients)
+    gw.subscribe("ek/#", "edgekeep/#", "homeassistant/#")
+    dev_a = clients(broker.port, A, broker.add_device_credentials(A))
+    broker.add_device_credentials(B)
+    for topic in ("ek/%s/up/t" % B, "ek/%s/down/ack" % A, "ek/%s/down/ack" % B,
+                  "edgekeep/%s/state" % A, "homeassistant/device/%s/config" % A, "ek/x"):
+        dev_a.publish(topic, b"forged")
+    dev_a.publish("ek/%s/up/t" % A, b"mine")
+    wait_for(lambda: gw.messages, what="A's own uplink at the gateway")
+    assert gw.messages == [("ek/%s/up/t" % A, b"mine")]
+
+
+def test_device_reads_only_its_own_downlink(broker, clients):
+    gw = gateway(broker, clients)
+    dev_a = clients(broker.port, A, broker.add_device_credentials(A))
+    dev_b = clients(broker.port, B, broker.add_device_credentials(B))
+    dev_a.subscribe("ek/#", "ek/%s/down/#" % B, "ek/+/up/#", "ek/%s/down/#" % A)
+    dev_b.subscribe("ek/%s/down/#" % B)
+    dev_b.publish("ek/%s/up/t" % B, b"B's uplink")
+    gw.publish("ek/%s/down/ack" % B, b"for B")
+    gw.publish("ek/%s/down/ack" % A, b"for A")
+    wait_for(lambda: dev_a.messages, what="A's own downlink")
+    wait_for(lambda: dev_b.messages, what="B's own downlink")
+    assert dev_a.messages == [("ek/%s/down/ack" % A, b"for A")]
+    assert dev_b.messages == [("ek/%s/down/ack" % B, b"for B")]
+
+
+def test_device_cannot_read_another_devices_queued_downlink_by_taking_its_client_id(broker, clients):
+    gw = gateway(broker, clients)
+    dev_b = clients(broker.port, B, broker.add_device_credentials(B), client_id="dev-b", clean=False)
+    dev_b.subscribe("ek/%s/down/#" % B)
+    dev_b.close()
+    gw.publish("ek/%s/down/ack" % B, b"queued for B")
+    thief = clients(broker.port, A, broker.add_device_credentials(A), client_id="dev-b", clean=False)
+    thief.subscribe("ek/%s/down/#" % A)
+    gw.publish("ek/%s/down/ack" % A, b"marker")
+    wait_for(lambda: thief.messages, what="A's marker")
+    assert thief.messages == [("ek/%s/down/ack" % A, b"marker")]
+
+
+def test_unknown_users_wrong_passwords_and_anonymous_clients_are_refused(broker, clients):
+    password = broker.add_device_credentials(A)
+    assert clients(broker.port, A, password + "x").refused == "Not authorized"
+    assert clients(broker.port, B, password).refused == "Not authorized"
+    assert clients(broker.port, None, None).refused == "Not authorized"
+    assert clients(broker.port, A, password).refused is None
+
+
+def test_adding_and_revoking_take_effect_without_a_restart(broker, clients):
+    pid = broker.proc.pid
+    dev_a = clients(broker.port, A, broker.add_device_credentials(A))
+    dev_b = clients(broker.port, B, broker.add_device_credentials(B))
+    assert dev_a.refused is None and dev_b.refused is None
+    broker.revoke_device_credentials(A)
+    wait_for(dev_a.disconnected.is_set, what="the revoked device's session to be dropped")
+    again = clients(broker.port, A, "any password it had")
+    assert again.refused == "Not authorized"
+    dev_b.subscribe("ek/%s/down/#" % B)   # B's session was left alone
+    assert not dev_b.disconnected.is_set()
+    assert broker.proc.pid == pid and broker.proc.poll() is None
+    with pytest.raises(CredentialError, match="no broker account"):
+        broker.revoke_device_credentials(A)
+
+
+def test_cli_edits_credentials_of_a_running_broker(broker, clients):
+    def cli(*args):
+        r = subprocess.run([sys.executable, "-m", "gateway", "broker", *args, "--dir", broker.dir],
+                           cwd=REPO, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    password = cli("add-device", "--device", A).strip()
+    dev = clients(broker.port, A, password)
+    assert dev.refused is None
+    assert A in cli("list").split()
+    cli("revoke-device", "--device", A)
+    wait_for(dev.disconnected.is_set, what="the revoked device's session to be dropped")
+    assert clients(broker.port, A, password).refused == "Not authorized"
+
+
+def test_bad_device_ids_are_refused(tmp_path):
+    creds = Credentials(tmp_path)
+    creds.init()
+    for bad in ("AAAAAAAAAAAAAAAA", "aaaa", "gateway", "aaaaaaaaaaaaaaaa/#", None):
+        with pytest.raises(CredentialError):
+            creds.add_device(bad)
+    with pytest.raises(CredentialError, match="not a broker user"):
+        creds.set_password("root")
+    assert creds.users() == [GATEWAY_USER]
+
+
+def test_credentials_need_init(tmp_path):
+    with pytest.raises(CredentialError, match="broker init"):
+        Credentials(tmp_path).add_device(A)
+
+
+def self_signed(directory):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    certfile, keyfile = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    with open(certfile, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(keyfile, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return certfile, keyfile
+
+
+def test_tls_listener_uses_the_same_accounts(tmp_path, clients):
+    certfile, keyfile = self_signed(tmp_path)
+    with Mosquitto(os.path.join(tmp_path, "broker"), auth=True, tls=(certfile, keyfile)) as b:
+        password = b.add_device_credentials(A)
+        gw = clients(b.port, GATEWAY_USER, b.gateway_password())
+        gw.subscribe("ek/+/up/#")
+        dev = clients(b.tls_port, A, password, tls_ca=certfile)
+        assert dev.refused is None
+        dev.publish("ek/%s/up/t" % A, b"over TLS")
+        wait_for(lambda: gw.messages, what="the TLS uplink")
+        assert gw.messages == [("ek/%s/up/t" % A, b"over TLS")]
+        assert clients(b.tls_port, A, "wrong", tls_ca=certfile).refused == "Not authorized"
