@@ -13,7 +13,7 @@ from gateway.config import Config
 
 # Modules that add their own subcommands: each has add_commands(subparsers), and each
 # subparser sets fn=callable(args) -> exit code.
-PLUGINS = ["gateway.broker_cli"]
+PLUGINS = ["gateway.broker_cli", "gateway.admin_cli"]
 
 
 def cmd_run(args):

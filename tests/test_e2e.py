@@ -106,7 +106,8 @@ def test_demo_five_trackers_thirty_seconds(tmp_path):
 
 def write_config(path, data_dir, broker_url):
     with open(path, "w") as f:
-        f.write('data_dir = "%s"\nbroker = "%s"\nepoch_seconds = 3\n[chain]\nblock_time = 1\n'
+        f.write('data_dir = "%s"\nbroker = "%s"\nepoch_seconds = 3\nweb_port = 0\n'
+                '[chain]\nblock_time = 1\n'
                 % (data_dir, broker_url))
     cfg = Config.load(path)
     assert cfg.data_dir == data_dir

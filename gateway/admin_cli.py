@@ -1,0 +1,30 @@
+"""`python -m gateway admin set-password`: set the admin web page's password (stored hashed)."""
+import getpass
+
+from gateway.config import Config
+from gateway.web import auth
+
+
+def cmd_set_password(args):
+    data_dir = args.data_dir or Config.load(args.config).data_dir
+    if args.password_file:
+        with open(args.password_file) as f:
+            password = f.read().strip()
+    else:
+        password = getpass.getpass("new admin password: ")
+        if getpass.getpass("again: ") != password:
+            raise ValueError("the passwords differ")
+    auth.set_password(data_dir, password)
+    print("admin password set (hash in %s)" % auth.hash_path(data_dir))
+    return 0
+
+
+def add_commands(sub):
+    s = sub.add_parser("admin", help="admin web page settings")
+    actions = s.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("set-password", help="set the admin password (argon2-hashed)")
+    where = a.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", help="the gateway's TOML config (for its data_dir)")
+    where.add_argument("--data-dir")
+    a.add_argument("--password-file", help="read the password from this file (else a prompt)")
+    a.set_defaults(fn=cmd_set_password)

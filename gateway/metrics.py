@@ -1,0 +1,65 @@
+"""/metrics for Prometheus, read from the admin monitor's latest snapshot at scrape time.
+
+Aggregates only (no device ids), so the endpoint can be scraped without a session.
+Ingest rate is `rate(edgekeep_messages_stored_total[1m])`.
+"""
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from starlette.responses import Response
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class SnapshotCollector:
+    def __init__(self, monitor):
+        self.monitor = monitor
+
+    def collect(self):
+        s = self.monitor.snapshot
+        yield CounterMetricFamily("edgekeep_messages_stored", "Messages verified and stored",
+                                  value=s["messages"])
+        rejects = CounterMetricFamily("edgekeep_rejects", "Messages rejected, by reason",
+                                      labels=["reason"])
+        for reason, n in sorted(s["rejects"].items()):
+            rejects.add_metric([reason], n)
+        yield rejects
+        devices = GaugeMetricFamily("edgekeep_devices", "Registered devices by state",
+                                    labels=["state"])
+        for state in ("online", "offline", "revoked"):
+            devices.add_metric([state], s["devices"][state])
+        yield devices
+        yield GaugeMetricFamily("edgekeep_device_queue_depth",
+                                "Messages queued on devices (sum of their last status reports)",
+                                value=s["queued"])
+        yield CounterMetricFamily("edgekeep_device_drops", "Batches devices dropped from full queues",
+                                  value=s["drops"])
+        yield GaugeMetricFamily("edgekeep_anchor_pending_epochs", "Sealed epochs not yet mined",
+                                value=s["pending_epochs"])
+        if s["anchor"]:
+            yield GaugeMetricFamily("edgekeep_anchor_latency_seconds",
+                                    "Seal to mined time of the last anchored epoch",
+                                    value=s["anchor"]["latency"])
+            yield GaugeMetricFamily("edgekeep_anchor_last_block", "Block of the last anchor",
+                                    value=s["anchor"]["block"])
+        if s["audit"]:  # a row of the Keeper's audits table; its `ok` column is the result
+            yield GaugeMetricFamily("edgekeep_audit_last_ok", "1 if the last storage audit passed",
+                                    value=1 if s["audit"].get("ok") else 0)
+        storage = GaugeMetricFamily("edgekeep_storage_bytes", "Data directory usage",
+                                    labels=["kind"])
+        storage.add_metric(["used"], s["storage"]["used"])
+        storage.add_metric(["free"], s["storage"]["free"])
+        yield storage
+        for name in ("broker", "chain"):
+            ok = s[name]["ok"]
+            if ok is not None:
+                yield GaugeMetricFamily("edgekeep_%s_up" % name, "1 if the %s is reachable" % name,
+                                        value=1 if ok else 0)
+
+
+def endpoint(monitor):
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(monitor))
+
+    async def metrics(request):
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE)
+    return metrics

@@ -1,0 +1,289 @@
+"""The admin REST API (JSON, under /api): what the pages and `gateway audit --remote` use.
+
+Every route but POST /api/session needs a session; unsafe ones need the X-CSRF-Token header
+(AuthMiddleware). The OpenAPI document at /api/openapi.json is generated from ROUTES, so a
+route cannot exist undocumented.
+"""
+import base64
+import re
+
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from gateway import merkle, registry
+from gateway.store import Store
+from gateway.web import auth, sse
+from gateway.web.status import device_row
+
+DEVICE_ID = re.compile(r"^[0-9a-f]{16}$")
+
+
+class ApiError(Exception):
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+def error_response(request, exc):
+    return JSONResponse({"error": str(exc)}, exc.status)
+
+
+def state(request):
+    return request.app.state
+
+
+def device_or_404(request):
+    dev = request.path_params["device"]
+    d = DEVICE_ID.match(dev) and state(request).store.device(dev)
+    if not d:
+        raise ApiError(404, "no device %s" % dev)
+    return d
+
+
+def int_param(request, name, default, lo, hi):
+    raw = request.query_params.get(name)
+    try:
+        value = default if raw is None else int(raw)
+    except ValueError:
+        raise ApiError(400, "%s must be an integer" % name)
+    if not lo <= value <= hi:
+        raise ApiError(400, "%s must be between %d and %d" % (name, lo, hi))
+    return value
+
+
+async def json_body(request):
+    if not request.headers.get("content-type", "").startswith("application/json"):
+        raise ApiError(415, "send application/json")
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, "the body is not JSON")
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return body
+
+
+async def on_chain(request, fn, *args):
+    """Run a registry change in a worker thread with its own store connection."""
+    chain = state(request).gateway and state(request).gateway.chain
+    if chain is None:
+        raise ApiError(503, "this process has no chain connection (is the gateway running?)")
+
+    def call():
+        store = Store(state(request).data_dir)
+        try:
+            return fn(store, chain, *args)
+        finally:
+            store.close()
+    try:
+        return await run_in_threadpool(call)
+    except registry.RegistryError as e:
+        raise ApiError(400, str(e))
+
+
+# -- session -------------------------------------------------------------------
+
+async def login(request):
+    """Log in with the admin password; sets the session cookie and returns the CSRF token.
+
+    Only application/json is accepted: a cross-site form cannot send it, so this route
+    needs no CSRF token of its own.
+    """
+    body = await json_body(request)
+    session = attempt_login(request, str(body.get("password", "")))
+    response = JSONResponse({"csrf": session.csrf})
+    response.headers["set-cookie"] = auth.cookie_header(session, request.url.scheme == "https")
+    return response
+
+
+def attempt_login(request, password):
+    """The new authenticated session; ApiError 429 when rate limited, 401 on a wrong password."""
+    st, client = state(request), request.client.host if request.client else "?"
+    wait = st.limiter.retry_after(client)
+    if wait:
+        raise ApiError(429, "too many failed logins; try again in %d s" % wait)
+    if not auth.check_password(st.data_dir, password):
+        st.limiter.failed(client)
+        raise ApiError(401, "wrong password")
+    st.limiter.succeeded(client)
+    old = request.scope.get("ek_session")
+    if old:
+        st.sessions.end(old.token)
+    return st.sessions.new(authenticated=True)
+
+
+async def logout(request):
+    """End this session."""
+    state(request).sessions.end(request.scope["ek_session"].token)
+    return JSONResponse({"ok": True})
+
+
+# -- status and devices ----------------------------------------------------------
+
+async def status(request):
+    """The dashboard snapshot: devices online, message rate, rejects, storage, anchor, health."""
+    return JSONResponse(state(request).monitor.snapshot)
+
+
+async def devices(request):
+    """Every registered device with its last health report."""
+    now = state(request).monitor.snapshot["time"]
+    return JSONResponse([device_row(d, now) for d in state(request).store.devices()])
+
+
+async def register_device(request):
+    """Register a device by its public key (JSON: public_key hex, name, kind), on chain too."""
+    body = await json_body(request)
+    try:
+        key = bytes.fromhex(str(body.get("public_key", "")))
+    except ValueError:
+        raise ApiError(400, "public_key must be hex")
+    name = str(body.get("name") or "").strip() or None
+    kind = str(body.get("kind") or "tracker")
+    if kind not in ("tracker", "camera"):
+        raise ApiError(400, "kind must be tracker or camera")
+    dev = await on_chain(request, registry.register, key, name, kind)
+    return JSONResponse({"id": dev}, 201)
+
+
+async def device(request):
+    """One device."""
+    d = device_or_404(request)
+    return JSONResponse(device_row(d, state(request).monitor.snapshot["time"]))
+
+
+async def rename_device(request):
+    """Rename a device (JSON: name)."""
+    d = device_or_404(request)
+    body = await json_body(request)
+    try:
+        registry.rename(state(request).store, d["id"], body.get("name"))
+    except registry.RegistryError as e:
+        raise ApiError(400, str(e))
+    return JSONResponse({"id": d["id"], "name": body["name"].strip()})
+
+
+async def revoke_device(request):
+    """Revoke a device on chain and locally; its messages are rejected from then on."""
+    d = device_or_404(request)
+    await on_chain(request, registry.revoke, d["id"])
+    return JSONResponse({"id": d["id"], "status": "revoked"})
+
+
+async def device_messages(request):
+    """A device's newest messages, newest first, as stored: raw COSE_Sign1 in base64.
+
+    The server cannot read them; the owner's browser decrypts with the keyring.
+    """
+    d = device_or_404(request)
+    kind = request.query_params.get("kind")
+    limit = int_param(request, "limit", 50, 1, 1000)
+    rows = state(request).store.recent_messages(d["id"], kind, limit)
+    for r in rows:
+        r["raw"] = base64.b64encode(r["raw"]).decode()
+    return JSONResponse(rows)
+
+
+async def message_proof(request):
+    """One message with its inclusion proof and its epoch's anchor, for independent checking."""
+    d = device_or_404(request)
+    seq = int(request.path_params["seq"])
+    store = state(request).store
+    m = store.message(d["id"], seq)
+    if m is None:
+        raise ApiError(404, "no message %s-%d" % (d["id"], seq))
+    out = {"device": d["id"], "seq": seq, "raw": base64.b64encode(m["raw"]).decode(),
+           "epoch": m["epoch"], "leaf": m["leaf"], "proof": None, "anchor": None}
+    if m["epoch"] is not None:
+        leaves = store.epoch_leaves(m["epoch"])
+        out["proof"] = [h.hex() for h in merkle.inclusion_proof(leaves, m["leaf"])]
+        out["anchor"] = anchor_row(store.epoch(m["epoch"]))
+    return JSONResponse(out)
+
+
+# -- chain, audits, settings -------------------------------------------------------
+
+def anchor_row(e):
+    return {"epoch": e["epoch"], "root": e["root"].hex(), "count": e["count"],
+            "status": e["status"], "tx_hash": e["tx_hash"], "block": e["block"],
+            "gas": e["gas"], "sealed_at": e["sealed_at"], "mined_at": e["mined_at"],
+            "attempts": e["attempts"], "last_error": e["last_error"]}
+
+
+async def anchors(request):
+    """Sealed epochs, newest first: Merkle root, tx hash, block, gas."""
+    limit = int_param(request, "limit", 100, 1, 10000)
+    return JSONResponse([anchor_row(e) for e in state(request).store.recent_epochs(limit)])
+
+
+async def audits(request):
+    """The last storage audit, or null while the Keeper has run none."""
+    return JSONResponse({"last": state(request).monitor.snapshot["audit"]})
+
+
+def settings_rows(cfg):
+    """The running configuration, secrets excluded (file paths only)."""
+    rows = {k: v for k, v in vars(cfg).items() if k != "chain"}
+    rows.update({"chain." + k: v for k, v in vars(cfg.chain).items()})
+    return rows
+
+
+async def settings(request):
+    """The running configuration (edit the gateway's TOML file to change it)."""
+    return JSONResponse(settings_rows(state(request).cfg))
+
+
+async def openapi(request):
+    """This document."""
+    return JSONResponse(openapi_document())
+
+
+ROUTES = [
+    Route("/api/session", login, methods=["POST"]),
+    Route("/api/session", logout, methods=["DELETE"]),
+    Route("/api/status", status),
+    Route("/api/events", sse.events),
+    Route("/api/devices", devices),
+    Route("/api/devices", register_device, methods=["POST"]),
+    Route("/api/devices/{device}", device),
+    Route("/api/devices/{device}", rename_device, methods=["PATCH"]),
+    Route("/api/devices/{device}/revoke", revoke_device, methods=["POST"]),
+    Route("/api/devices/{device}/messages", device_messages),
+    Route("/api/devices/{device}/messages/{seq:int}", message_proof),
+    Route("/api/anchors", anchors),
+    Route("/api/audits", audits),
+    Route("/api/settings", settings),
+    Route("/api/openapi.json", openapi),
+]
+
+QUERY = {device_messages: {"kind": "string", "limit": "integer"}, anchors: {"limit": "integer"}}
+PUBLIC = {login}
+
+
+def openapi_document():
+    paths = {}
+    for r in ROUTES:
+        path = re.sub(r"{(\w+)(:\w+)?}", r"{\1}", r.path)
+        doc = (r.endpoint.__doc__ or "").strip().split("\n\n")
+        params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                  for n in r.param_convertors]
+        params += [{"name": n, "in": "query", "schema": {"type": t}}
+                   for n, t in QUERY.get(r.endpoint, {}).items()]
+        for method in sorted(r.methods - {"HEAD"}):
+            op = {"summary": doc[0], "operationId": r.endpoint.__name__, "parameters": params,
+                  "responses": {"200": {"description": "OK"}}}
+            if len(doc) > 1:
+                op["description"] = " ".join(" ".join(doc[1:]).split())
+            if r.endpoint in PUBLIC:
+                op["security"] = []
+            paths.setdefault(path, {})[method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "EdgeKeep gateway admin API", "version": "1"},
+        "components": {"securitySchemes": {
+            "session": {"type": "apiKey", "in": "cookie", "name": auth.COOKIE},
+            "csrf": {"type": "apiKey", "in": "header", "name": "X-CSRF-Token"}}},
+        "security": [{"session": [], "csrf": []}],
+        "paths": paths,
+    }

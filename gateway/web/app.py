@@ -1,0 +1,112 @@
+"""The admin web app (Starlette) and the uvicorn server thread that `gateway run` starts."""
+import contextlib
+import os
+import socket
+import threading
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from gateway import metrics
+from gateway.store import Store
+from gateway.web import api, auth, pages
+from gateway.web.sse import Broadcaster
+from gateway.web.status import Monitor
+
+
+STATIC = os.path.join(os.path.dirname(__file__), "static")
+# No inline script or style, nothing from elsewhere: the keyring page only talks to this origin.
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'self'; img-src 'self' blob: data:; "
+                               "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
+                               "form-action 'self'",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
+}
+PUBLIC = {"/login", "/api/session", "/metrics", "/static/"}
+
+
+async def on_error(request, exc):
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"error": str(exc)}, exc.status)
+    return PlainTextResponse(str(exc), exc.status)
+
+
+def create_app(cfg, gateway=None):
+    """The ASGI app over cfg.data_dir; `gateway` (a started service.Gateway) adds chain and broker."""
+    broadcaster = Broadcaster()
+    monitor = Monitor(cfg.data_dir, gateway, broadcaster)
+    sessions = auth.Sessions()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        app.state.store = Store(cfg.data_dir)
+        monitor.start()
+        try:
+            yield
+        finally:
+            broadcaster.close()
+            monitor.stop()
+            app.state.store.close()
+
+    routes = pages.ROUTES + api.ROUTES + [
+        Route("/metrics", metrics.endpoint(monitor)),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={api.ApiError: on_error})
+    app.state.cfg, app.state.data_dir, app.state.gateway = cfg, cfg.data_dir, gateway
+    app.state.monitor, app.state.broadcaster = monitor, broadcaster
+    app.state.sessions, app.state.limiter = sessions, auth.LoginLimiter()
+    app.add_middleware(auth.AuthMiddleware, sessions=sessions, public=PUBLIC,
+                       csrf_exempt={"/api/session"})
+    app.add_middleware(SecurityHeaders)
+    return app
+
+
+class SecurityHeaders:
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        async def with_headers(msg):
+            if msg["type"] == "http.response.start":
+                present = {k.lower() for k, _ in msg["headers"]}
+                msg["headers"] = list(msg["headers"]) + [
+                    (k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()
+                    if k.encode() not in present]
+            await send(msg)
+        await self.app(scope, receive, send if scope["type"] != "http" else with_headers)
+
+
+class WebServer:
+    """uvicorn in a thread. Port 0 picks a free port; `url` says which."""
+
+    def __init__(self, app, host="127.0.0.1", port=8080):
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.port = self.sock.getsockname()[1]
+        self.url = "http://%s:%d/" % ("[%s]" % host if ":" in host else host, self.port)
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                                    timeout_graceful_shutdown=2, lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, args=([self.sock],),
+                                       name="web", daemon=True)
+
+    def start(self, timeout=15):
+        self.thread.start()
+        for _ in range(int(timeout / 0.05)):
+            if self.server.started:
+                return self
+            if not self.thread.is_alive():
+                break
+            threading.Event().wait(0.05)
+        raise RuntimeError("admin web server did not start on %s" % self.url)
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()

@@ -1,0 +1,222 @@
+"""Admin authentication: one argon2-hashed password, server-side sessions, CSRF, login limits.
+
+The password hash lives in <data_dir>/admin-password.argon2. On the first run with no hash a
+random password is written to <data_dir>/admin-password (0600) for the owner to read;
+`python -m gateway admin set-password` replaces it and deletes that file.
+
+Every visitor gets a session (an anonymous one on the login page) holding a CSRF token.
+Logging in replaces it with a fresh authenticated session, so a planted cookie is useless.
+Unsafe requests must echo the token: header X-CSRF-Token, or form field `csrf`.
+"""
+import hmac
+import json
+import os
+import secrets
+import time
+from urllib.parse import parse_qs, quote
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerifyMismatchError
+
+COOKIE = "ek_session"
+SESSION_SECONDS = 12 * 3600
+ANONYMOUS_SECONDS = 600
+MAX_ANONYMOUS = 10000
+FAILURES_ALLOWED = 5
+FAILURE_WINDOW = 300
+UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+FORM_LIMIT = 65536
+
+_hasher = PasswordHasher()
+
+
+def hash_path(data_dir):
+    return os.path.join(data_dir, "admin-password.argon2")
+
+
+def generated_path(data_dir):
+    return os.path.join(data_dir, "admin-password")
+
+
+def set_password(data_dir, password):
+    if len(password) < 8:
+        raise ValueError("the admin password must have at least 8 characters")
+    _write_private(hash_path(data_dir), _hasher.hash(password))
+    if os.path.exists(generated_path(data_dir)):
+        os.remove(generated_path(data_dir))
+
+
+def ensure_password(data_dir):
+    """Make a random password on first run; returns the file holding it, or None if one is set."""
+    if os.path.exists(hash_path(data_dir)):
+        return generated_path(data_dir) if os.path.exists(generated_path(data_dir)) else None
+    password = secrets.token_urlsafe(15)
+    _write_private(generated_path(data_dir), password + "\n")
+    _write_private(hash_path(data_dir), _hasher.hash(password))
+    return generated_path(data_dir)
+
+
+def check_password(data_dir, password):
+    try:
+        with open(hash_path(data_dir)) as f:
+            return _hasher.verify(f.read().strip(), password)
+    except (FileNotFoundError, VerifyMismatchError, InvalidHashError):
+        return False
+
+
+def _write_private(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+class Session:
+    def __init__(self, authenticated, lifetime):
+        self.token = secrets.token_urlsafe(32)
+        self.csrf = secrets.token_urlsafe(32)
+        self.authenticated = authenticated
+        self.expires = time.monotonic() + lifetime
+
+
+class Sessions:
+    """In memory: a gateway restart logs everyone out, which is the safe direction."""
+
+    def __init__(self):
+        self.by_token = {}
+
+    def get(self, token):
+        s = self.by_token.get(token or "")
+        if s and s.expires < time.monotonic():
+            del self.by_token[s.token]
+            return None
+        return s
+
+    def new(self, authenticated):
+        if not authenticated and len(self.by_token) >= MAX_ANONYMOUS:
+            self.prune()
+        s = Session(authenticated, SESSION_SECONDS if authenticated else ANONYMOUS_SECONDS)
+        self.by_token[s.token] = s
+        return s
+
+    def end(self, token):
+        self.by_token.pop(token, None)
+
+    def prune(self):
+        now = time.monotonic()
+        for t in [t for t, s in self.by_token.items() if s.expires < now or not s.authenticated]:
+            del self.by_token[t]
+
+
+class LoginLimiter:
+    """At most FAILURES_ALLOWED wrong passwords per client address per FAILURE_WINDOW."""
+
+    def __init__(self):
+        self.failures = {}
+
+    def retry_after(self, client):
+        """Seconds until this client may try again; 0 if it may now."""
+        now = time.monotonic()
+        recent = [t for t in self.failures.get(client, []) if now - t < FAILURE_WINDOW]
+        self.failures[client] = recent
+        if len(recent) < FAILURES_ALLOWED:
+            return 0
+        return int(FAILURE_WINDOW - (now - recent[0])) + 1
+
+    def failed(self, client):
+        self.failures.setdefault(client, []).append(time.monotonic())
+
+    def succeeded(self, client):
+        self.failures.pop(client, None)
+
+
+def cookie_header(session, secure=False):
+    attrs = "%s=%s; Path=/; HttpOnly; SameSite=Strict" % (COOKIE, session.token)
+    if secure:
+        attrs += "; Secure"
+    return attrs + "; Max-Age=%d" % SESSION_SECONDS
+
+
+def session_token(scope):
+    for name, value in scope["headers"]:
+        if name == b"cookie":
+            for part in value.decode("latin-1").split(";"):
+                k, _, v = part.strip().partition("=")
+                if k == COOKIE:
+                    return v
+    return None
+
+
+class AuthMiddleware:
+    """Guards every route but `public` ones: no session means 401 (API) or a redirect (pages).
+
+    Also enforces the CSRF token on unsafe methods, for public routes too (the login form
+    carries its anonymous session's token). Paths in `csrf_exempt` must defend themselves.
+    """
+
+    def __init__(self, app, sessions, public, csrf_exempt):
+        self.app = app
+        self.sessions = sessions
+        self.public = public
+        self.csrf_exempt = csrf_exempt
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        session = self.sessions.get(session_token(scope))
+        scope["ek_session"] = session
+        is_public = any(path == p or (p.endswith("/") and path.startswith(p)) for p in self.public)
+        if not is_public and not (session and session.authenticated):
+            return await _deny(scope, send, path)
+        if scope["method"] in UNSAFE and path not in self.csrf_exempt:
+            body, receive = await _buffer(receive)
+            if not (session and _csrf_ok(scope, body, session.csrf)):
+                return await _send(send, 403, b'{"error": "missing or wrong CSRF token"}',
+                                   b"application/json")
+        await self.app(scope, receive, send)
+
+
+def _csrf_ok(scope, body, expected):
+    headers = dict(scope["headers"])
+    given = headers.get(b"x-csrf-token", b"").decode("latin-1")
+    if not given and headers.get(b"content-type", b"").startswith(b"application/x-www-form-urlencoded"):
+        given = parse_qs(body.decode("latin-1")).get("csrf", [""])[0]
+    return bool(given) and hmac.compare_digest(given, expected)
+
+
+async def _buffer(receive):
+    """Read a (small) request body and hand back a receive() that replays it."""
+    chunks, size = [], 0
+    while True:
+        msg = await receive()
+        chunks.append(msg.get("body", b""))
+        size += len(chunks[-1])
+        if size > FORM_LIMIT or not msg.get("more_body"):
+            break
+    body = b"".join(chunks)
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+    return body, replay
+
+
+async def _deny(scope, send, path):
+    if path.startswith("/api/") or path == "/api":
+        return await _send(send, 401, json.dumps({"error": "log in first"}).encode(),
+                           b"application/json")
+    location = "/login?next=" + quote(path, safe="/")
+    await _send(send, 303, b"", b"text/plain", [(b"location", location.encode())])
+
+
+async def _send(send, status, body, ctype, extra=()):
+    headers = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + list(extra)})
+    await send({"type": "http.response.body", "body": body})

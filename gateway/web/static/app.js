@@ -1,0 +1,236 @@
+// The admin pages' behaviour: live updates (SSE), device actions, and the owner's keyring,
+// which is opened and used here only. Unlocked data keys are kept in this tab's
+// sessionStorage (gone when the tab closes, never sent anywhere) so that pages share them.
+import { base64Decode, decryptTelemetry, openKeyring } from "./ekcrypto.js";
+
+const csrf = document.querySelector('meta[name="csrf"]').content;
+const page = document.body.dataset.page;
+const KEYS = "ek-keys";
+
+async function api(method, path, body) {
+  const r = await fetch(path, {
+    method, headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(data.error || r.status + " " + r.statusText);
+  return data;
+}
+
+// -- live updates ----------------------------------------------------------------------
+
+const FORMATS = {
+  rate: (x) => x.toFixed(1),
+  size: (n) => {
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let i = 0;
+    for (; n >= 1024 && i < units.length - 1; i++) n /= 1024;
+    return i ? n.toFixed(1) + " " + units[i] : n + " B";
+  },
+};
+
+function ago(t) {
+  if (!t) return "never";
+  const s = Math.max(0, Date.now() / 1000 - t);
+  if (s >= 86400) return Math.floor(s / 86400) + " d ago";
+  if (s >= 3600) return Math.floor(s / 3600) + " h ago";
+  if (s >= 60) return Math.floor(s / 60) + " min ago";
+  return Math.floor(s) + " s ago";
+}
+
+function showStatus(s) {
+  for (const el of document.querySelectorAll("[data-stat]")) {
+    const value = el.dataset.stat.split(".").reduce((o, k) => (o == null ? o : o[k]), s);
+    if (value === undefined || value === null) continue;
+    el.textContent = (FORMATS[el.dataset.format] || String)(value);
+  }
+  const rejects = document.getElementById("rejects");
+  if (rejects) {
+    const entries = Object.entries(s.rejects).sort();
+    rejects.replaceChildren(...(entries.length ? entries : [["none", null]]).map(([k, n]) =>
+      Object.assign(document.createElement("li"), { textContent: n === null ? k : k + ": " + n })));
+  }
+  const anchor = document.getElementById("anchor");
+  if (anchor && s.anchor) {
+    anchor.replaceChildren(
+      Object.assign(document.createElement("p"), {
+        textContent: "epoch " + s.anchor.epoch + " in block " + s.anchor.block + " · " + ago(s.anchor.mined_at) }),
+      Object.assign(document.createElement("p"), { className: "mono", textContent: s.anchor.tx_hash }));
+  }
+}
+
+function onMessage(m) {
+  const row = document.querySelector('tr[data-device="' + m.device + '"]');
+  if (row) {
+    row.querySelector(".last-seen").dataset.time = m.received_at;
+    row.querySelector(".last-seen").textContent = ago(m.received_at);
+    if (!row.classList.contains("revoked")) row.querySelector(".status").textContent = "online";
+  }
+  document.dispatchEvent(new CustomEvent("ek:message", { detail: m }));
+}
+
+function listen() {
+  const live = document.getElementById("live");
+  const es = new EventSource("/api/events");
+  es.addEventListener("open", () => live.classList.add("on"));
+  es.addEventListener("error", () => live.classList.remove("on"));
+  es.addEventListener("status", (e) => showStatus(JSON.parse(e.data)));
+  es.addEventListener("message", (e) => onMessage(JSON.parse(e.data)));
+}
+
+// -- devices -------------------------------------------------------------------------------
+
+function deviceActions() {
+  document.getElementById("devices").addEventListener("click", async (e) => {
+    const action = e.target.dataset.action;
+    const row = e.target.closest("tr[data-device]");
+    if (!action || !row) return;
+    const id = row.dataset.device;
+    try {
+      if (action === "rename") {
+        const name = prompt("New name for " + id, row.querySelector(".name").textContent);
+        if (!name) return;
+        await api("PATCH", "/api/devices/" + id, { name });
+      } else if (action === "revoke") {
+        if (!confirm("Revoke " + id + "? Its messages will be rejected from now on.")) return;
+        e.target.disabled = true;
+        await api("POST", "/api/devices/" + id + "/revoke");
+      }
+      location.reload();
+    } catch (err) {
+      alert(err.message);
+      e.target.disabled = false;
+    }
+  });
+  const form = document.getElementById("register");
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = new FormData(form), error = form.querySelector(".error");
+    try {
+      await api("POST", "/api/devices", Object.fromEntries(f));
+      location.reload();
+    } catch (err) {
+      error.textContent = err.message;
+      error.hidden = false;
+    }
+  });
+}
+
+// -- keyring -------------------------------------------------------------------------------
+
+function unlockedKeys() {
+  return JSON.parse(sessionStorage.getItem(KEYS) || "null");
+}
+
+function keyringForm() {
+  const form = document.getElementById("keyring");
+  const state = form.querySelector(".state");
+  const say = (text, isError) => { state.textContent = text; state.classList.toggle("error", !!isError); };
+  if (unlockedKeys()) say("unlocked: " + Object.keys(unlockedKeys()).length + " device key(s)");
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const file = form.elements.file.files[0];
+    if (!file) return say("choose your keyring file first", true);
+    say("unlocking… (scrypt takes a moment)");
+    try {
+      const keys = await openKeyring(await file.text(), form.elements.passphrase.value);
+      sessionStorage.setItem(KEYS, JSON.stringify(keys));
+      form.elements.passphrase.value = "";
+      say("unlocked: " + Object.keys(keys).length + " device key(s)");
+      document.dispatchEvent(new CustomEvent("ek:unlocked"));
+    } catch (err) {
+      say(err.message, true);
+    }
+  });
+  form.querySelector('[data-action="lock"]').addEventListener("click", () => {
+    sessionStorage.removeItem(KEYS);
+    say("locked");
+    location.reload();
+  });
+}
+
+// -- telemetry (device page) ---------------------------------------------------------------
+
+const CHARTS = [["temp", "Temperature °C", 0.01], ["hum", "Humidity %RH", 0.01],
+  ["pres", "Pressure hPa", 0.01], ["batt", "Battery mV", 1]];
+const MAX_ROWS = 200;
+
+function telemetry() {
+  const section = document.getElementById("telemetry");
+  const device = section.dataset.device;
+  const readings = new Map();  // "seq/index" -> reading
+  const stateEl = document.getElementById("telemetry-state");
+
+  async function load(limit) {
+    const keys = unlockedKeys();
+    if (!keys) return;
+    if (!keys[device]) {
+      stateEl.textContent = "Your keyring has no key for this device.";
+      return;
+    }
+    const messages = await api("GET", "/api/devices/" + device + "/messages?kind=t&limit=" + limit);
+    for (const m of messages) {
+      try {
+        (await decryptTelemetry(base64Decode(m.raw), keys)).forEach((r, i) => readings.set(m.seq + "/" + i, r));
+      } catch (err) {
+        stateEl.textContent = "message " + m.seq + ": " + err.message;
+        stateEl.classList.add("error");
+      }
+    }
+    draw();
+  }
+
+  function draw() {
+    const rows = [...readings.values()].sort((a, b) => b.time - a.time);
+    stateEl.textContent = rows.length + " readings decrypted in this browser";
+    const table = document.getElementById("readings");
+    table.hidden = false;
+    table.tBodies[0].replaceChildren(...rows.slice(0, MAX_ROWS).map(readingRow));
+    section.querySelector(".charts").replaceChildren(...CHARTS.map(([k, title, scale]) =>
+      chart(title, rows.filter((r) => r[k] !== null).map((r) => [r.time, r[k] * scale]).reverse())));
+  }
+
+  document.addEventListener("ek:unlocked", () => load(100));
+  document.addEventListener("ek:message", (e) => {
+    if (e.detail.device === device && e.detail.kind === "t") load(1);
+  });
+  load(100);
+}
+
+function fixed(x, scale, digits) { return x === null ? "–" : (x * scale).toFixed(digits); }
+
+function readingRow(r) {
+  const tr = document.createElement("tr");
+  const cells = [new Date(r.time * 1000).toLocaleString(), fixed(r.temp, 0.01, 2), fixed(r.hum, 0.01, 2),
+    fixed(r.pres, 0.01, 2), fixed(r.light, 0.01, 2), fixed(r.lat, 1e-7, 5), fixed(r.lon, 1e-7, 5),
+    r.batt === null ? "–" : String(r.batt), String(r.seq)];
+  tr.replaceChildren(...cells.map((c) => Object.assign(document.createElement("td"), { textContent: c })));
+  return tr;
+}
+
+// A small SVG line chart of [time, value] points.
+function chart(title, points) {
+  const W = 320, H = 120, NS = "http://www.w3.org/2000/svg";
+  const fig = document.createElement("figure");
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("viewBox", "0 0 " + W + " " + H);
+  if (points.length) {
+    const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
+    const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+    const sx = (x) => (x1 > x0 ? ((x - x0) / (x1 - x0)) * (W - 8) + 4 : W / 2);
+    const sy = (y) => (y1 > y0 ? H - 4 - ((y - y0) / (y1 - y0)) * (H - 8) : H / 2);
+    const line = document.createElementNS(NS, "polyline");
+    line.setAttribute("points", points.map(([x, y]) => sx(x).toFixed(1) + "," + sy(y).toFixed(1)).join(" "));
+    svg.append(line);
+    title += " (" + y0.toFixed(1) + " – " + y1.toFixed(1) + ", now " + ys[ys.length - 1].toFixed(1) + ")";
+  }
+  fig.append(svg, Object.assign(document.createElement("figcaption"), { textContent: title }));
+  return fig;
+}
+
+// -- start -----------------------------------------------------------------------------------
+
+if (page !== "login") listen();
+if (document.getElementById("keyring")) keyringForm();
+if (page === "devices") deviceActions();
+if (page === "device") telemetry();

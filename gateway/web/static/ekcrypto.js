@@ -1,0 +1,240 @@
+// The owner's side of the EdgeKeep protocol, in the browser (and in Node for tests):
+// open the keyring, parse messages (CBOR, COSE_Sign1, COSE_Encrypt0), decrypt AES-CCM and
+// unpack readings. WebCrypto has no AES-CCM, so it is composed from AES-CTR (encryption)
+// and AES-CBC (the CBC-MAC), as NIST SP 800-38C defines it. Scrypt comes from the vendored
+// scrypt-js (globalThis.scrypt). Nothing here talks to the network.
+
+const subtle = globalThis.crypto.subtle;
+const TAG_SIGN1 = 18, TAG_ENCRYPT0 = 16, ALG_AES_CCM_16_128_128 = 30;
+const ENV_DEVICE = 1, ENV_SEQ = 2, ENV_TIME = 3, ENV_KIND = 4, ENV_CIPHERTEXT = 7;
+const READINGS_SCHEMA = "pebble/1", READING_SIZE = 34;
+// [field, DataView getter, byte size, the value that means "absent"], after the u16 dt.
+const READING_FIELDS = [
+  ["temp", "getInt16", 2, -0x8000], ["hum", "getUint16", 2, 0xffff],
+  ["pres", "getUint32", 4, 0xffffffff], ["gas", "getUint32", 4, 0xffffffff],
+  ["light", "getUint32", 4, 0xffffffff], ["ax", "getInt16", 2, -0x8000],
+  ["ay", "getInt16", 2, -0x8000], ["az", "getInt16", 2, -0x8000],
+  ["lat", "getInt32", 4, -0x80000000], ["lon", "getInt32", 4, -0x80000000],
+  ["batt", "getUint16", 2, 0xffff],
+];
+
+export const hex = {
+  decode(s) {
+    if (s.length % 2 || /[^0-9a-fA-F]/.test(s)) throw new Error("not hex: " + s.slice(0, 20));
+    return Uint8Array.from(s.match(/../g) || [], (b) => parseInt(b, 16));
+  },
+  encode(b) { return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join(""); },
+};
+
+export function base64Decode(s) {
+  return Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+}
+
+// -- CBOR (RFC 8949), the definite-length subset the protocol uses ----------------------
+
+export function cborDecode(bytes) {
+  const r = { b: bytes, v: new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), i: 0 };
+  const value = cborItem(r);
+  if (r.i !== bytes.length) throw new Error("CBOR: trailing bytes");
+  return value;
+}
+
+function cborItem(r) {
+  if (r.i >= r.b.length) throw new Error("CBOR: truncated");
+  const ib = r.b[r.i++], major = ib >> 5, info = ib & 31;
+  if (major === 7) return cborSimple(r, info);
+  const n = cborArgument(r, info);
+  switch (major) {
+    case 0: return n;
+    case 1: return -1 - n;
+    case 2: return cborTake(r, n);
+    case 3: return new TextDecoder("utf-8", { fatal: true }).decode(cborTake(r, n));
+    case 4: return Array.from({ length: n }, () => cborItem(r));
+    case 5: {
+      const m = new Map();
+      for (let k = 0; k < n; k++) m.set(cborItem(r), cborItem(r));
+      return m;
+    }
+    default: return { tag: n, value: cborItem(r) };
+  }
+}
+
+function cborArgument(r, info) {
+  if (info < 24) return info;
+  const size = { 24: 1, 25: 2, 26: 4, 27: 8 }[info];
+  if (!size) throw new Error("CBOR: indefinite lengths are not used by the protocol");
+  if (r.i + size > r.b.length) throw new Error("CBOR: truncated");
+  const at = r.i;
+  r.i += size;
+  if (size === 1) return r.v.getUint8(at);
+  if (size === 2) return r.v.getUint16(at);
+  if (size === 4) return r.v.getUint32(at);
+  const big = r.v.getBigUint64(at);
+  if (big > BigInt(Number.MAX_SAFE_INTEGER)) throw new Error("CBOR: integer too large");
+  return Number(big);
+}
+
+function cborSimple(r, info) {
+  const simple = { 20: false, 21: true, 22: null, 23: undefined };
+  if (info in simple) return simple[info];
+  const size = { 25: 2, 26: 4, 27: 8 }[info];
+  if (!size) throw new Error("CBOR: unsupported simple value " + info);
+  const at = r.i;
+  r.i += size;
+  if (size === 4) return r.v.getFloat32(at);
+  if (size === 8) return r.v.getFloat64(at);
+  return halfFloat(r.v.getUint16(at));
+}
+
+function halfFloat(h) {
+  const e = (h >> 10) & 31, f = h & 1023, s = h >> 15 ? -1 : 1;
+  if (e === 0) return s * f * 2 ** -24;
+  if (e === 31) return f ? NaN : s * Infinity;
+  return s * (1 + f / 1024) * 2 ** (e - 15);
+}
+
+function cborTake(r, n) {
+  if (r.i + n > r.b.length) throw new Error("CBOR: truncated");
+  r.i += n;
+  return r.b.slice(r.i - n, r.i);
+}
+
+function cborBytesHeader(n) {
+  if (n < 24) return [0x40 | n];
+  if (n < 256) return [0x58, n];
+  return [0x59, n >> 8, n & 255];
+}
+
+// -- COSE (RFC 9052) ----------------------------------------------------------------
+
+// A stored message (COSE_Sign1 bytes) -> {device, seq, time, kind, ciphertext, envelope}.
+// The signature was checked by the gateway and can be rechecked with `gateway verify`.
+export function openMessage(raw) {
+  const sign1 = cborDecode(raw);
+  if (sign1 === null || sign1.tag !== TAG_SIGN1 || !Array.isArray(sign1.value) || sign1.value.length !== 4)
+    throw new Error("not a COSE_Sign1 message");
+  const env = cborDecode(sign1.value[2]);
+  if (!(env instanceof Map)) throw new Error("the envelope is not a CBOR map");
+  return {
+    device: hex.encode(env.get(ENV_DEVICE)), seq: env.get(ENV_SEQ), time: env.get(ENV_TIME),
+    kind: env.get(ENV_KIND), ciphertext: env.get(ENV_CIPHERTEXT) || null, envelope: env,
+  };
+}
+
+// A tagged COSE_Encrypt0 with AES-CCM-16-128-128 and empty external AAD -> plaintext.
+export async function decryptEncrypt0(key, encrypt0) {
+  const msg = cborDecode(encrypt0);
+  if (msg === null || msg.tag !== TAG_ENCRYPT0 || !Array.isArray(msg.value) || msg.value.length !== 3)
+    throw new Error("not a COSE_Encrypt0");
+  const [protectedBytes, unprotected, ciphertext] = msg.value;
+  if (cborDecode(protectedBytes).get(1) !== ALG_AES_CCM_16_128_128)
+    throw new Error("unsupported content encryption algorithm");
+  // Enc_structure = ["Encrypt0", protected, h'']
+  const label = new TextEncoder().encode("Encrypt0");
+  const aad = Uint8Array.from([0x83, 0x60 | label.length, ...label,
+    ...cborBytesHeader(protectedBytes.length), ...protectedBytes, 0x40]);
+  return aesCcmDecrypt(key, unprotected.get(5), ciphertext, aad, 16);
+}
+
+// -- AES-CCM (NIST SP 800-38C, RFC 3610) from WebCrypto's AES-CTR and AES-CBC --------------
+
+export async function aesCcmDecrypt(keyBytes, nonce, data, aad, tagLength) {
+  if (nonce.length < 7 || nonce.length > 13) throw new Error("AES-CCM: bad nonce length");
+  if (data.length < tagLength) throw new Error("AES-CCM: ciphertext shorter than its tag");
+  const L = 15 - nonce.length;
+  const ct = data.subarray(0, data.length - tagLength);
+  const tag = data.subarray(data.length - tagLength);
+  const ctrKey = await subtle.importKey("raw", keyBytes, "AES-CTR", false, ["encrypt"]);
+  const cbcKey = await subtle.importKey("raw", keyBytes, "AES-CBC", false, ["encrypt"]);
+  // One CTR pass from counter 0: the first block is S0 (masks the tag), the rest the payload.
+  const input = new Uint8Array(16 + ct.length);
+  input.set(ct, 16);
+  const out = new Uint8Array(await subtle.encrypt(
+    { name: "AES-CTR", counter: counterBlock(nonce, L), length: L * 8 }, ctrKey, input));
+  const plain = out.slice(16);
+  const mac = await cbcMac(cbcKey, ccmBlocks(nonce, L, aad, plain, tagLength));
+  let diff = 0;
+  for (let i = 0; i < tagLength; i++) diff |= mac[i] ^ out[i] ^ tag[i];
+  if (diff) throw new Error("AES-CCM: authentication failed (wrong key or altered data)");
+  return plain;
+}
+
+function counterBlock(nonce, L) {
+  const a = new Uint8Array(16);
+  a[0] = L - 1;
+  a.set(nonce, 1);
+  return a;
+}
+
+// B0 || encoded AAD (zero-padded) || payload (zero-padded), per SP 800-38C A.2.
+function ccmBlocks(nonce, L, aad, payload, tagLength) {
+  const aadHead = aad.length === 0 ? [] : aad.length < 0xff00 ? [aad.length >> 8, aad.length & 255]
+    : [0xff, 0xfe, aad.length >>> 24, (aad.length >> 16) & 255, (aad.length >> 8) & 255, aad.length & 255];
+  const aadLen = pad16(aadHead.length + aad.length);
+  const buf = new Uint8Array(16 + aadLen + pad16(payload.length));
+  buf[0] = (aad.length ? 0x40 : 0) | (((tagLength - 2) / 2) << 3) | (L - 1);
+  buf.set(nonce, 1);
+  for (let i = 0, n = payload.length; i < L; i++, n = Math.floor(n / 256)) buf[15 - i] = n & 255;
+  buf.set(aadHead, 16);
+  buf.set(aad, 16 + aadHead.length);
+  buf.set(payload, 16 + aadLen);
+  return buf;
+}
+
+function pad16(n) { return Math.ceil(n / 16) * 16; }
+
+async function cbcMac(cbcKey, blocks) {
+  // AES-CBC with a zero IV; WebCrypto appends a PKCS#7 block, so the MAC is the one before it.
+  const out = new Uint8Array(await subtle.encrypt({ name: "AES-CBC", iv: new Uint8Array(16) }, cbcKey, blocks));
+  return out.subarray(blocks.length - 16, blocks.length);
+}
+
+// -- the owner's keyring (gateway/keyring.py) and readings (docs/protocol.md) -----------------
+
+// The keyring file's text + passphrase -> {device hex: data key hex}.
+export async function openKeyring(text, passphrase) {
+  let d;
+  try { d = JSON.parse(text); } catch (e) { throw new Error("this file is not a keyring (not JSON)"); }
+  if (d.v !== 1 || d.kdf !== "scrypt") throw new Error("this file is not an EdgeKeep keyring");
+  const pass = new TextEncoder().encode(passphrase);
+  const key = await globalThis.scrypt.scrypt(pass, hex.decode(d.salt), d.n, d.r, d.p, 32);
+  const aesKey = await subtle.importKey("raw", key, "AES-GCM", false, ["decrypt"]);
+  let plain;
+  try {
+    plain = await subtle.decrypt({ name: "AES-GCM", iv: hex.decode(d.nonce),
+      additionalData: new TextEncoder().encode("ek-keyring-v1") }, aesKey, hex.decode(d.ct));
+  } catch (e) {
+    throw new Error("wrong passphrase (or the keyring file is damaged)");
+  }
+  return JSON.parse(new TextDecoder().decode(plain));
+}
+
+export function unpackReadings(plaintext, t0) {
+  const batch = cborDecode(plaintext);
+  if (!Array.isArray(batch) || batch[0] !== READINGS_SCHEMA || !(batch[1] instanceof Uint8Array)
+      || batch[1].length % READING_SIZE) throw new Error("readings: unknown schema or bad length");
+  const packed = batch[1];
+  const v = new DataView(packed.buffer, packed.byteOffset, packed.byteLength);
+  const out = [];
+  for (let off = 0; off < packed.length; off += READING_SIZE) {
+    const r = { time: t0 + v.getUint16(off) / 10 };
+    let at = off + 2;
+    for (const [name, get, size, absent] of READING_FIELDS) {
+      const x = v[get](at);
+      r[name] = x === absent ? null : x;
+      at += size;
+    }
+    out.push(r);
+  }
+  return out;
+}
+
+// A stored telemetry message + the unlocked keyring -> its readings.
+export async function decryptTelemetry(raw, keys) {
+  const m = openMessage(raw);
+  const key = keys[m.device];
+  if (!key) throw new Error("the keyring has no key for device " + m.device);
+  if (!m.ciphertext) throw new Error("message " + m.seq + " carries no ciphertext");
+  const readings = unpackReadings(await decryptEncrypt0(hex.decode(key), m.ciphertext), m.time);
+  return readings.map((r) => Object.assign(r, { seq: m.seq }));
+}

@@ -1,0 +1,179 @@
+"""The admin page in a real browser (Debian's Chromium, headless) against a running `gateway demo`.
+
+Screenshots go to test-artifacts/screenshots/.
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from gateway.export import readings
+from gateway.keyring import Keyring
+from gateway.store import Store
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHOTS = os.path.join(ROOT, "test-artifacts", "screenshots")
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+if not os.path.exists(CHROMIUM):
+    print("SKIP browser tests: %s is absent (apt-get install chromium)" % CHROMIUM)
+    pytest.skip("browser tests need Debian's chromium at %s" % CHROMIUM, allow_module_level=True)
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    data = str(tmp_path_factory.mktemp("demo") / "data")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "demo", "--trackers", "3", "--data-dir", data,
+         "--epoch-seconds", "2", "--block-time", "1", "--sample-interval", "1", "--upload-interval", "2"],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = []
+    try:
+        for line in proc.stdout:
+            out.append(line)
+            if line.startswith("verify with:"):
+                break
+        text = "".join(out)
+        m = re.search(r"admin page +(\S+) \(password in (\S+)\)", text)
+        k = re.search(r"owner keyring (\S+) \(passphrase in (\S+)\)", text)
+        assert m and k, text
+        with open(m.group(2)) as f:
+            password = f.read().strip()
+        with open(k.group(2)) as f:
+            passphrase = f.read().strip()
+        yield {"url": m.group(1).rstrip("/"), "password": password, "data": data,
+               "keyring": k.group(1), "passphrase": passphrase}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
+@pytest.fixture(scope="module")
+def page(demo):
+    os.makedirs(SHOTS, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        pg = context.new_page()
+        pg.set_default_timeout(20000)
+        pg.sent = []  # every request the page makes: (url, body)
+        pg.on("request", lambda r: pg.sent.append((r.url, r.post_data_buffer or b"")))
+        yield pg
+        browser.close()
+
+
+def shot(page, name):
+    page.screenshot(path=os.path.join(SHOTS, name + ".png"), full_page=True)
+
+
+def demo_devices(demo, prefix=""):
+    """{device id: name} of the demo's simulated devices (each has sim/<name>/device.json)."""
+    sim = os.path.join(demo["data"], "sim")
+    out = {}
+    for name in sorted(os.listdir(sim)):
+        path = os.path.join(sim, name, "device.json")
+        if name.startswith(prefix) and os.path.exists(path):
+            with open(path) as f:
+                d = json.load(f)
+            out[d["device_id"]] = d["name"]
+    return out
+
+
+def test_login(page, demo):
+    page.goto(demo["url"] + "/devices")
+    expect(page).to_have_url(re.compile(r"/login\?next=/devices$"))
+    page.fill("input[name=password]", "not the password")
+    page.click("button[type=submit]")
+    expect(page.get_by_role("alert")).to_contain_text("wrong password")
+    page.fill("input[name=password]", demo["password"])
+    shot(page, "01-login")
+    page.click("button[type=submit]")
+    expect(page).to_have_url(demo["url"] + "/devices")
+
+
+def test_device_list_matches_the_demo(page, demo):
+    page.goto(demo["url"] + "/devices")
+    expected = demo_devices(demo)
+    rows = page.locator("tr[data-device]")
+    expect(rows).to_have_count(len(expected))
+    shown = {r.get_attribute("data-device"): r.locator(".name").inner_text() for r in rows.all()}
+    assert shown == expected
+    shot(page, "02-devices")
+
+
+def test_dashboard_updates_live(page, demo):
+    page.goto(demo["url"] + "/")
+    expect(page.locator("#live.on")).to_have_count(1)
+    stored = page.locator('[data-stat="messages"]')
+    before = int(stored.inner_text())
+    page.evaluate("window.notReloaded = true")
+    page.wait_for_function("(n) => +document.querySelector('[data-stat=messages]').textContent > n", arg=before)
+    assert page.evaluate("window.notReloaded") is True  # it came over SSE, not by a reload
+    expect(page.locator('[data-stat="devices.online"]')).to_have_text(str(len(demo_devices(demo))))
+    expect(page.locator('[data-stat="chain.detail"]')).to_contain_text("block")
+    shot(page, "03-dashboard")
+
+
+def test_unlock_keyring_and_see_decrypted_readings(page, demo):
+    dev = sorted(demo_devices(demo, "tracker"))[0]
+    page.goto(demo["url"] + "/devices/" + dev)
+    page.set_input_files("#keyring input[type=file]", demo["keyring"])
+    page.fill("#keyring input[name=passphrase]", demo["passphrase"])
+    page.click("#keyring button[type=submit]")
+    expect(page.locator("#keyring .state")).to_contain_text("unlocked: %d device key(s)" % len(demo_devices(demo)))
+    first = page.locator("#readings tbody tr").first
+    expect(first).to_be_visible()
+    # The newest reading on the page is one the owner's own tool decrypts from the store.
+    store = Store(demo["data"])
+    owner = readings(store, dev, Keyring.open(demo["keyring"], demo["passphrase"]).get(dev))
+    store.close()
+    cells = first.locator("td").all_inner_texts()
+    assert any("%.2f" % (r["temp"] / 100) == cells[1] and str(r["seq"]) == cells[-1] for r in owner)
+    expect(page.locator(".charts figure")).to_have_count(4)
+    shot(page, "04-decrypted-readings")
+    # Neither the keyring nor the passphrase nor the data keys left the browser.
+    ring = open(demo["keyring"], "rb").read()
+    secrets = [demo["passphrase"].encode(), json.loads(ring)["ct"].encode()]
+    secrets += [k.hex().encode() for k in Keyring.open(demo["keyring"], demo["passphrase"]).keys.values()]
+    for url, body in page.sent:
+        assert not any(s in body or s.decode() in url for s in secrets), url
+
+
+def test_decrypted_camera_image(page, demo):
+    page.goto(demo["url"] + "/camera")
+    shot(page, "05-camera")
+    reason = ("camera clips are being built in parallel (agent/camera.py, gateway/objects.py) and "
+              "their format is not in docs/protocol.md yet: the page lists them, the browser "
+              "does not decrypt images yet")
+    print("XFAIL " + reason)
+    pytest.xfail(reason)
+
+
+def test_revoke_a_device(page, demo):
+    dev = sorted(demo_devices(demo, "tracker"))[-1]
+    page.goto(demo["url"] + "/devices")
+    page.once("dialog", lambda d: d.accept())
+    page.locator('tr[data-device="%s"] [data-action=revoke]' % dev).click()
+    expect(page.locator('tr[data-device="%s"]' % dev)).to_have_class("revoked", timeout=30000)
+    expect(page.locator('tr[data-device="%s"] .status' % dev)).to_have_text("revoked")
+    shot(page, "06-revoked")
+    store = Store(demo["data"])
+    assert store.device(dev)["status"] == "revoked"
+    store.close()
+    # The still-running device's next uploads are now rejected, and the dashboard says so live.
+    page.goto(demo["url"] + "/")
+    expect(page.locator("#rejects")).to_contain_text("revoked", timeout=30000)
+    shot(page, "07-dashboard-rejects")

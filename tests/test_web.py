@@ -1,0 +1,202 @@
+"""The admin web app over a real store: auth on every route, CSRF, login limits, the API, /metrics."""
+import base64
+import hashlib
+import json
+import time
+
+import httpx2
+import pytest
+from starlette.routing import Mount, Route
+from starlette.testclient import TestClient
+
+from gateway import merkle
+from gateway.cli import main as cli_main
+from gateway.config import Config
+from gateway.ingest import Ingest
+from gateway.store import Store
+from gateway.web import auth
+from gateway.web.app import PUBLIC, WebServer, create_app
+
+PASSWORD = "correct horse battery"
+with open("tests/vectors/messages.json") as _f:
+    CASE = json.load(_f)["cases"][0]
+DEV = CASE["device_id"]
+
+
+def store_vector_message(data_dir):
+    """The telemetry vector as the ingest would have stored it, sealed into epoch 1."""
+    store = Store(data_dir)
+    store.add_device(DEV, bytes.fromhex(CASE["public_key"]), "tracker-1")
+    raw = bytes.fromhex(CASE["message"])
+    store.db.execute("INSERT INTO messages (device, seq, kind, time, count, digest, raw, received_at) "
+                     "VALUES (?, ?, 't', ?, 3, ?, ?, ?)",
+                     (DEV, CASE["seq"], CASE["time"], hashlib.sha256(raw).digest(), raw, time.time()))
+    store.db.execute("INSERT INTO rejects (reason, count) VALUES ('bad_signature', 2)")
+    store.close()
+    Ingest(data_dir, "mqtt://127.0.0.1:1").seal_epoch()
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    d = str(tmp_path / "gw")
+    store_vector_message(d)
+    auth.set_password(d, PASSWORD)
+    return d
+
+
+@pytest.fixture
+def client(data_dir):
+    with TestClient(create_app(Config(data_dir=data_dir)), follow_redirects=False) as c:
+        yield c
+
+
+def csrf_of(html):
+    return html.split('name="csrf" content="', 1)[1].split('"', 1)[0]
+
+
+def login(c, password=PASSWORD):
+    page = c.get("/login")
+    return c.post("/login", data={"password": password, "next": "/devices", "csrf": csrf_of(page.text)})
+
+
+def logged_in(c):
+    assert login(c).status_code == 303
+    return csrf_of(c.get("/").text)
+
+
+def concrete(path):
+    return path.replace("{device}", DEV).replace("{seq:int}", str(CASE["seq"]))
+
+
+def test_every_page_and_api_route_needs_a_session(client):
+    checked = []
+    for route in client.app.router.routes:
+        if isinstance(route, Mount) or route.path in PUBLIC:
+            continue
+        assert isinstance(route, Route)
+        for method in route.methods - {"HEAD"}:
+            r = client.request(method, concrete(route.path))
+            if route.path.startswith("/api/"):
+                assert r.status_code == 401, (method, route.path)
+                assert r.json() == {"error": "log in first"}
+            else:
+                assert r.status_code == 303, (method, route.path)
+                assert r.headers["location"].startswith("/login?next=")
+            checked.append((method, route.path))
+    assert ("GET", "/") in checked and ("POST", "/api/devices/{device}/revoke") in checked
+    assert len(checked) >= 20
+
+
+def test_login_gives_a_fresh_session_and_pages_render(client):
+    anonymous = client.get("/login").cookies[auth.COOKIE]
+    r = login(client)
+    assert r.status_code == 303 and r.headers["location"] == "/devices"
+    assert r.cookies[auth.COOKIE] != anonymous
+    for path in ("/", "/devices", "/devices/" + DEV, "/camera", "/storage", "/chain", "/settings"):
+        page = client.get(path)
+        assert page.status_code == 200, path
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert "tracker-1" in client.get("/devices").text
+    assert "no cameras yet" in client.get("/camera").text
+    assert "no audits yet" in client.get("/storage").text
+    assert "epoch_seconds" in client.get("/settings").text
+    assert client.get("/devices/0000000000000000").status_code == 404
+
+
+def test_wrong_password_and_login_rate_limit(client):
+    for _ in range(auth.FAILURES_ALLOWED):
+        r = login(client, "wrong")
+        assert r.status_code == 401 and "wrong password" in r.text
+    r = login(client)  # even the right password waits now
+    assert r.status_code == 429 and "too many failed logins" in r.text
+
+
+def test_unsafe_requests_need_the_csrf_token(client):
+    token = logged_in(client)
+    url = "/api/devices/" + DEV
+    assert client.patch(url, json={"name": "porch"}).status_code == 403
+    assert client.patch(url, json={"name": "porch"}, headers={"X-CSRF-Token": "x" * 43}).status_code == 403
+    r = client.patch(url, json={"name": "porch"}, headers={"X-CSRF-Token": token})
+    assert r.status_code == 200
+    assert client.get(url).json()["name"] == "porch"
+    assert client.post("/logout", data={"csrf": "nope"}).status_code == 403
+    assert client.post("/logout", data={"csrf": token}).status_code == 303
+    assert client.get("/api/devices").status_code == 401
+
+
+def test_api_session_login_for_scripts(client):
+    assert client.post("/api/session", data={"password": PASSWORD}).status_code == 415
+    assert client.post("/api/session", json={"password": "nope"}).status_code == 401
+    r = client.post("/api/session", json={"password": PASSWORD})
+    assert r.status_code == 200
+    token = r.json()["csrf"]
+    assert client.get("/api/status").json()["devices"]["total"] == 1
+    assert client.delete("/api/session", headers={"X-CSRF-Token": token}).status_code == 200
+    assert client.get("/api/status").status_code == 401
+
+
+def test_api_hands_out_stored_ciphertext_and_inclusion_proofs(client, data_dir):
+    token = logged_in(client)
+    msgs = client.get("/api/devices/%s/messages?kind=t" % DEV).json()
+    assert [base64.b64decode(m["raw"]).hex() for m in msgs] == [CASE["message"]]
+    p = client.get("/api/devices/%s/messages/%d" % (DEV, CASE["seq"])).json()
+    root = bytes.fromhex(p["anchor"]["root"])
+    assert merkle.verify_inclusion(hashlib.sha256(base64.b64decode(p["raw"])).digest(), p["leaf"],
+                                   p["anchor"]["count"], [bytes.fromhex(x) for x in p["proof"]], root)
+    assert client.get("/api/devices/%s/messages?limit=0" % DEV).status_code == 400
+    assert client.get("/api/anchors").json()[0]["epoch"] == 1
+    r = client.post("/api/devices", json={"public_key": "04" + "00" * 64}, headers={"X-CSRF-Token": token})
+    assert r.status_code == 503 and "no chain" in r.json()["error"]
+
+
+def test_openapi_documents_every_api_route(client):
+    logged_in(client)
+    doc = client.get("/api/openapi.json").json()
+    documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
+    for route in client.app.router.routes:
+        if isinstance(route, Route) and route.path.startswith("/api/"):
+            path = route.path.replace("{seq:int}", "{seq}")
+            assert {(m, path) for m in route.methods - {"HEAD"}} <= documented
+    assert doc["paths"]["/api/session"]["post"]["security"] == []
+
+
+def test_metrics_are_public_aggregates(client):
+    text = client.get("/metrics").text
+    assert "edgekeep_messages_stored_total 1.0" in text
+    assert 'edgekeep_rejects_total{reason="bad_signature"} 2.0' in text
+    assert 'edgekeep_storage_bytes{kind="used"}' in text
+    assert 'edgekeep_devices{state="offline"} 1.0' in text
+    assert DEV not in text
+
+
+def test_live_update_over_sse_from_a_real_server(data_dir):
+    server = WebServer(create_app(Config(data_dir=data_dir)), port=0).start()
+    try:
+        with httpx2.Client(base_url=server.url) as c:
+            r = c.post("/api/session", json={"password": PASSWORD})
+            c.cookies.set(auth.COOKIE, r.cookies[auth.COOKIE])
+            with c.stream("GET", "/api/events", timeout=10) as events:
+                lines = events.iter_lines()
+                assert next(lines) == "event: status"
+                store = Store(data_dir)
+                store.db.execute("INSERT INTO messages (device, seq, kind, time, digest, raw, received_at) "
+                                 "VALUES (?, 9, 's', 0, x'00', x'00', 0)", (DEV,))
+                store.close()
+                next(line for line in lines if line == "event: message")
+                assert json.loads(next(lines)[len("data: "):])["seq"] == 9
+    finally:
+        server.stop()
+
+
+def test_admin_set_password_command(tmp_path, capsys):
+    d = str(tmp_path / "gw")
+    generated = auth.ensure_password(d)
+    first = open(generated).read().strip()
+    assert auth.check_password(d, first)
+    pw = tmp_path / "pw"
+    pw.write_text("short")
+    assert cli_main(["admin", "set-password", "--data-dir", d, "--password-file", str(pw)]) == 1
+    pw.write_text("a much better password\n")
+    assert cli_main(["admin", "set-password", "--data-dir", d, "--password-file", str(pw)]) == 0
+    assert auth.check_password(d, "a much better password") and not auth.check_password(d, first)
+    assert auth.ensure_password(d) is None
