@@ -14,6 +14,10 @@ def main(argv=None):
     s.add_argument("--sample-interval", type=float, default=10.0)
     s.add_argument("--upload-interval", type=float, default=30.0)
     s.add_argument("--record", help="append every reading produced to this JSON-lines file")
+    s.add_argument("--runtime", choices=("cpython", "micropython"), default="cpython",
+                   help="run each tracker in this process (cpython) or as a MicroPython process")
+    s.add_argument("--heap", type=int, default=65536,
+                   help="MicroPython heap per tracker in bytes (--runtime micropython)")
     args = p.parse_args(argv)
     from agent import sim
     return sim.run(args)

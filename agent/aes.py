@@ -59,7 +59,8 @@ def _expand_key(key):
             for b in range(4):
                 t[b] = _SBOX[w[j - 4 + b]]
         else:
-            t[:] = w[j - 4:j]
+            for b in range(4):
+                t[b] = w[j - 4 + b]
         for b in range(4):
             w[j + b] = w[j - 4 * nk + b] ^ t[b]
     return w, nr

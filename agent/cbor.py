@@ -1,5 +1,6 @@
-# Minimal deterministic CBOR (RFC 8949) for the device: the types EdgeKeep uses,
-# shortest-form heads, map keys written in the order given (callers pass sorted keys).
+# Minimal deterministic CBOR (RFC 8949 section 4.2.1) for the device: the types EdgeKeep
+# uses, shortest-form heads, map keys sorted by their encoded bytes. Sorting matters:
+# MicroPython dicts do not keep insertion order.
 #
 # Types: int, bytes/bytearray/memoryview, str, list/tuple, dict, bool, None, Tag.
 
@@ -55,8 +56,11 @@ def encode_into(out, obj):
             encode_into(out, item)
     elif isinstance(obj, dict):
         out.extend(head(5, len(obj)))
-        for k in obj:
-            encode_into(out, k)
+        # Encode each key once: MicroPython's sort calls a key function per comparison.
+        keys = [(dumps(k), k) for k in obj]
+        keys.sort()
+        for encoded, k in keys:
+            out.extend(encoded)
             encode_into(out, obj[k])
     elif isinstance(obj, Tag):
         out.extend(head(6, obj.tag))

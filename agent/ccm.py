@@ -6,15 +6,24 @@ from agent import aes
 
 def seal(key, nonce, plaintext, aad=b"", tag_len=16):
     """Encrypt and authenticate: returns ciphertext || tag."""
+    out = bytearray(len(plaintext) + tag_len)
+    seal_into(out, key, nonce, plaintext, aad, tag_len)
+    return bytes(out)
+
+
+def seal_into(out, key, nonce, plaintext, aad=b"", tag_len=16):
+    """seal() into the writable buffer out, of exactly len(plaintext) + tag_len bytes."""
     n = len(plaintext)
+    if len(out) != n + tag_len:
+        raise ValueError("ccm: out must hold the plaintext and the tag")
     size = _check(nonce, n, tag_len)
     e = aes.ecb(key)
-    out = bytearray(n + tag_len)
-    tag = _cbc_mac(e, nonce, size, memoryview(plaintext), aad, tag_len)
+    out = memoryview(out)
+    plaintext = memoryview(plaintext)
+    tag = _cbc_mac(e, nonce, size, plaintext, aad, tag_len)
     ctr = _counter(nonce, size)
-    _ctr_xor(e, ctr, tag, memoryview(out)[n:], tag_len)  # counter 0 masks the tag
-    _ctr_xor(e, ctr, memoryview(plaintext), memoryview(out), n)
-    return bytes(out)
+    _ctr_xor(e, ctr, tag, out[n:], tag_len)  # counter 0 masks the tag
+    _ctr_xor(e, ctr, plaintext, out, n)
 
 
 def open_(key, nonce, data, aad=b"", tag_len=16):

@@ -2,6 +2,7 @@
 import hashlib
 
 from agent import cbor, ccm, p256
+from agent.heap import collect
 from agent.proto import (ALG_AES_CCM_16_128_128, ALG_ES256, COSE_ALG, COSE_IV, COSE_KID,
                          TAG_ENCRYPT0, TAG_SIGN1)
 
@@ -15,14 +16,13 @@ SIG1_PREFIX = bytes(cbor.encode_into(bytearray(b"\x84"), "Signature1")
 
 
 def encrypt0(key, nonce, plaintext):
-    """Tagged COSE_Encrypt0 bytes: the payload sealed for the owner's data key."""
-    sealed = ccm.seal(key, nonce, plaintext, ENC0_AAD, 16)
-    out = bytearray(cbor.head(6, TAG_ENCRYPT0))
-    out.append(0x83)
-    cbor.encode_into(out, PROTECTED_CCM)
-    cbor.encode_into(out, {COSE_IV: nonce})
-    cbor.encode_into(out, sealed)
-    return bytes(out)
+    """Tagged COSE_Encrypt0 (a bytearray): the payload sealed for the owner's data key."""
+    n = len(plaintext) + 16
+    head = _head(TAG_ENCRYPT0, 3, PROTECTED_CCM, COSE_IV, nonce, n)
+    out = bytearray(len(head) + n)
+    out[:len(head)] = head
+    ccm.seal_into(memoryview(out)[len(head):], key, nonce, plaintext, ENC0_AAD, 16)
+    return out
 
 
 def sig1_digest(payload):
@@ -34,12 +34,24 @@ def sig1_digest(payload):
 
 
 def sign1(secret, kid, payload):
-    """Tagged COSE_Sign1 bytes over payload, signed with the device key."""
+    """Tagged COSE_Sign1 (a bytearray) over payload, signed with the device key."""
     signature = p256.sign(secret, sig1_digest(payload))
-    out = bytearray(cbor.head(6, TAG_SIGN1))
-    out.append(0x84)
-    cbor.encode_into(out, PROTECTED_ES256)
-    cbor.encode_into(out, {COSE_KID: kid})
-    cbor.encode_into(out, payload)
-    cbor.encode_into(out, signature)
-    return bytes(out)
+    collect()  # the signature's garbage, before the message is allocated
+    head = _head(TAG_SIGN1, 4, PROTECTED_ES256, COSE_KID, kid, len(payload))
+    n = len(head) + len(payload)
+    out = bytearray(n + 2 + 64)
+    out[:len(head)] = head
+    out[len(head):n] = payload
+    out[n:] = cbor.head(2, 64) + signature
+    return out
+
+
+def _head(tag, items, protected, label, value, n):
+    """Tag, array head, protected and unprotected headers, and the head of an n-byte bstr:
+    everything before a message's payload, so the message is allocated once at its size."""
+    out = bytearray(cbor.head(6, tag))
+    out.extend(cbor.head(4, items))
+    cbor.encode_into(out, protected)
+    cbor.encode_into(out, {label: value})
+    out.extend(cbor.head(2, n))
+    return out

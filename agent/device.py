@@ -2,6 +2,7 @@
 # has acked as durably stored. Runs unchanged on MicroPython and CPython; the transport,
 # the sensors and the clock are passed in.
 from agent import cbor, clock, message
+from agent.heap import collect
 from agent.proto import ACK_SEQ, KIND_STATUS, KIND_TELEMETRY, down_topic, up_topic
 from agent.readings import Batch
 
@@ -14,6 +15,7 @@ DEFAULTS = {
     "window": 8,             # messages in flight without an ack
     "status_every": 10,      # a status message every N batches (and at boot)
     "reconnect_max": 30,     # s, cap of the reconnect back-off
+    "share": (),             # reading fields sent in plaintext for Home Assistant (opt-in)
 }
 
 
@@ -40,7 +42,9 @@ class Agent:
         self.session = -1       # transport session the sent times belong to
         self.batches = 0
         self.battery = None
+        self.shared = None      # the latest reading, kept only when the config shares fields
         self.bad_downlinks = 0
+        self.notes = {}         # more health keys for the status message (agent/ota.py: "ota")
         now = clock.monotonic()
         self.started = now
         self.next_sample = now
@@ -55,6 +59,7 @@ class Agent:
     def run(self, duration=None, stopped=None, flush_timeout=15):
         end = None if duration is None else clock.monotonic() + duration
         while not (stopped and stopped()):
+            collect()
             wait = self.step()
             if end is not None and clock.monotonic() >= end:
                 break
@@ -67,6 +72,7 @@ class Agent:
             self.seal_batch()
         end = clock.monotonic() + timeout
         while self.spool.pending() and clock.monotonic() < end:
+            collect()
             self.pump(clock.monotonic())
             self.transport.poll(0.2)
 
@@ -91,6 +97,8 @@ class Agent:
     def sample(self):
         reading = self.sensors.read()
         self.battery = reading.get("batt")
+        if self.cfg.get("share"):
+            self.shared = reading
         self.batch.add(clock.unix_time(), reading)
 
     def seal_batch(self):
@@ -106,6 +114,9 @@ class Agent:
                   "q": len(pending), "qb": self.spool.bytes_used(), "drop": self.spool.drops}
         if self.battery is not None:
             health["batt"] = self.battery
+        if self.shared:
+            health["share"] = dict((k, self.shared.get(k)) for k in self.cfg["share"])
+        health.update(self.notes)
         self._spool(KIND_STATUS, int(clock.unix_time()), None, None, health)
         self.status_due = False
 
@@ -113,6 +124,7 @@ class Agent:
         seq = self.spool.next_seq()
         msg = message.seal(self.identity, self.nonces, seq, t, kind, self.spool.base(),
                            plaintext, count, health)
+        collect()  # the sealing's garbage, before the record copies the message
         self.spool.append(seq, kind.encode() + msg)
 
     # -- delivering ------------------------------------------------------------
@@ -135,9 +147,10 @@ class Agent:
                 continue
             if in_flight >= self.cfg["window"]:
                 break
+            collect()  # one record in memory at a time
             record = self.spool.read(seq)
             try:
-                t.publish(up_topic(self.identity.hex, chr(record[0])), record[1:])
+                t.publish(up_topic(self.identity.hex, chr(record[0])), memoryview(record)[1:])
             except OSError as e:
                 self.log("publish failed: %s" % e)
                 return

@@ -1,6 +1,7 @@
 # Building signed EdgeKeep messages: envelope -> COSE_Sign1, with the payload sealed
 # in a COSE_Encrypt0 for the owner.
 from agent import cbor, cose
+from agent.heap import collect
 from agent.proto import (BOOT_ID_LEN, ENV_BASE, ENV_CIPHERTEXT, ENV_COUNT, ENV_DEVICE,
                          ENV_HEALTH, ENV_KIND, ENV_SEQ, ENV_TIME, ENV_VERSION, VERSION)
 
@@ -22,21 +23,31 @@ class Nonces:
 
 
 def envelope(dev_id, seq, t, kind, base, count=None, ciphertext=None, health=None):
-    env = {ENV_VERSION: VERSION, ENV_DEVICE: dev_id, ENV_SEQ: seq, ENV_TIME: t,
-           ENV_KIND: kind, ENV_BASE: base}
-    if count is not None:
-        env[ENV_COUNT] = count
-    if ciphertext is not None:
-        env[ENV_CIPHERTEXT] = ciphertext
-    if health is not None:
-        env[ENV_HEALTH] = health
-    return cbor.dumps(env)
+    """The CBOR envelope map (a bytearray). Written field by field in key order (ENV_VERSION
+    0 to ENV_HEALTH 8: ascending ints are canonical order), with no dict to build and sort."""
+    fields = ((ENV_VERSION, VERSION), (ENV_DEVICE, dev_id), (ENV_SEQ, seq), (ENV_TIME, t),
+              (ENV_KIND, kind), (ENV_BASE, base), (ENV_COUNT, count),
+              (ENV_CIPHERTEXT, ciphertext), (ENV_HEALTH, health))
+    n = 0
+    for _, value in fields:
+        if value is not None:
+            n += 1
+    out = bytearray(cbor.head(5, n))
+    for key, value in fields:
+        if value is not None:
+            out.append(key)  # keys below 24 are their own one-byte head
+            cbor.encode_into(out, value)
+    return out
 
 
 def seal(identity, nonces, seq, t, kind, base, plaintext=None, count=None, health=None):
-    """One complete message: optional plaintext encrypted for the owner, then signed."""
+    """One complete message: optional plaintext encrypted for the owner, then signed.
+    Collects between the steps: at most two copies of the data are in memory at a time."""
     ciphertext = None
     if plaintext is not None:
         ciphertext = cose.encrypt0(identity.data_key, nonces.next(), plaintext)
+        collect()
     payload = envelope(identity.device_id, seq, t, kind, base, count, ciphertext, health)
+    ciphertext = None
+    collect()  # the ciphertext is in the payload now: free it before signing
     return cose.sign1(identity.secret, identity.device_id, payload)

@@ -1,18 +1,14 @@
 # ECDSA over NIST P-256 with SHA-256 digests (FIPS 186-4), deterministic k (RFC 6979).
 # Points are Jacobian (X, Y, Z), x = X/Z^2, y = Y/Z^3, Z == 0 at infinity, so a scalar
 # multiplication needs one field inversion. k*G uses a 4-tooth comb over a 15-point table
-# built on first use: 64 doublings and at most 64 additions per signature.
+# built on first use: 64 doublings and at most 64 additions per signature. The table is
+# kept as bytes (960 B): as 30 bigints and their tuples it would take 3.5 KB of heap.
 # Timing depends on the scalar: acceptable for a sensor's key on an MCU, nothing more.
-# Each step of the comb makes about 3 KB of bigint garbage: the loops collect it, so a
-# signature needs little heap where the GC runs only when asked (the wasm runtime).
-import gc
-import sys
-
+# Each step of the comb makes about 3.5 KB of bigint garbage: the loops collect it (twice
+# a step), so a signature needs little heap even where the GC runs only when asked (the
+# wasm runtime).
+from agent.heap import collect
 from agent.sha256hmac import hmac_sha256
-
-# CPython frees bigints by reference counting (and its gc.collect is slow); MicroPython's
-# collector has to be asked.
-_collect = gc.collect if sys.implementation.name == "micropython" else lambda: None
 
 P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
 N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -21,7 +17,7 @@ GX = 0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296
 GY = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
 
 _INFINITY = (1, 1, 0)
-_comb = None  # _comb[i] = sum of bit t of i times 2^(64 t) G, affine; _comb[0] unused
+_comb = None  # entry i (1..15): sum of bit t of i times 2^(64 t) G, affine (see _entry)
 
 
 def public_key(secret):
@@ -37,7 +33,9 @@ def sign(secret, digest):
         raise ValueError("p256: digest must be 32 bytes")
     e = int.from_bytes(digest, "big")
     for k in _rfc6979(d, e % N):
-        r = _affine(_mul_g(k))[0] % N
+        pt = _mul_g(k)
+        collect()
+        r = _affine(pt)[0] % N
         s = _inverse(k, N) * (e + r * d) % N
         if r and s:
             return r.to_bytes(32, "big") + s.to_bytes(32, "big")
@@ -96,10 +94,12 @@ def _rfc6979(d, h):
     v = hmac_sha256(k, v)
     k = hmac_sha256(k, v, b"\x01", x, m)
     v = hmac_sha256(k, v)
+    collect()
     while True:
         v = hmac_sha256(k, v)
         t = int.from_bytes(v, "big")  # qlen == hlen == 256: bits2int is the plain integer
         if 0 < t < N:
+            collect()  # the HMACs' garbage, about 3 KB
             yield t
         k = hmac_sha256(k, v, b"\x00")
         v = hmac_sha256(k, v)
@@ -125,6 +125,7 @@ def _double(pt):
     beta = x * gamma % P
     alpha = 3 * (x - delta) * (x + delta) % P
     x3 = (alpha * alpha - 8 * beta) % P
+    collect()  # halfway: the peak is half a step's garbage
     z3 = ((y + z) * (y + z) - gamma - delta) % P
     y3 = (alpha * (4 * beta - x3) - 8 * gamma * gamma) % P
     return x3, y3, z3
@@ -144,6 +145,7 @@ def _add(pt, q):
     i = 4 * hh % P
     j = h * i % P
     v = x1 * i % P
+    collect()
     x3 = (r * r - j - 2 * v) % P
     y3 = (r * (v - x3) - 2 * y1 * j) % P
     z3 = ((z1 + h) * (z1 + h) - zz - hh) % P
@@ -167,27 +169,41 @@ def _mul_g(k):
     kb = k.to_bytes(32, "big")
     pt = _INFINITY
     for j in range(63, -1, -1):
-        _collect()
+        collect()
         pt = _double(pt)
         i = 0
         for t in range(4):
             bit = j + 64 * t
             i |= ((kb[31 - (bit >> 3)] >> (bit & 7)) & 1) << t
         if i:
-            pt = _add(pt, table[i])
+            collect()
+            pt = _add(pt, _entry(table, i))
     return pt
+
+
+def _entry(table, i):
+    """Comb entry i as an affine (x, y): 64 bytes at 64 (i - 1)."""
+    at = 64 * (i - 1)
+    return (int.from_bytes(table[at:at + 32], "big"),
+            int.from_bytes(table[at + 32:at + 64], "big"))
 
 
 def _build_comb():
     global _comb
-    table = [None, (GX, GY)]
+    table = bytearray(64 * 15)
+    top = (GX, GY)
     pt = (GX, GY, 1)
-    for t in range(1, 4):
-        for _ in range(64):
-            _collect()
-            pt = _double(pt)
-        top = _affine(pt)  # 2^(64 t) G
+    for t in range(4):
+        if t:
+            for _ in range(64):
+                collect()
+                pt = _double(pt)
+            top = _affine(pt)  # 2^(64 t) G
         for i in range(1 << t):
-            table.append(top if not i else _affine(_add((top[0], top[1], 1), table[i])))
+            collect()
+            q = top if not i else _affine(_add((top[0], top[1], 1), _entry(table, i)))
+            at = 64 * ((1 << t) + i - 1)
+            table[at:at + 32] = q[0].to_bytes(32, "big")
+            table[at + 32:at + 64] = q[1].to_bytes(32, "big")
     _comb = table
     return table

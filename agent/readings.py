@@ -9,12 +9,23 @@ _SLOTS = tuple((READING_FIELDS[i], MISSING[READING_FORMAT[i + 1]])
                for i in range(1, len(READING_FIELDS)))
 
 
+def _prefix(n):
+    """The CBOR of the plaintext [READINGS_SCHEMA, bstr] up to its n packed bytes."""
+    out = bytearray(cbor.head(4, 2))
+    cbor.encode_into(out, READINGS_SCHEMA)
+    out.extend(cbor.head(2, n))
+    return out
+
+
 class Batch:
-    """Readings packed into one preallocated buffer until the batch is sealed."""
+    """Readings packed into one preallocated buffer until the batch is sealed. The buffer
+    has room in front of the readings for the plaintext's CBOR prefix: the plaintext is a
+    view of the buffer, never a copy."""
 
     def __init__(self, capacity):
         self.capacity = capacity
-        self.buf = bytearray(capacity * READING_SIZE)
+        self.start = len(_prefix(capacity * READING_SIZE))  # where the readings start
+        self.buf = bytearray(self.start + capacity * READING_SIZE)
         self.values = [0] * len(READING_FIELDS)
         self.count = 0
         self.t0 = 0
@@ -33,11 +44,17 @@ class Batch:
             v = reading.get(name)
             values[i] = absent if v is None else v
             i += 1
-        struct.pack_into(READING_FORMAT, self.buf, self.count * READING_SIZE, *values)
+        struct.pack_into(READING_FORMAT, self.buf, self.start + self.count * READING_SIZE,
+                         *values)
         self.count += 1
 
     def plaintext(self):
-        return cbor.dumps([READINGS_SCHEMA, memoryview(self.buf)[:self.count * READING_SIZE]])
+        """The CBOR [READINGS_SCHEMA, packed readings]: a memoryview, valid until the next add."""
+        n = self.count * READING_SIZE
+        prefix = _prefix(n)
+        begin = self.start - len(prefix)
+        self.buf[begin:self.start] = prefix
+        return memoryview(self.buf)[begin:self.start + n]
 
     def clear(self):
         self.count = 0

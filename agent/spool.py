@@ -14,7 +14,6 @@ import os
 import struct
 
 _MAGIC = 0xEB
-_HEAD = ">BII4s"
 _HEAD_LEN = 13
 _STATE = ">III4s"   # acked seq, drops, highest seq ever used, check
 
@@ -182,18 +181,30 @@ class Spool:
 
     def _scan_segment(self, seg, size):
         """Index the intact records of a segment; returns how many there are."""
+        head = bytearray(_HEAD_LEN)
+        buf = bytearray(64)  # payloads are checked piecewise: a record may be a camera frame
         off = 0
         found = 0
         with open(self._seg_path(seg), "rb") as f:
             while off + _HEAD_LEN <= size:
-                head = f.read(_HEAD_LEN)
-                magic, seq, n, check = struct.unpack(_HEAD, head)
+                f.readinto(head)
+                magic, seq, n = struct.unpack_from(">BII", head)
                 last = self.index[-1][0] if self.index else 0
                 if magic != _MAGIC or seq <= last or n > size - off - _HEAD_LEN:
                     break
-                if _check(head[:9], f.read(n)) != check:
+                if not _payload_matches(f, head, n, buf):
                     break
                 self.index.append([seq, seg, off, n])
                 off += _HEAD_LEN + n
                 found += 1
         return found
+
+
+def _payload_matches(f, head, n, buf):
+    """Whether the n bytes at f's position are the payload that head's check is for."""
+    h = hashlib.sha256(memoryview(head)[:9])
+    while n:
+        k = f.readinto(memoryview(buf)[:min(n, len(buf))])
+        h.update(memoryview(buf)[:k])
+        n -= k
+    return h.digest()[:4] == head[9:]

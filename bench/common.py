@@ -28,8 +28,8 @@ class _OpenSSLSigner:
 
 class _OpenSSLCCM:
     @staticmethod
-    def seal(key, nonce, plaintext, aad=b"", tag_len=16):
-        return AESCCM(key, tag_length=tag_len).encrypt(nonce, bytes(plaintext), aad)
+    def seal_into(out, key, nonce, plaintext, aad=b"", tag_len=16):
+        out[:] = AESCCM(key, tag_length=tag_len).encrypt(nonce, bytes(plaintext), bytes(aad))
 
 
 def use_openssl_for_preload():

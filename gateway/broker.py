@@ -191,6 +191,12 @@ class Credentials:
             yield
 
 
+def managed_credentials(data_dir):
+    """The broker accounts the gateway manages (`<data_dir>/broker/passwd`), or None."""
+    creds = Credentials(os.path.join(data_dir, "broker"))
+    return creds if os.path.exists(creds.passwd) else None
+
+
 def _device_user(dev_hex):
     if not isinstance(dev_hex, str) or not DEVICE_ID.match(dev_hex):
         raise CredentialError("not a device id (16 lowercase hex characters): %r" % (dev_hex,))

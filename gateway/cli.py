@@ -13,7 +13,8 @@ from gateway.config import Config
 
 # Modules that add their own subcommands: each has add_commands(subparsers), and each
 # subparser sets fn=callable(args) -> exit code.
-PLUGINS = ["gateway.broker_cli", "gateway.admin_cli"]
+PLUGINS = ["gateway.broker_cli", "gateway.admin_cli", "gateway.objects_cli", "gateway.keeper_cli",
+           "gateway.ota_cli"]
 
 
 def cmd_run(args):
@@ -113,11 +114,15 @@ def cmd_devices(args):
                 _ago(d["last_seen"])))
         print("%d device(s)" % len(devices))
         return 0
+    from gateway.broker import managed_credentials
+    broker = managed_credentials(args.data_dir)
     with _chain_for(args.data_dir, args.rpc) as chain:
         if args.action == "add":
             dev = registry.register(store, chain, bytes.fromhex(args.public_key), args.name,
                                     args.kind)
             print("registered %s" % dev)
+            if broker:
+                _give_broker_account(broker, dev, args.credentials_out)
         elif args.action == "import":
             with open(args.file) as f:
                 for d in json.load(f):
@@ -125,9 +130,21 @@ def cmd_devices(args):
                                             d.get("name"))
                     print("registered %s (%s)" % (dev, d.get("name") or "-"))
         elif args.action == "revoke":
-            registry.revoke(store, chain, args.device)
+            registry.revoke(store, chain, args.device, broker=broker)
             print("revoked %s" % args.device)
     return 0
+
+
+def _give_broker_account(broker, dev, out):
+    """A fresh MQTT account for the device; its password goes to a 0600 file, never stdout."""
+    password = broker.add_device(dev)
+    if not out:
+        print("broker account %s created; pass --credentials-out FILE to receive its password" % dev)
+        return
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"mqtt_user": dev, "mqtt_password": password}, f)
+    print("broker account %s: credentials in %s" % (dev, out))
 
 
 def _open_store(data_dir):
@@ -228,6 +245,7 @@ def build_parser():
     s.add_argument("--kind", default="tracker")
     s.add_argument("--file", help="import: devices.json written by `python -m agent sim`")
     s.add_argument("--device", help="revoke: device id")
+    s.add_argument("--credentials-out", help="add: write the device's MQTT account here (0600)")
     s.set_defaults(fn=cmd_devices)
 
     s = sub.add_parser("export", help="decrypt a device's readings with the owner's keyring")

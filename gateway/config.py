@@ -8,6 +8,13 @@
     max_message_bytes = 65536
     web_host = "127.0.0.1"                  # the admin web page; web_port = -1 turns it off
     web_port = 8080                         # 0: any free port
+    audit_seconds = 600                     # the Keeper's audit period
+    homeassistant = true                    # Home Assistant MQTT discovery on the broker
+    gateway_id = "edgekeep"                 # this gateway's id in Home Assistant
+    audit_samples = 16                      # challenges per audit
+    storage_roots = ["/media/sd/edgekeep", "/media/usb/edgekeep"]  # default: data_dir/objects/{a,b}
+    ec_k = 2                                # Reed-Solomon: any ec_k of ec_m shares rebuild a blob
+    ec_m = 4                                # (shares go round-robin over the roots)
 
     [chain]
     rpc_url = "local"                       # "local": anvil under data_dir/chain; or any JSON-RPC URL
@@ -36,6 +43,13 @@ class Config:
     max_message_bytes: int = 65536
     web_host: str = "127.0.0.1"
     web_port: int = 8080
+    audit_seconds: float = 600
+    homeassistant: bool = True
+    gateway_id: str = "edgekeep"
+    audit_samples: int = 16
+    storage_roots: list = field(default_factory=list)
+    ec_k: int = 2
+    ec_m: int = 4
     chain: ChainConfig = field(default_factory=ChainConfig)
 
     @classmethod
@@ -46,6 +60,7 @@ class Config:
         cfg = cls(chain=chain, **_known(cls, raw, "top level"))
         base = os.path.dirname(os.path.abspath(path))
         cfg.data_dir = os.path.join(base, cfg.data_dir)
+        cfg.storage_roots = [os.path.join(base, r) for r in cfg.storage_roots]
         return cfg
 
     def broker_password(self):

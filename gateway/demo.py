@@ -33,27 +33,15 @@ def owner_passphrase(sim_dir):
         return f.read().strip(), path
 
 
-def provision_trackers(sim_dir, n, store, chain):
-    """Make (or reuse) n simulated trackers: keys on the 'device', registration, owner keyring."""
-    passphrase, pass_path = owner_passphrase(sim_dir)
-    ring = Keyring.open_or_create(os.path.join(sim_dir, "owner-keyring.json"), passphrase)
-    for i, path in enumerate(sim.tracker_dirs(sim_dir, n)):
-        ident = sim.provision_dir(path, "tracker-%d" % (i + 1))
-        registry.register(store, chain, ident.public, "tracker-%d" % (i + 1))
-        ring.add(ident.hex, ident.data_key)
-    ring.save()
-    sim.write_device_list(sim_dir, n)
-    return ring.path, pass_path
-
-
-def provision_cameras(sim_dir, n, store, chain, keyring):
-    """Make (or reuse) n simulated cameras, like provision_trackers; their flash dirs."""
-    ring = Keyring.open(keyring, owner_passphrase(sim_dir)[0])
-    paths = [os.path.join(sim_dir, "camera-%d" % (i + 1)) for i in range(n)]
+def provision(paths, kind, store, chain, ring, broker):
+    """Make (or reuse) simulated devices: keys made on the 'device', registration on chain and
+    at the gateway, a broker account of their own, the data key in the owner's keyring."""
     for path in paths:
         name = os.path.basename(path)
         ident = sim.provision_dir(path, name)
-        registry.register(store, chain, ident.public, name, "camera")
+        registry.register(store, chain, ident.public, name, kind)
+        if broker and broker.credentials:
+            sim.save_credentials(path, ident.hex, broker.add_device_credentials(ident.hex))
         ring.add(ident.hex, ident.data_key)
     ring.save()
     return paths
@@ -64,25 +52,34 @@ def run(args):
     sim_dir = os.path.join(data_dir, "sim")
     os.makedirs(sim_dir, exist_ok=True)
     broker = None
-    if not args.broker:
-        broker = Mosquitto(os.path.join(data_dir, "broker")).start()
-    url = args.broker or broker.url
-    cfg = Config(data_dir=data_dir, broker=url, epoch_seconds=args.epoch_seconds,
+    cfg = Config(data_dir=data_dir, broker=args.broker, epoch_seconds=args.epoch_seconds,
                  web_port=0, chain=ChainConfig(block_time=args.block_time))
+    if not args.broker:
+        broker = Mosquitto(os.path.join(data_dir, "broker"), auth=True).start()
+        cfg.broker = broker.url
+        cfg.broker_username = "gateway"
+        cfg.broker_password_file = broker.credentials.gateway_secret
+    url = cfg.broker
     gw = Gateway(cfg)
     stop = threading.Event()
     threads = []
     try:
         gw.start()
         store = Store(data_dir)
-        keyring, passfile = provision_trackers(sim_dir, args.trackers, store, gw.chain)
-        cameras = provision_cameras(sim_dir, args.cameras, store, gw.chain, keyring)
+        passphrase, passfile = owner_passphrase(sim_dir)
+        keyring = os.path.join(sim_dir, "owner-keyring.json")
+        ring = Keyring.open_or_create(keyring, passphrase)
+        provision(sim.tracker_dirs(sim_dir, args.trackers), "tracker", store, gw.chain, ring, broker)
+        sim.write_device_list(sim_dir, args.trackers)
+        cameras = provision([os.path.join(sim_dir, "camera-%d" % (i + 1))
+                             for i in range(args.cameras)], "camera", store, gw.chain, ring, broker)
         gw.ingest.reload_devices()
         _print_where(cfg, gw, url, sim_dir, keyring, passfile)
         config = {"sample_interval": args.sample_interval, "upload_interval": args.upload_interval}
         recorder = sim.Recorder(args.record) if args.record else None
+        target = sim.runner(args.runtime, args.heap)
         for path in sim.tracker_dirs(sim_dir, args.trackers):
-            t = threading.Thread(target=sim.run_tracker, daemon=True,
+            t = threading.Thread(target=target, daemon=True,
                                  args=(path, url, config, args.duration, stop.is_set, recorder))
             t.start()
             threads.append(t)

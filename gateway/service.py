@@ -1,11 +1,15 @@
-"""The running gateway: chain connection, anchor outbox and ingest, started and stopped together."""
+"""The running gateway: chain connection, anchor outbox, ingest and Keeper, started and stopped
+together."""
 import logging
 import os
 
+from gateway import provider
 from gateway.anchor import Anchorer
 from gateway.chain import node
 from gateway.chain.client import DEFAULT_DEV_KEY, Chain
+from gateway.homeassistant import Bridge
 from gateway.ingest import Ingest
+from gateway.keeper import KeeperLoop
 
 log = logging.getLogger("edgekeep")
 
@@ -37,7 +41,9 @@ class Gateway:
         self.chain = None
         self.anchorer = None
         self.ingest = None
+        self.keeper = None
         self.web = None
+        self.homeassistant = None
         self.admin_password_file = None
 
     def start(self):
@@ -45,16 +51,26 @@ class Gateway:
         os.makedirs(cfg.data_dir, exist_ok=True)
         self.chain = open_chain(cfg)
         self.anchorer = Anchorer(cfg.data_dir, self.chain)
+        provider.configure(cfg.data_dir, cfg.storage_roots, cfg.ec_k, cfg.ec_m)
+        self.keeper = KeeperLoop(cfg.data_dir, self.chain, cfg.audit_seconds, cfg.audit_samples)
         self.ingest = Ingest(cfg.data_dir, cfg.broker, cfg.max_message_bytes, cfg.epoch_seconds,
                              username=cfg.broker_username or None,
-                             password=cfg.broker_password(), on_sealed=self.anchorer.notify)
+                             password=cfg.broker_password(), on_sealed=self.sealed)
         self.anchorer.start()
+        self.keeper.start()
         self.ingest.start()
         if cfg.web_port >= 0:
             self.start_web()
+        if cfg.homeassistant:
+            self.homeassistant = Bridge(cfg.data_dir, cfg.broker, cfg.gateway_id,
+                                        cfg.broker_username or None, cfg.broker_password()).start()
         log.info("gateway up: data %s, broker %s, chain %s (chain id %d)", cfg.data_dir,
                  cfg.broker, self.chain.w3.provider.endpoint_uri, self.chain.chain_id)
         return self
+
+    def sealed(self, epoch):
+        self.anchorer.notify(epoch)
+        self.keeper.notify(epoch)
 
     def start_web(self):
         from gateway.web import auth
@@ -68,8 +84,12 @@ class Gateway:
         """Drain the ingest, seal and anchor the last epoch, then stop the local chain."""
         if self.web:
             self.web.stop()
+        if self.homeassistant:
+            self.homeassistant.stop()
         if self.ingest:
             self.ingest.stop()
+        if self.keeper:
+            self.keeper.stop()
         if self.anchorer:
             self.anchorer.stop()
         if self.cfg.chain.rpc_url == "local":

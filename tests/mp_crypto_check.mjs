@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
-const MODULES = ["aes.py", "ccm.py", "p256.py", "sha256hmac.py"];
+const MODULES = ["aes.py", "ccm.py", "heap.py", "p256.py", "sha256hmac.py"];
 
 const SCRIPT = `
 import json, time

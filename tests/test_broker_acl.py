@@ -219,3 +219,42 @@ def test_tls_listener_uses_the_same_accounts(tmp_path, clients):
         wait_for(lambda: gw.messages, what="the TLS uplink")
         assert gw.messages == [("ek/%s/up/t" % A, b"over TLS")]
         assert clients(b.tls_port, A, "wrong", tls_ca=certfile).refused == "Not authorized"
+
+
+def test_registering_a_device_gives_it_a_broker_account_and_revoking_removes_it(
+        tmp_path, broker, clients):
+    """`gateway devices add` on a gateway whose broker has accounts (<data_dir>/broker)."""
+    import json
+
+    from agent.identity import Identity
+    from gateway.chain import node
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ident = Identity.create(os.urandom)
+    out = tmp_path / "mqtt.json"
+
+    def gateway_cli(*args):
+        r = subprocess.run([sys.executable, "-m", "gateway", "devices", *args, "--data-dir",
+                            str(tmp_path)], cwd=repo, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    try:
+        said = gateway_cli("add", "--public-key", ident.public.hex(), "--name", "t1",
+                           "--credentials-out", str(out))
+        creds = json.loads(out.read_text())
+        assert creds["mqtt_user"] == ident.hex
+        assert creds["mqtt_password"] not in said
+        assert out.stat().st_mode & 0o777 == 0o600
+        gw = gateway(broker, clients)
+        gw.subscribe("ek/+/up/#")
+        dev = clients(broker.port, creds["mqtt_user"], creds["mqtt_password"])
+        assert dev.refused is None
+        dev.publish("ek/%s/up/t" % ident.hex, b"hello")
+        wait_for(lambda: gw.topics() == ["ek/%s/up/t" % ident.hex], what="the device's uplink")
+
+        gateway_cli("revoke", "--device", ident.hex)
+        assert dev.disconnected.wait(10), "the revoked device stayed connected"
+        again = clients(broker.port, creds["mqtt_user"], creds["mqtt_password"])
+        assert again.refused is not None
+    finally:
+        node.stop_running(str(tmp_path))

@@ -2,6 +2,8 @@
 
 Screenshots go to test-artifacts/screenshots/.
 """
+import hashlib
+import io
 import json
 import os
 import re
@@ -10,10 +12,12 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 from gateway.export import readings
 from gateway.keyring import Keyring
 from gateway.store import Store
+from tests.conftest import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHOTS = os.path.join(ROOT, "test-artifacts", "screenshots")
@@ -75,6 +79,34 @@ def page(demo):
         browser.close()
 
 
+def unlock(page, demo):
+    page.set_input_files("#keyring input[type=file]", demo["keyring"])
+    page.fill("#keyring input[name=passphrase]", demo["passphrase"])
+    page.click("#keyring button[type=submit]")
+    expect(page.locator("#keyring .state")).to_contain_text("unlocked: %d device key(s)" % len(demo_devices(demo)))
+
+
+def assert_no_secret_sent(page, demo, plaintexts=()):
+    """No request the page made carried the passphrase, the keyring, a data key or plaintext."""
+    ring = open(demo["keyring"], "rb").read()
+    secrets = [demo["passphrase"].encode(), json.loads(ring)["ct"].encode()]
+    secrets += [k.hex().encode() for k in Keyring.open(demo["keyring"], demo["passphrase"]).keys.values()]
+    for url, body in page.sent:
+        assert not any(s in body or s.decode() in url for s in secrets), url
+        assert not any(p in body for p in plaintexts), url
+
+
+def complete_object(demo, camera):
+    """The newest object of a camera that the gateway holds whole, or None."""
+    store = Store(demo["data"])
+    try:
+        row = store.db.execute("SELECT oid FROM objects WHERE device = ? AND stored = count "
+                               "ORDER BY time DESC LIMIT 1", (camera,)).fetchone()
+    finally:
+        store.close()
+    return row and row[0]
+
+
 def shot(page, name):
     page.screenshot(path=os.path.join(SHOTS, name + ".png"), full_page=True)
 
@@ -130,10 +162,7 @@ def test_dashboard_updates_live(page, demo):
 def test_unlock_keyring_and_see_decrypted_readings(page, demo):
     dev = sorted(demo_devices(demo, "tracker"))[0]
     page.goto(demo["url"] + "/devices/" + dev)
-    page.set_input_files("#keyring input[type=file]", demo["keyring"])
-    page.fill("#keyring input[name=passphrase]", demo["passphrase"])
-    page.click("#keyring button[type=submit]")
-    expect(page.locator("#keyring .state")).to_contain_text("unlocked: %d device key(s)" % len(demo_devices(demo)))
+    unlock(page, demo)
     first = page.locator("#readings tbody tr").first
     expect(first).to_be_visible()
     # The newest reading on the page is one the owner's own tool decrypts from the store.
@@ -144,22 +173,31 @@ def test_unlock_keyring_and_see_decrypted_readings(page, demo):
     assert any("%.2f" % (r["temp"] / 100) == cells[1] and str(r["seq"]) == cells[-1] for r in owner)
     expect(page.locator(".charts figure")).to_have_count(4)
     shot(page, "04-decrypted-readings")
-    # Neither the keyring nor the passphrase nor the data keys left the browser.
-    ring = open(demo["keyring"], "rb").read()
-    secrets = [demo["passphrase"].encode(), json.loads(ring)["ct"].encode()]
-    secrets += [k.hex().encode() for k in Keyring.open(demo["keyring"], demo["passphrase"]).keys.values()]
-    for url, body in page.sent:
-        assert not any(s in body or s.decode() in url for s in secrets), url
+    assert_no_secret_sent(page, demo)
 
 
-def test_decrypted_camera_image(page, demo):
+def test_decrypted_camera_image(page, demo, tmp_path):
+    cam = sorted(demo_devices(demo, "camera"))[0]
+    oid = wait_for(lambda: complete_object(demo, cam), timeout=60, what="a whole camera object")
     page.goto(demo["url"] + "/camera")
-    shot(page, "05-camera")
-    reason = ("camera clips are being built in parallel (agent/camera.py, gateway/objects.py) and "
-              "their format is not in docs/protocol.md yet: the page lists them, the browser "
-              "does not decrypt images yet")
-    print("XFAIL " + reason)
-    pytest.xfail(reason)
+    unlock(page, demo)
+    page.locator('tr[data-oid="%s"] [data-action=show]' % oid).click()
+    fig = page.locator('section[data-device="%s"] figure[data-oid="%s"]' % (cam, oid))
+    expect(fig).to_have_attribute("data-sha256", re.compile("^[0-9a-f]{64}$"))
+    fig.locator("img").first.evaluate("img => img.decode()")  # rejects if the JPEG is broken
+    sizes = fig.locator("img").evaluate_all("imgs => imgs.map((i) => [i.naturalWidth, i.naturalHeight])")
+    shot(page, "05-camera-decrypted")
+    # The page shows exactly what the owner's own tool decrypts from the store.
+    out = tmp_path / "export"
+    run = subprocess.run([sys.executable, "-m", "gateway", "export", "--data-dir", demo["data"],
+                          "--object", "%s-%s" % (cam, oid), "--key", demo["keyring"], "--out", str(out)],
+                         cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT, EDGEKEEP_PASSPHRASE=demo["passphrase"]),
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    plain = out.read_bytes()
+    assert fig.get_attribute("data-sha256") == hashlib.sha256(plain).hexdigest()
+    assert sizes == [list(Image.open(io.BytesIO(plain)).size)] and sizes[0][0] > 0
+    assert_no_secret_sent(page, demo, [plain[len(plain) // 2:][:64]])
 
 
 def test_revoke_a_device(page, demo):

@@ -95,3 +95,11 @@ def test_agent_cbor_matches_cbor2_both_ways():
 def test_agent_cbor_rejects_malformed(bad):
     with pytest.raises(ValueError):
         cbor.loads(bad)
+
+
+def test_agent_cbor_map_keys_are_in_deterministic_order():
+    """RFC 8949 4.2.1: keys sorted by the bytewise order of their encodings."""
+    for d in ({"qb": 1, "q": 2, "fw": "x", "up": 3, "drop": 0}, {10: 1, 2: 2, -1: 3, 300: 4}):
+        ordered = dict(sorted(d.items(), key=lambda kv: cbor2.dumps(kv[0])))
+        assert cbor.dumps(d) == cbor2.dumps(ordered)
+        assert cbor.dumps(dict(reversed(list(d.items())))) == cbor.dumps(d)

@@ -2,13 +2,21 @@
 import base64
 import hashlib
 import json
+import os
+import re
 import time
 
+import cbor2
 import httpx2
 import pytest
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
+from agent.camera import SNAPSHOT
+from agent.identity import Identity
+from agent.message import Nonces
+from agent.objects import KIND_CHUNK, KIND_MANIFEST, ObjectQueue, manifest
+from agent.proto import up_topic
 from gateway import merkle
 from gateway.cli import main as cli_main
 from gateway.config import Config
@@ -65,7 +73,8 @@ def logged_in(c):
 
 
 def concrete(path):
-    return path.replace("{device}", DEV).replace("{seq:int}", str(CASE["seq"]))
+    return (path.replace("{device}", DEV).replace("{seq:int}", str(CASE["seq"]))
+            .replace("{oid}", "00" * 8).replace("{index:int}", "0"))
 
 
 def test_every_page_and_api_route_needs_a_session(client):
@@ -149,13 +158,71 @@ def test_api_hands_out_stored_ciphertext_and_inclusion_proofs(client, data_dir):
     assert r.status_code == 503 and "no chain" in r.json()["error"]
 
 
+def camera_upload(data_dir, flash):
+    """A camera's snapshot as its agent makes it (chunks encrypted on flash, a signed
+    manifest), registered with the gateway; returns (identity, oid, plaintext, messages to
+    ingest: the manifest and then each chunk, as they arrive over MQTT)."""
+    ident = Identity.create(os.urandom)
+    store = Store(data_dir)
+    store.add_device(ident.hex, ident.public, "porch", "camera")
+    store.close()
+    queue = ObjectQueue(flash)
+    oid, plain = os.urandom(8), os.urandom(3000)
+    w = queue.begin(oid, 1024, ident.data_key, Nonces(os.urandom))
+    w.write(plain)
+    hashes = w.close()
+    queue.commit(w, 1)
+    signed = manifest(ident, 1, 1, int(time.time()), oid, "motion", SNAPSHOT, len(plain), 1024, hashes)
+    entry = queue.find(oid)
+    uploads = [(up_topic(ident.hex, KIND_MANIFEST), signed)]
+    uploads += [(up_topic(ident.hex, KIND_CHUNK), queue.read(entry, i)) for i in range(entry.count)]
+    return ident, oid.hex(), plain, uploads
+
+
+def ingest(data_dir, messages):
+    gw = Ingest(data_dir, "mqtt://127.0.0.1:1")
+    try:
+        gw.process([(topic, raw, 0, 0) for topic, raw in messages])
+    finally:
+        gw.pool.shutdown()
+        gw.db.close()
+
+
+def test_api_hands_out_a_camera_objects_signed_manifest_and_stored_chunks(client, data_dir, tmp_path):
+    ident, oid, plain, uploads = camera_upload(data_dir, str(tmp_path / "flash"))
+    ingest(data_dir, uploads[:-1])  # the last chunk is still on its way
+    logged_in(client)
+    cam = "/api/devices/" + ident.hex
+    listed = client.get(cam + "/objects").json()
+    assert [(o["oid"], o["type"], o["event"], o["size"], o["stored"], o["count"], o["complete"])
+            for o in listed] == [(oid, SNAPSHOT, "motion", len(plain), 2, 3, False)]
+    r = client.get(cam + "/objects/" + oid + "/chunks/2")
+    assert r.status_code == 404 and "not uploaded yet" in r.json()["error"]
+    page = client.get("/camera").text
+    assert oid in page and "2/3 uploading" in page
+
+    ingest(data_dir, uploads[-1:])
+    o = client.get(cam + "/objects/" + oid).json()
+    assert (o["complete"], o["has_snapshot"], o["has_clip"]) == (True, True, False)
+    assert base64.b64decode(o["manifest"]) == uploads[0][1]  # as signed on the device
+    for i, (_, chunk) in enumerate(uploads[1:]):
+        r = client.get(cam + "/objects/%s/chunks/%d" % (oid, i))
+        assert r.headers["content-type"] == "application/octet-stream"
+        assert r.content == cbor2.loads(chunk)[2]  # the COSE_Encrypt0 as the device sealed it
+        assert plain[i * 1024:(i + 1) * 1024] not in r.content
+    assert client.get(cam + "/objects/%s/chunks/3" % oid).status_code == 404
+    assert client.get(cam + "/objects/" + "00" * 8).status_code == 404
+    assert client.get(cam + "/objects/not-an-id").status_code == 404
+    assert 'data-action="show"' in client.get("/camera").text
+
+
 def test_openapi_documents_every_api_route(client):
     logged_in(client)
     doc = client.get("/api/openapi.json").json()
     documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
     for route in client.app.router.routes:
         if isinstance(route, Route) and route.path.startswith("/api/"):
-            path = route.path.replace("{seq:int}", "{seq}")
+            path = re.sub(r"{(\w+):\w+}", r"{\1}", route.path)
             assert {(m, path) for m in route.methods - {"HEAD"}} <= documented
     assert doc["paths"]["/api/session"]["post"]["security"] == []
 

@@ -7,9 +7,15 @@ import os
 import shutil
 import subprocess
 
+import cbor2
 import pytest
 
+from agent.camera import CLIP
+from agent.identity import Identity
+from agent.message import Nonces
+from agent.objects import ObjectQueue, manifest
 from agent.proto import ENV_CIPHERTEXT
+from agent.simcamera import Scene
 from gateway.export import envelope_of
 from gateway.keyring import Keyring
 
@@ -22,6 +28,33 @@ pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is no
 def load(name):
     with open(os.path.join(VECTORS, name)) as f:
         return json.load(f)
+
+
+def clip_frames():
+    """Two JPEGs for a clip; the first carries a JPEG thumbnail in an APP1 segment, so its
+    bytes hold an EOI marker before the real one."""
+    scene = Scene(size=(160, 120), offset=0, walk=4)
+    thumb, first, second = scene.jpeg(100), scene.jpeg(1), scene.jpeg(2)
+    app1 = b"\xff\xe1" + (len(thumb) + 2).to_bytes(2, "big") + thumb
+    return [first[:2] + app1 + first[2:], second]
+
+
+def camera_object(tmp):
+    """A clip as the camera agent makes it: chunks encrypted on 'flash', a signed manifest."""
+    ident = Identity.create(os.urandom)
+    queue = ObjectQueue(str(tmp / "objects"))
+    oid = os.urandom(8)
+    w = queue.begin(oid, 1024, ident.data_key, Nonces(os.urandom))
+    frames = clip_frames()
+    for f in frames:
+        w.write(f)
+    hashes = w.close()
+    queue.commit(w, 7)
+    entry = queue.find(oid)
+    chunks = [cbor2.loads(queue.read(entry, i))[2] for i in range(entry.count)]
+    signed = manifest(ident, 7, 1, 1700000000, oid, "motion", CLIP, w.size, 1024, hashes)
+    return {"manifest": signed.hex(), "public_key": ident.public.hex(), "key": ident.data_key.hex(),
+            "chunks": [c.hex() for c in chunks], "id": oid.hex(), "frames": [f.hex() for f in frames]}
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +70,7 @@ def js(tmp_path_factory):
         "message": {"raw": telemetry["message"], "keys": {telemetry["device_id"]: telemetry["data_key"]}},
         "scrypt": {"password": "pässword", "salt": "00112233445566778899aabbccddeeff", "n": 1024, "r": 8, "p": 1},
         "keyring": {"text": open(ring.path).read(), "passphrase": "correct horse"},
+        "object": camera_object(tmp),
     }
     path = tmp / "inputs.json"
     path.write_text(json.dumps(inputs))
@@ -83,3 +117,21 @@ def test_keyring_written_by_python_opens_in_js_only_with_its_passphrase(js):
     case = load("messages.json")["cases"][0]
     assert out["keyring"] == {"ok": {case["device_id"]: case["data_key"]}}
     assert "wrong passphrase" in out["keyring_wrong"]["error"]
+
+
+def test_a_camera_clip_from_the_agent_decrypts_to_its_frames(js):
+    inputs, out = js
+    obj, frames = inputs["object"], [bytes.fromhex(f) for f in inputs["object"]["frames"]]
+    assert len(obj["chunks"]) > 2
+    assert out["object"]["ok"] == {
+        "id": obj["id"], "type": CLIP, "event": "motion", "chunks": len(obj["chunks"]),
+        "sha256": hashlib.sha256(b"".join(frames)).hexdigest(),
+        "frames": [hashlib.sha256(f).hexdigest() for f in frames]}
+
+
+def test_a_camera_object_is_checked_against_its_signed_manifest(js):
+    _, out = js
+    assert "signature does not verify" in out["object_forged_manifest"]["error"]
+    assert "signature does not verify" in out["object_other_device"]["error"]
+    assert "not the one its signed manifest lists" in out["object_swapped_chunks"]["error"]
+    assert "authentication failed" in out["object_wrong_key"]["error"]

@@ -3,8 +3,8 @@
 //   node tests/web_crypto_check.mjs INPUTS.json
 //
 // INPUTS.json: {ccm: [{key, nonce, aad, sealed, tag_len}], message: {raw, keys},
-//   encrypt0: {key, ciphertext}, scrypt: {password, salt, n, r, p}, keyring: {text, passphrase}}
-// (hex strings). Prints one JSON line with what the JS made of each; the caller judges it.
+//   encrypt0: {key, ciphertext}, scrypt: {password, salt, n, r, p}, keyring: {text, passphrase},
+//   object: {manifest, public_key, key, chunks: [..]}} (hex strings). Prints one JSON line with what the JS made of each; the caller judges it.
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
@@ -40,4 +40,22 @@ out.scrypt = h.encode(await globalThis.scrypt.scrypt(new TextEncoder().encode(s.
   h.decode(s.salt), s.n, s.r, s.p, 32));
 out.keyring = await attempt(() => ek.openKeyring(inp.keyring.text, inp.keyring.passphrase));
 out.keyring_wrong = await attempt(() => ek.openKeyring(inp.keyring.text, inp.keyring.passphrase + "x"));
+
+// A camera object: signed manifest + chunks -> plaintext, split into JPEG frames.
+async function openObject(manifestRaw, publicKey, key, chunks) {
+  const m = await ek.openManifest(manifestRaw, publicKey);
+  const plain = await ek.decryptObject(key, m, chunks);
+  const digest = async (b) => h.encode(await ek.sha256(b));
+  return { id: m.id, type: m.type, event: m.event, chunks: m.hashes.length, sha256: await digest(plain),
+    frames: await Promise.all(ek.jpegFrames(plain).map(digest)) };
+}
+const o = inp.object;
+const [oRaw, oPub, oKey, oChunks] = [h.decode(o.manifest), h.decode(o.public_key), h.decode(o.key), o.chunks.map(h.decode)];
+const other = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, ["sign"]);
+out.object = await attempt(() => openObject(oRaw, oPub, oKey, oChunks));
+out.object_forged_manifest = await attempt(() => openObject(flipLast(oRaw), oPub, oKey, oChunks));
+out.object_other_device = await attempt(async () => openObject(oRaw,
+  new Uint8Array(await crypto.subtle.exportKey("raw", other.publicKey)), oKey, oChunks));
+out.object_swapped_chunks = await attempt(() => openObject(oRaw, oPub, oKey, [oChunks[1], oChunks[0], ...oChunks.slice(2)]));
+out.object_wrong_key = await attempt(() => openObject(oRaw, oPub, new Uint8Array(16), oChunks));
 console.log(JSON.stringify(out));

@@ -12,8 +12,9 @@ repository's agent/ and hw/ packages on sys.path: as source, or with compiled=Tr
 output, as deployed to a board (loaded code lives in the heap; compiled, it takes about a
 quarter less and nothing is compiled on the device). See agent/runtime/wasm/host.mjs.
 
-The build collects garbage only when device code calls gc.collect() (see wasm/gc.mjs): code
-that runs for long must call it now and then, as the agent's loop and agent/p256.py do.
+The build collects garbage only when device code calls gc.collect() (see wasm/gc.mjs), and
+after each import (wasm/lib/_boot.py): code that runs for long must call it now and then, as
+the agent's loop and agent/p256.py do.
 """
 import keyword
 import os
@@ -25,9 +26,11 @@ import threading
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOST = os.path.join(ROOT, "agent", "runtime", "wasm", "host.mjs")
+LIB = os.path.join(ROOT, "agent", "runtime", "wasm", "lib")  # the "firmware's" modules
 BUILD = os.path.join(ROOT, "node_modules", "@micropython", "micropython-webassembly-pyscript")
 PACKAGES = ("agent", "hw")  # repository packages importable on the device
 SNIPPET = "_snippet"  # module name under which run() puts a piece of code
+LIB_DIR = ".lib"  # in the staging directory; host.mjs does not load dot-directories as code
 MIN_HEAP = 32768  # heap.mjs keeps 16 KiB for the C side, below the GC heap size
 
 # Exit statuses of host.mjs besides the device's own (0, sys.exit(n), 1 for an exception).
@@ -159,7 +162,8 @@ class MicroPythonDevice:
         node = find_node()
         self._staging = self._stage(code)
         cmd = [node, HOST, "--dir", self.device_dir, "--heap", str(self.heap),
-               "--main", main, "--path", self._staging, "--"] + self.args
+               "--main", main, "--path", self._staging,
+               "--lib", os.path.join(self._staging, LIB_DIR), "--"] + self.args
         self.stdout_lines, self.stderr_lines = [], []
         if self.log_path:
             self._log = open(self.log_path, "a", encoding="utf-8")
@@ -170,8 +174,10 @@ class MicroPythonDevice:
         return self
 
     def _stage(self, code):
-        """A directory with links to the repository packages (and the snippet) for --path."""
+        """A directory with links to the repository packages (and the snippet) for --path,
+        and LIB_DIR, the runtime's modules compiled (they stand in for a board's C modules)."""
         staging = tempfile.mkdtemp(prefix="ek-mp-")
+        _stage_compiled(LIB, os.path.join(staging, LIB_DIR))
         for name in PACKAGES:
             source = os.path.join(ROOT, name)
             if not os.path.isdir(source):

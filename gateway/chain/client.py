@@ -1,8 +1,9 @@
-"""The gateway's view of the chain: DeviceRegistry and ProofAnchor through web3.py.
+"""The gateway's view of the chain: DeviceRegistry, ProofAnchor and StorageAudit through web3.py.
 
 Works against any EVM JSON-RPC endpoint: the local anvil (gateway.chain.node) or, for
 example, IoTeX testnet. Contracts are deployed on first use and their addresses kept in a
-deployment file, so later runs talk to the same contracts.
+deployment file, so later runs talk to the same contracts; a contract the file lacks (one
+added in a later release) is deployed and added to it.
 """
 import json
 import os
@@ -21,7 +22,9 @@ from .compile import load_artifact
 # anvil's dev account 0, derived from the public "test test ... junk" mnemonic. Everyone knows
 # this key: use it only on a local anvil chain, never on a public network.
 DEFAULT_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
-CONTRACTS = ("DeviceRegistry", "ProofAnchor")
+CONTRACTS = ("DeviceRegistry", "ProofAnchor", "StorageAudit")
+# StorageAudit is built over ProofAnchor, so it is deployed once ProofAnchor has an address.
+DEPLOY_STAGES = (("DeviceRegistry", "ProofAnchor"), ("StorageAudit",))
 GAS_MARGIN = 1.2  # over eth_estimateGas, in case state shifts before the tx is mined
 DEPLOY_TIMEOUT = 120
 
@@ -54,12 +57,16 @@ class Chain:
         self._last_sent = None  # (nonce, tx hash) of the last transaction sent
         artifacts = {name: load_artifact(name) for name in CONTRACTS}
         self._errors = _error_table(artifacts)
-        self.deployment = self._load_deployment() or self._deploy(artifacts)
+        self.deployment = self._load_deployment() or {"contracts": {}}
+        if set(CONTRACTS) - set(self.deployment["contracts"]):
+            self.deployment = self._deploy(artifacts, self.deployment)
         addresses = self.deployment["contracts"]
         self.registry = self.w3.eth.contract(address=addresses["DeviceRegistry"],
                                              abi=artifacts["DeviceRegistry"]["abi"])
         self.proof_anchor = self.w3.eth.contract(address=addresses["ProofAnchor"],
                                                  abi=artifacts["ProofAnchor"]["abi"])
+        self.storage_audit = self.w3.eth.contract(address=addresses["StorageAudit"],
+                                                  abi=artifacts["StorageAudit"]["abi"])
 
     # deployment
 
@@ -78,18 +85,28 @@ class Chain:
                 return None
         return deployment
 
-    def _deploy(self, artifacts):
-        tx_hashes = {}
-        for name in CONTRACTS:
-            factory = self.w3.eth.contract(abi=artifacts[name]["abi"], bytecode=artifacts[name]["bytecode"])
-            tx_hashes[name] = self._send(factory.constructor())
-        receipts = {name: self._mined(tx, DEPLOY_TIMEOUT) for name, tx in tx_hashes.items()}
+    def _deploy(self, artifacts, deployment):
+        """Deploy the contracts `deployment` lacks; write and return the completed deployment."""
+        contracts = dict(deployment["contracts"])
+        blocks = []
+        for stage in DEPLOY_STAGES:
+            tx_hashes = {}
+            for name in stage:
+                if name not in contracts:
+                    args = (contracts["ProofAnchor"],) if name == "StorageAudit" else ()
+                    factory = self.w3.eth.contract(abi=artifacts[name]["abi"],
+                                                   bytecode=artifacts[name]["bytecode"])
+                    tx_hashes[name] = self._send(factory.constructor(*args))
+            for name, tx in tx_hashes.items():
+                receipt = self._mined(tx, DEPLOY_TIMEOUT)
+                contracts[name] = receipt["contractAddress"]
+                blocks.append(receipt["blockNumber"])
         deployment = {
             "chain_id": self.chain_id,
-            "deploy_block": min(r["blockNumber"] for r in receipts.values()),
-            "deployer": self.address,
+            "deploy_block": deployment.get("deploy_block", min(blocks)),
+            "deployer": deployment.get("deployer", self.address),
             "sources_sha256": artifacts[CONTRACTS[0]]["sources_sha256"],
-            "contracts": {name: r["contractAddress"] for name, r in receipts.items()},
+            "contracts": contracts,
         }
         self.deployment_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.deployment_file.with_name(self.deployment_file.name + ".tmp")
@@ -202,6 +219,34 @@ class Chain:
     def verify_anchored(self, epoch, leaf32, index, size, proof):
         return self.proof_anchor.functions.verifyAnchored(
             epoch, bytes(leaf32), index, size, [bytes(p) for p in proof]).call()
+
+    # storage audits
+
+    def send_audit(self, audit, seed_block, root32, challenges, failed):
+        """Send StorageAudit.record without waiting; resending the same audit is harmless."""
+        _check_len("root", root32, 32)
+        return self._send(self.storage_audit.functions.record(audit, seed_block, bytes(root32),
+                                                              challenges, failed))
+
+    def audit_of(self, audit):
+        root, seed_hash, seed_block, challenges, failed, block_number = \
+            self.storage_audit.functions.auditOf(audit).call()
+        if root == bytes(32):
+            return None
+        return {"root": bytes(root), "seed_hash": bytes(seed_hash), "seed_block": seed_block,
+                "challenges": challenges, "failed": failed, "block_number": block_number}
+
+    def verify_audit_record(self, audit, record32, index, size, proof):
+        return self.storage_audit.functions.verifyRecord(
+            audit, bytes(record32), index, size, [bytes(p) for p in proof]).call()
+
+    def verify_chunk(self, proof):
+        """StorageAudit.verifyChunk over a dict with the ChunkProof struct's fields."""
+        p = proof
+        return self.storage_audit.functions.verifyChunk((
+            p["epoch"], bytes(p["manifest"]), p["root_offset"], p["leaf"], p["size"],
+            [bytes(h) for h in p["epoch_path"]], bytes(p["chunk_hash"]), p["chunk_index"],
+            p["chunk_count"], [bytes(h) for h in p["chunk_path"]])).call()
 
     # blocks
 

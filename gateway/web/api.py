@@ -8,15 +8,20 @@ import base64
 import re
 
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway import merkle, registry
+from agent.objects import HASH_LEN
+from gateway import merkle, provider, registry
+from gateway.broker import managed_credentials
 from gateway.store import Store
 from gateway.web import auth, sse
 from gateway.web.status import device_row
 
 DEVICE_ID = re.compile(r"^[0-9a-f]{16}$")
+OBJECT_ID = re.compile(r"^[0-9a-f]{16}$")  # 8 random bytes
+OBJECT_COLUMNS = ("oid", "seq", "time", "event", "type", "size", "chunk_size", "count", "stored",
+                  "bytes", "completed_at")
 
 
 class ApiError(Exception):
@@ -167,7 +172,8 @@ async def rename_device(request):
 async def revoke_device(request):
     """Revoke a device on chain and locally; its messages are rejected from then on."""
     d = device_or_404(request)
-    await on_chain(request, registry.revoke, d["id"])
+    await on_chain(request, registry.revoke, d["id"],
+                   managed_credentials(state(request).data_dir))
     return JSONResponse({"id": d["id"], "status": "revoked"})
 
 
@@ -202,6 +208,75 @@ async def message_proof(request):
     return JSONResponse(out)
 
 
+# -- camera objects ------------------------------------------------------------------
+
+def object_row(o):
+    """An `objects` row (gateway/objects.py) as the pages and the API show it."""
+    row = {k: o[k] for k in OBJECT_COLUMNS}
+    done = o["stored"] == o["count"]
+    row.update(complete=done, has_snapshot=done and o["type"].startswith("image/"),
+               has_clip=done and o["type"].startswith("video/"))
+    return row
+
+
+def recent_objects(store, device, limit):
+    """A camera's newest objects, newest first."""
+    cur = store.db.execute("SELECT %s FROM objects WHERE device = ? ORDER BY time DESC, seq DESC "
+                           "LIMIT ?" % ", ".join(OBJECT_COLUMNS), (device, limit))
+    return [object_row(dict(zip(OBJECT_COLUMNS, r))) for r in cur]
+
+
+def object_or_404(request):
+    d = device_or_404(request)
+    oid = request.path_params["oid"]
+    o = OBJECT_ID.match(oid) and state(request).objects.get(d["id"], oid)
+    if not o:
+        raise ApiError(404, "no object %s-%s" % (d["id"], oid))
+    return o
+
+
+async def device_objects(request):
+    """A camera's snapshots and clips, newest first.
+
+    Each: id, capture time, event, type, size, chunks stored and in all, and has_snapshot /
+    has_clip once complete. The media stays encrypted: see the object and chunk routes.
+    """
+    d = device_or_404(request)
+    return JSONResponse(recent_objects(state(request).store, d["id"],
+                                       int_param(request, "limit", 100, 1, 10000)))
+
+
+async def device_object(request):
+    """One object with its signed manifest (COSE_Sign1 of kind m, base64) as stored.
+
+    The manifest lists the SHA-256 of every chunk; the browser checks the chunks against it
+    and decrypts them with the owner's keyring.
+    """
+    o = object_or_404(request)
+    raw = state(request).store.message(o["device"], o["seq"])["raw"]
+    return JSONResponse(dict(object_row(o), manifest=base64.b64encode(raw).decode()))
+
+
+async def object_chunk(request):
+    """One chunk of an object: its COSE_Encrypt0 as stored (application/octet-stream).
+
+    Read from the Provider, which rebuilds it from its shares and checks it against its
+    SHA-256, the one the signed manifest lists. 404 while not uploaded, 410 if lost.
+    """
+    o = object_or_404(request)
+    index = request.path_params["index"]
+    if index >= o["count"]:
+        raise ApiError(404, "object %s has %d chunks" % (o["oid"], o["count"]))
+    digest = o["hashes"][index * HASH_LEN:(index + 1) * HASH_LEN]
+    try:
+        data = state(request).objects.provider.get(digest)
+    except LookupError:
+        raise ApiError(404, "chunk %d of object %s is not uploaded yet" % (index, o["oid"]))
+    except provider.Unrecoverable as e:
+        raise ApiError(410, "lost: %s" % e)
+    return Response(data, media_type="application/octet-stream")
+
+
 # -- chain, audits, settings -------------------------------------------------------
 
 def anchor_row(e):
@@ -220,6 +295,46 @@ async def anchors(request):
 async def audits(request):
     """The last storage audit, or null while the Keeper has run none."""
     return JSONResponse({"last": state(request).monitor.snapshot["audit"]})
+
+
+async def storage_chain(request):
+    """The chain this gateway anchors to: chain id, its RPC URL, the contract addresses.
+
+    An independent Keeper should pin the addresses (`--deployment`) rather than take them
+    from here.
+    """
+    chain = state(request).gateway and state(request).gateway.chain
+    if chain is None:
+        raise ApiError(503, "this process has no chain connection (is the gateway running?)")
+    return JSONResponse({"chain_id": chain.chain_id, "rpc_url": chain.w3.provider.endpoint_uri,
+                         "contracts": chain.deployment["contracts"]})
+
+
+async def storage_challenge(request):
+    """The Provider's answer to a storage challenge: the message at (epoch, leaf) with its
+    epoch path and, for a camera manifest, chunk select mod count with its object path.
+
+    Data is base64, hashes hex. The Keeper checks it against the chain (docs/keeper.md).
+    """
+    for name in ("epoch", "leaf"):
+        if name not in request.query_params:
+            raise ApiError(400, "%s is required" % name)
+    epoch = int_param(request, "epoch", None, 1, 2 ** 62)
+    leaf = int_param(request, "leaf", None, 0, 2 ** 32)
+    select = int_param(request, "select", 0, 0, 2 ** 64 - 1)
+
+    def answer():
+        p = provider.Provider(state(request).data_dir)
+        try:
+            return provider.answer_to_wire(p.answer(epoch, leaf, select))
+        finally:
+            p.db.close()
+    try:
+        return JSONResponse(await run_in_threadpool(answer))
+    except LookupError as e:
+        raise ApiError(404, str(e).strip("'\""))
+    except provider.Unrecoverable as e:
+        raise ApiError(410, "lost: %s" % e)
 
 
 def settings_rows(cfg):
@@ -251,13 +366,20 @@ ROUTES = [
     Route("/api/devices/{device}/revoke", revoke_device, methods=["POST"]),
     Route("/api/devices/{device}/messages", device_messages),
     Route("/api/devices/{device}/messages/{seq:int}", message_proof),
+    Route("/api/devices/{device}/objects", device_objects),
+    Route("/api/devices/{device}/objects/{oid}", device_object),
+    Route("/api/devices/{device}/objects/{oid}/chunks/{index:int}", object_chunk),
     Route("/api/anchors", anchors),
     Route("/api/audits", audits),
+    Route("/api/storage/chain", storage_chain),
+    Route("/api/storage/challenge", storage_challenge),
     Route("/api/settings", settings),
     Route("/api/openapi.json", openapi),
 ]
 
-QUERY = {device_messages: {"kind": "string", "limit": "integer"}, anchors: {"limit": "integer"}}
+QUERY = {device_messages: {"kind": "string", "limit": "integer"}, anchors: {"limit": "integer"},
+         device_objects: {"limit": "integer"},
+         storage_challenge: {"epoch": "integer", "leaf": "integer", "select": "integer"}}
 PUBLIC = {login}
 
 

@@ -11,6 +11,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from gateway import metrics
+from gateway.objects import ObjectStore
 from gateway.store import Store
 from gateway.web import api, auth, pages
 from gateway.web.sse import Broadcaster
@@ -45,6 +46,7 @@ def create_app(cfg, gateway=None):
     @contextlib.asynccontextmanager
     async def lifespan(app):
         app.state.store = Store(cfg.data_dir)
+        app.state.objects = ObjectStore(cfg.data_dir, app.state.store.db)
         monitor.start()
         try:
             yield

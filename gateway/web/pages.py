@@ -102,11 +102,11 @@ async def device(request):
 
 
 async def camera(request):
-    """Each camera with its newest clip and snapshot messages (not telemetry or status)."""
+    """Each camera with its newest snapshots and clips; the browser decrypts them."""
     now, store = time.time(), state(request).store
     cams = [device_row(d, now) for d in store.devices() if d["kind"] == "camera"]
     for c in cams:
-        c["clips"] = [m for m in store.recent_messages(c["id"], None, 100) if m["kind"] not in ("t", "s")]
+        c["objects"] = api.recent_objects(store, c["id"], 100)
     return render(request, "camera.html", cameras=cams)
 
 

@@ -1,6 +1,7 @@
 // Runs device code on the official MicroPython WebAssembly build, as on a small board:
 //
-//   node host.mjs --dir DEVICE_DIR [--heap BYTES] [--main MODULE] [--path DIR]... [-- ARG...]
+//   node host.mjs --dir DEVICE_DIR [--heap BYTES] [--main MODULE] [--path DIR]... [--lib DIR]
+//                 [-- ARG...]
 //
 // - The GC heap is capped at --heap bytes (default 65536; see heap.mjs).
 // - DEVICE_DIR is the device's flash: loaded at /flash, the working directory, and written
@@ -8,7 +9,9 @@
 // - Each --path DIR is a read-only code directory (its .py/.mpy tree; symlinks followed),
 //   loaded at /pathN and put on sys.path after the flash's own '' and /flash/lib.
 // - lib/ next to this file is the "firmware" (/runtime, first on sys.path): socket, time
-//   with non-spinning sleeps, machine, and _boot, which runs the main module.
+//   with non-spinning sleeps, machine, and _boot, which runs the main module. --lib DIR
+//   loads it from DIR instead (micropython.py passes it compiled with mpy-cross: on a
+//   board such modules are in C or frozen, and source compiled on the device takes heap).
 // - ARGs after -- become sys.argv[1:].
 // stdout and stderr are written line by line as the device prints. The exit status is the
 // device's: 0, sys.exit(n), 1 after an uncaught exception (traceback on stderr), EXIT_RESET
@@ -45,6 +48,7 @@ function options() {
         heap: { type: "string", default: "65536" },
         main: { type: "string", default: "main" },
         path: { type: "string", multiple: true, default: [] },
+        lib: { type: "string", default: path.join(HERE, "lib") },
       },
     });
   } catch (error) {
@@ -54,6 +58,7 @@ function options() {
   const isDir = (dir) => fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory();
   if (!values.dir || !isDir(values.dir)) usage("--dir must name the device's directory");
   for (const dir of values.path) if (!isDir(dir)) usage(`--path ${dir}: not a directory`);
+  if (!isDir(values.lib)) usage(`--lib ${values.lib}: not a directory`);
   if (!/^\d+$/.test(values.heap) || Number(values.heap) < MIN_HEAP) {
     usage(`--heap must be a number of bytes, at least ${MIN_HEAP}`);
   }
@@ -114,7 +119,7 @@ async function main() {
   const FS = mp.FS;
 
   copyIn(FS, deviceDir, FLASH);
-  copyIn(FS, path.join(HERE, "lib"), RUNTIME, isCode);
+  copyIn(FS, opts.lib, RUNTIME, isCode);
   const codePaths = opts.path.map((dir, i) => {
     copyIn(FS, dir, `/path${i}`, isCode);
     return `/path${i}`;

