@@ -70,7 +70,8 @@ def test_provision_deploy_boot_reaches_the_gateway_and_verifies(tmp_path, device
     secret = bytes.fromhex(identity["sk"])
 
     config = tmp_path / "gateway.toml"
-    config.write_text('data_dir = "%s"\nbroker = "%s"\nepoch_seconds = 2\n[chain]\nblock_time = 1\n'
+    config.write_text('data_dir = "%s"\nbroker = "%s"\nepoch_seconds = 2\nweb_port = 0\n'
+                      '[chain]\nblock_time = 1\n'
                       % (data, broker.url))
     assert Config.load(str(config)).data_dir == data
     with open(tmp_path / "gateway.log", "ab") as log:
