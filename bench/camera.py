@@ -42,7 +42,7 @@ def device(workdir, ident, port, size, chunk):
     cam = ClipCamera(size)
     agent = CameraAgent(ident, MQTTClient("ek-" + ident.hex, "127.0.0.1", port), cam, cam,
                         Spool(workdir + "/spool"), ObjectQueue(workdir + "/objects", 4 * size),
-                        {"chunk_size": chunk, "frame_interval": 3600, "chunk_window": 32,
+                        {"chunk_size": chunk, "frame_interval": 3600, "chunk_window": 256,  # the Pi camera's window; the agent's default (16) suits a slow link
                          "reconnect_max": 1, "ack_timeout": 5}, os.urandom, log=lambda m: None)
     oid = agent.capture().hex()
     return agent, oid

@@ -198,6 +198,7 @@ class Ingest:
                 db.execute("UPDATE devices SET acked = ?, last_seen = ? WHERE id = ?",
                            (seq, now, dev))
             store.add_rejects(db, rejects)
+            self.objects.flush()
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

@@ -175,7 +175,7 @@ class ObjectStore:
         if self.db.execute("SELECT 1 FROM object_chunks WHERE device = ? AND oid = ? AND idx = ?",
                            key + (c.index,)).fetchone():
             raise Reject(DUPLICATE_CHUNK, "chunk %d of object %s again" % (c.index, c.oid))
-        self.provider.put(c.digest, c.data)
+        self.provider.put(c.digest, c.data, sync=False)  # flush() before the commit
         self.db.execute("INSERT INTO object_chunks (device, oid, idx, digest) VALUES (?, ?, ?, ?)",
                         key + (c.index, c.digest))
         done = now if stored + 1 == count else None
@@ -184,6 +184,10 @@ class ObjectStore:
                         (len(c.data), now, done) + key)
         if done:
             self.pending_events.append((c.device, "end", c.oid))
+
+    def flush(self):
+        """Make this transaction's chunks durable; the ingest calls it just before COMMIT."""
+        self.provider.flush()
 
     def discard(self):
         """The transaction rolled back: nothing of it is to be announced."""

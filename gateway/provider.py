@@ -9,6 +9,7 @@ rebuild the blob, and every read checks the blob against its name. The layout (r
 is the data directory's, in provider.json, written by the running gateway from its config.
 """
 import base64
+import ctypes
 import hashlib
 import json
 import logging
@@ -27,6 +28,25 @@ LAYOUT_FILE = "provider.json"
 DEFAULT_K, DEFAULT_M = 2, 4      # two roots, two shares each: losing either root loses nothing
 HEADER = struct.Struct(">4sBBBxQ32s")  # magic, k, m, share index, blob size, SHA-256 of the body
 MAGIC = b"EKS1"
+
+try:
+    _LIBC_SYNCFS = ctypes.CDLL(None, use_errno=True).syncfs
+except (AttributeError, OSError):  # not Linux: sync everything
+    _LIBC_SYNCFS = None
+
+
+def _syncfs(directory):
+    """Flush the filesystem that holds directory (Linux syncfs(2); else sync(2))."""
+    if _LIBC_SYNCFS is None:
+        os.sync()
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        if _LIBC_SYNCFS(fd) != 0:
+            raise OSError(ctypes.get_errno(), "syncfs(%s) failed" % directory)
+    finally:
+        os.close(fd)
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
@@ -90,19 +110,21 @@ class Provider:
         self.db = db or store.connect(data_dir)
         self.db.executescript(SCHEMA)
         self.bytes_read = 0      # share and leaf bytes read from disk, for bench/audit
+        self._unsynced = set()   # storage roots with shares written but not yet synced
         self._tree = (None, None)  # the last epoch's tree: audits walk epochs in order
         self._migrate_flat_chunks()
 
     # -- blobs -------------------------------------------------------------------
 
-    def put(self, digest, data):
-        """Store a blob as m shares, fsynced; inside the caller's transaction, if any."""
+    def put(self, digest, data, sync=True):
+        """Store a blob as m shares, inside the caller's transaction, if any. Durable on return;
+        with sync=False only once flush() has returned (call it before committing)."""
         if hashlib.sha256(data).digest() != digest:
             raise ValueError("blob does not match its name %s" % digest.hex())
         if self.db.execute("SELECT 1 FROM blobs WHERE digest = ?", (digest,)).fetchone():
             return
         for j, body in enumerate(easyfec.Encoder(self.k, self.m).encode(data)):
-            self._write_share(digest, j, self.k, self.m, len(data), body)
+            self._write_share(digest, j, self.k, self.m, len(data), body, sync)
         self.db.execute("INSERT INTO blobs (digest, size, k, m, stored_at) VALUES (?, ?, ?, ?, ?)",
                         (digest, len(data), self.k, self.m, time.time()))
 
@@ -196,14 +218,24 @@ class Provider:
             return None
         return body
 
-    def _write_share(self, digest, j, k, m, size, body):
+    def flush(self):
+        """Make every share written with sync=False durable: one syncfs per storage root
+        instead of one fsync per share file (a camera chunk alone is m files)."""
+        for root in self._unsynced:
+            _syncfs(root)
+        self._unsynced.clear()
+
+    def _write_share(self, digest, j, k, m, size, body, sync=True):
         path = self.share_path(digest, j)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path + ".tmp", "wb") as f:
             f.write(HEADER.pack(MAGIC, k, m, j, size, hashlib.sha256(body).digest()) + body)
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(path + ".tmp", path)
+        if not sync:
+            self._unsynced.add(self.roots[j % len(self.roots)])
 
     def _migrate_flat_chunks(self):
         """Chunks an older gateway kept as single files under objects/<2 hex>/ become blobs."""
