@@ -56,15 +56,21 @@ class Recorder:
             self.f.write(json.dumps({"device": dev_hex, "reading": reading}) + "\n")
 
     def wrap(self, sensors, dev_hex):
-        read = sensors.read
-        recorder = self
+        return RecordedSensors(sensors, self, dev_hex)
 
-        class Recorded:
-            def read(self):
-                r = read()
-                recorder.record(dev_hex, r)
-                return r
-        return Recorded()
+
+class RecordedSensors:
+    """Sensors whose every reading also goes to a Recorder."""
+
+    def __init__(self, sensors, recorder, dev_hex):
+        self.sensors = sensors
+        self.recorder = recorder
+        self.dev_hex = dev_hex
+
+    def read(self):
+        reading = self.sensors.read()
+        self.recorder.record(self.dev_hex, reading)
+        return reading
 
 
 def save_credentials(path, user, password):
