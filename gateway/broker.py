@@ -18,9 +18,9 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import time
+
+from gateway.localhost import free_port, wait_port
 
 SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 
@@ -59,23 +59,6 @@ def find_mosquitto():
         raise RuntimeError("mosquitto is not installed: run `make setup` "
                            "(or `sudo apt-get install mosquitto mosquitto-clients`)")
     return path
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(host, port, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((host, port), 0.2).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 def password_hash(password):

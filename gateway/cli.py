@@ -65,7 +65,8 @@ def cmd_verify(args):
         messages = store.messages()
     else:
         device, seq = parse_message_id(args.message_id)
-        messages = [m for m in store.messages(device=device) if m["seq"] == seq]
+        m = store.message(device, seq)
+        messages = [m] if m else []
         if not messages:
             print("error: no message %s in %s" % (args.message_id, args.data_dir), file=sys.stderr)
             return 2

@@ -17,10 +17,9 @@ FORMAT = "edgekeep-proof/1"
 
 
 def build(store, chain, device, seq):
-    rows = [m for m in store.messages(device=device) if m["seq"] == seq]
-    if not rows:
+    m = store.message(device, seq)
+    if m is None:
         raise LookupError("no message %s-%d in the store" % (device, seq))
-    m = rows[0]
     if m["epoch"] is None:
         raise LookupError("message %s-%d is not sealed into an epoch yet" % (device, seq))
     tree = merkle.levels(store.epoch_leaves(m["epoch"]))

@@ -105,9 +105,16 @@ class Store:
         return cur.rowcount == 1
 
     def devices(self):
+        return self._devices("ORDER BY name, id")
+
+    def device(self, dev_hex):
+        found = self._devices("WHERE id = ?", (dev_hex,))
+        return found[0] if found else None
+
+    def _devices(self, clause, args=()):
         cur = self.db.execute(
             "SELECT id, name, kind, status, acked, last_seen, health, public_key, registered_at "
-            "FROM devices ORDER BY name, id")
+            "FROM devices " + clause, args)
         cols = [c[0] for c in cur.description]
         out = []
         for row in cur:
@@ -115,12 +122,6 @@ class Store:
             d["health"] = json.loads(d["health"]) if d["health"] else None
             out.append(d)
         return out
-
-    def device(self, dev_hex):
-        for d in self.devices():
-            if d["id"] == dev_hex:
-                return d
-        return None
 
     # -- messages --------------------------------------------------------------
 
@@ -194,8 +195,9 @@ class Store:
         return [dict(zip(cols, row)) for row in cur]
 
     def message(self, device, seq):
-        cur = self.db.execute("SELECT id, seq, kind, time, count, raw, epoch, leaf, received_at "
-                              "FROM messages WHERE device = ? AND seq = ?", (device, seq))
+        cur = self.db.execute("SELECT id, device, seq, kind, time, count, raw, epoch, leaf, "
+                              "received_at FROM messages WHERE device = ? AND seq = ?",
+                              (device, seq))
         row = cur.fetchone()
         return dict(zip([c[0] for c in cur.description], row)) if row else None
 

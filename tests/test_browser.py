@@ -14,6 +14,7 @@ import time
 
 import pytest
 from PIL import Image
+from playwright.sync_api import expect, sync_playwright
 
 from gateway.broker import managed_credentials
 from gateway.export import readings
@@ -27,11 +28,6 @@ CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
 
-if not os.path.exists(CHROMIUM):
-    print("SKIP browser tests: %s is absent (apt-get install chromium)" % CHROMIUM)
-    pytest.skip("browser tests need Debian's chromium at %s" % CHROMIUM, allow_module_level=True)
-
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +65,9 @@ def demo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(demo):
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("browser tests need Debian's chromium at %s: run `make setup-test` "
+                    "(it installs the chromium package)" % CHROMIUM)
     os.makedirs(SHOTS, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)

@@ -12,8 +12,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.chain.client import DEFAULT_DEV_KEY, Chain, ChainError
-from gateway.chain.node import (Anvil, AnvilError, ensure_running, free_port, rpc_call, running_url,
+from gateway.chain.node import (Anvil, AnvilError, ensure_running, rpc_call, running_url,
                                 stop_running)
+from gateway.localhost import free_port
 
 # anvil's well-known dev accounts 1..3 (account 0 is DEFAULT_DEV_KEY, the deployer).
 STRANGER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from agent import sim
 from agent.proto import READING_FIELDS
@@ -101,6 +100,11 @@ def test_demo_five_trackers_thirty_seconds(tmp_path):
     passfile = os.path.join(data, "sim", "owner-passphrase")
     assert_stored_exactly_once(data, produced, keyring, passfile)
     assert_verify_all(data)
+    device = sorted(produced)[0]
+    r = cli("gateway", "verify", "--data-dir", data, "%s-1" % device)
+    assert r.returncode == 0 and "verified 1/1" in r.stdout, r.stdout + r.stderr
+    r = cli("gateway", "verify", "--data-dir", data, "%s-999999" % device)
+    assert r.returncode == 2 and "no message" in r.stderr
     assert scan_for(data, plaintext_patterns(produced)) == []
 
 
@@ -115,18 +119,22 @@ def write_config(path, data_dir, broker_url):
 
 
 def start_gateway(config, log):
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", config],
+    return subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", config],
                             cwd=REPO, env=ENV, stdout=log, stderr=subprocess.STDOUT)
-    return proc
+
+
+def simulated_trackers(keys, n):
+    """n provisioned tracker flash dirs under keys, with keys/devices.json for the gateway."""
+    for i, path in enumerate(sim.tracker_dirs(keys, n)):
+        sim.provision_dir(path, "tracker-%d" % (i + 1))
+    sim.write_device_list(keys, n)
 
 
 def test_gateway_sigkill_loses_and_duplicates_nothing(tmp_path, broker):
     data = str(tmp_path / "gw")
     keys = str(tmp_path / "devices")
     record = str(tmp_path / "produced.jsonl")
-    for i, path in enumerate(sim.tracker_dirs(keys, 3)):
-        sim.provision_dir(path, "tracker-%d" % (i + 1))
-    sim.write_device_list(keys, 3)
+    simulated_trackers(keys, 3)
     try:
         r = cli("gateway", "devices", "import", "--data-dir", data, "--file",
                 os.path.join(keys, "devices.json"))

@@ -14,7 +14,8 @@ import tomllib
 
 import pytest
 
-from gateway.broker import GATEWAY_USER, Credentials, free_port, wait_port
+from gateway.broker import GATEWAY_USER, Credentials
+from gateway.localhost import free_port, wait_port
 from tests.test_broker_acl import Client
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

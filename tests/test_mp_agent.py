@@ -8,12 +8,11 @@ import textwrap
 
 import cbor2
 
-from agent import sim
 from agent.runtime.micropython import MicroPythonDevice
 from gateway import protocol
 from gateway.chain import node
 from tests.test_e2e import (ENV, REPO, assert_stored_exactly_once, assert_verify_all, cli,
-                            ledger, write_config)
+                            ledger, simulated_trackers, start_gateway, write_config)
 
 HEAP = 65536
 VECTORS = os.path.join(REPO, "tests", "vectors", "messages.json")
@@ -123,18 +122,11 @@ def test_one_32_reading_batch_fits_a_64k_heap(tmp_path):
     assert int(out["bytes"]) > 32 * 34  # the readings, encrypted, are all in it
 
 
-def start_gateway(config, log):
-    return subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", config],
-                            cwd=REPO, env=ENV, stdout=log, stderr=subprocess.STDOUT)
-
-
 def test_micropython_trackers_60s_against_a_gateway(tmp_path, broker):
     data = str(tmp_path / "gw")
     keys = str(tmp_path / "devices")
     record = str(tmp_path / "produced.jsonl")
-    for i, path in enumerate(sim.tracker_dirs(keys, 2)):
-        sim.provision_dir(path, "tracker-%d" % (i + 1))
-    sim.write_device_list(keys, 2)
+    simulated_trackers(keys, 2)
     log = open(tmp_path / "run.log", "ab")
     gw = None
     try:

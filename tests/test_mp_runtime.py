@@ -1,5 +1,4 @@
 """Device code on real MicroPython (WebAssembly build under Node): heap cap, sockets, flash."""
-import os
 import resource
 import socket
 import textwrap
@@ -8,6 +7,7 @@ import threading
 import pytest
 
 from agent.runtime.micropython import EXIT_RESET, MicroPythonDevice
+from gateway.localhost import free_port
 from tests.conftest import Subscriber, wait_for
 
 HEAP = 65536
@@ -125,12 +125,6 @@ RECV_TIMEOUT = """
     except OSError as e:
         print("connect", e.args[0] == errno.ECONNREFUSED, e.args[0])
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_recv_times_out_then_gets_data_sent_later(device_dir):

@@ -569,7 +569,7 @@ def test_same_results_on_micropython():
     """The drivers, the fakes behind them and the NMEA parser give the same results on real
     MicroPython (the official WebAssembly build, 64 KB heap) as on CPython."""
     if not (ROOT / "node_modules" / "@micropython" / "micropython-webassembly-pyscript").is_dir():
-        pytest.skip("npm ci has not been run")
+        pytest.fail("the MicroPython WebAssembly build is missing: run `make setup` (npm ci)")
     lines = [GGA, RMC_41, b"\xff\xfe" + GGA_W[2:], GGA.replace(b"*47", b"*46"), GGA_NOFIX, GSV]
     script = "LINES = %r\n%s" % (lines, PEBBLE_SCRIPT)
     proc = subprocess.run(["node", "--input-type=module", "-e", MP_RUNNER], cwd=ROOT,

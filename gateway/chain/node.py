@@ -12,6 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from gateway.localhost import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ANVIL_BIN = REPO_ROOT / "node_modules" / ".bin" / "anvil"
 START_TIMEOUT = 30
@@ -38,12 +40,6 @@ def answers(url):
         return True
     except (OSError, ValueError, AnvilError):
         return False
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def port_in_use(port):
