@@ -9,6 +9,8 @@
     web_host = "127.0.0.1"                  # the admin web page; web_port = -1 turns it off
     web_port = 8080                         # 0: any free port
     audit_seconds = 600                     # the Keeper's audit period
+    retention_days = 30                     # camera objects older than this are deleted
+    retention_max_bytes = 0                 # disk budget for camera objects; 0: none
     homeassistant = true                    # Home Assistant MQTT discovery on the broker
     gateway_id = "edgekeep"                 # this gateway's id in Home Assistant
     audit_samples = 16                      # challenges per audit
@@ -44,6 +46,8 @@ class Config:
     web_host: str = "127.0.0.1"
     web_port: int = 8080
     audit_seconds: float = 600
+    retention_days: float = 30
+    retention_max_bytes: int = 0
     homeassistant: bool = True
     gateway_id: str = "edgekeep"
     audit_samples: int = 16

@@ -55,7 +55,9 @@ class Gateway:
         self.keeper = KeeperLoop(cfg.data_dir, self.chain, cfg.audit_seconds, cfg.audit_samples)
         self.ingest = Ingest(cfg.data_dir, cfg.broker, cfg.max_message_bytes, cfg.epoch_seconds,
                              username=cfg.broker_username or None,
-                             password=cfg.broker_password(), on_sealed=self.sealed)
+                             password=cfg.broker_password(), on_sealed=self.sealed,
+                             object_keep_days=cfg.retention_days,
+                             object_max_bytes=cfg.retention_max_bytes or None)
         self.anchorer.start()
         self.keeper.start()
         self.ingest.start()

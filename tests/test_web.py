@@ -108,7 +108,8 @@ def test_login_gives_a_fresh_session_and_pages_render(client):
     assert "tracker-1" in client.get("/devices").text
     assert "no cameras yet" in client.get("/camera").text
     assert "no audits yet" in client.get("/storage").text
-    assert "epoch_seconds" in client.get("/settings").text
+    page = client.get("/settings").text
+    assert "epoch_seconds" in page and "audit_seconds" in page and "retention_days" in page
     assert client.get("/devices/0000000000000000").status_code == 404
 
 
