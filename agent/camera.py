@@ -4,15 +4,15 @@
 # It is the tracker's Agent (agent/device.py) with a camera instead of sensors: manifests
 # and status messages travel through the Spool with their sequence numbers and acks; the
 # chunks of the oldest queued object are sent once its manifest is acked, and resent only
-# where the gateway's chunk ack (ek/<id>/down/chunks) shows a hole. After a reconnect the
-# agent first asks the gateway what it holds (a chunk message without a chunk).
+# where the gateway's chunk ack (ek/<id>/down/chunks) shows a hole. After a reconnect or a
+# restart the agent first asks the gateway what it holds (a chunk message without a chunk).
 import gc
 import time
 
 from agent import cbor, clock
 from agent.device import Agent
 from agent.objects import (CACK_ID, CACK_RANGES, CACK_STATE, COMPLETE, KIND_CHUNK,
-                           KIND_MANIFEST, OID_LEN, UNKNOWN, manifest)
+                           KIND_MANIFEST, OID_LEN, UNKNOWN, check_chunk_size, manifest)
 from agent.proto import down_topic, up_topic
 
 CAMERA_DEFAULTS = {
@@ -45,6 +45,7 @@ class CameraAgent(Agent):
                  urandom, firmware="0.1.0", log=print):
         cfg = dict(CAMERA_DEFAULTS)
         cfg.update(config)
+        check_chunk_size(cfg["chunk_size"])  # at boot, not at the first motion
         Agent.__init__(self, identity, transport, None, spool, cfg, urandom, firmware, log)
         self.camera = camera
         self.detector = detector
@@ -128,6 +129,8 @@ class CameraAgent(Agent):
         up = self.upload
         if up is None or up.entry is not entry or up.session != t.session:
             up = self.upload = Upload(entry, t.session)
+            if entry.unsent:
+                up.have = bytearray(entry.count)  # nothing to ask about: none went out yet
         timeout = self.cfg["ack_timeout"]
         if up.have is None:
             if up.asked is None or now - up.asked >= timeout:
@@ -147,6 +150,7 @@ class CameraAgent(Agent):
             if not self._publish(self.objects.read(entry, i)):
                 break
             self.chunks_sent += 1
+            entry.unsent = False
             up.sent[i] = now
             in_flight += 1
         return True

@@ -42,6 +42,9 @@ UNKNOWN = 2             # no such object (its manifest never arrived): the devic
 
 OID_LEN = 8
 HASH_LEN = 32
+# A chunk message, framing included (< 100 bytes), must fit the gateway's 64 KiB message
+# limit; AES-CCM with 13-byte nonces seals at most 65,535 bytes anyway.
+MAX_CHUNK_SIZE = 65280
 _META = ">II4s"
 
 
@@ -70,6 +73,11 @@ def manifest(identity, seq, base, t, oid, event, ctype, size, chunk_size, hashes
     env = {ENV_VERSION: VERSION, ENV_DEVICE: identity.device_id, ENV_SEQ: seq, ENV_TIME: t,
            ENV_KIND: KIND_MANIFEST, ENV_BASE: base, ENV_OBJECT: obj}
     return cose.sign1(identity.secret, identity.device_id, cbor.dumps(env))
+
+
+def check_chunk_size(n):
+    if not 0 < n <= MAX_CHUNK_SIZE:
+        raise ValueError("chunk_size must be 1..%d bytes, not %d" % (MAX_CHUNK_SIZE, n))
 
 
 def _check(fields):
@@ -144,6 +152,7 @@ class Entry:
         self.count = count
         self.offsets = offsets  # file offset of each chunk's length prefix
         self.size = size        # bytes on flash
+        self.unsent = False     # captured since boot and no chunk sent yet
 
 
 class ObjectQueue:
@@ -162,6 +171,7 @@ class ObjectQueue:
         self._scan()
 
     def begin(self, oid, chunk_size, key, nonces):
+        check_chunk_size(chunk_size)
         return Writer(self, oid, chunk_size, key, nonces)
 
     def commit(self, writer, seq):
@@ -169,7 +179,9 @@ class ObjectQueue:
         fields = struct.pack(">II", seq, writer.count)
         with open(writer.dir + "/meta", "wb") as f:
             f.write(fields + _check(fields))
-        self.entries.append(self._load(writer.dir, writer.oid, seq, writer.count))
+        entry = self._load(writer.dir, writer.oid, seq, writer.count)
+        entry.unsent = True
+        self.entries.append(entry)
         self._enforce_budget()
 
     def oldest(self):

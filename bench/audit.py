@@ -42,7 +42,8 @@ def fill(data, chain, megabytes):
     registry.register(store, chain, cam.public, "cam", "camera")
     registry.register(store, chain, tracker.public, "t1")
     objs = ObjectStore(data, store.db)
-    fsync, os.fsync = os.fsync, lambda fd: None
+    syncs = os.fsync, os.fdatasync
+    os.fsync = os.fdatasync = lambda fd: None
     try:
         for n in range(max(1, megabytes * 1000 * 1000 // (CHUNK * CHUNKS_PER_OBJECT))):
             for i in range(TRACKER_BATCHES):
@@ -60,10 +61,11 @@ def fill(data, chain, megabytes):
             for i, c in enumerate(chunks):
                 objs.add_chunk(objects.Chunk(cam.hex, obj.oid, i, c, hashlib.sha256(c).digest()),
                                time.time())
+            objs.flush()
             store.db.execute("COMMIT")
             Anchorer(data, chain).anchor(anchor.seal_epoch(store.db))
     finally:
-        os.fsync = fsync
+        os.fsync, os.fdatasync = syncs
     chain.w3.provider.make_request("evm_mine", [])
     return store.db.execute("SELECT sum(bytes) FROM objects").fetchone()[0]
 

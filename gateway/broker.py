@@ -249,7 +249,7 @@ class Mosquitto:
         else:
             lines.append("allow_anonymous true")
         lines += ["persistence true", "persistence_location %s/" % self.dir,
-                  "autosave_interval 1", "max_queued_messages 100000",
+                  "autosave_interval 1", "max_queued_messages 100000", "set_tcp_nodelay true",
                   "log_dest file %s/mosquitto.log" % self.dir]
         with open(conf, "w") as f:
             f.write("\n".join(lines) + "\n" + self.extra_conf)

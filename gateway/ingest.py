@@ -19,7 +19,7 @@ import paho.mqtt.client as mqtt
 
 from agent import cbor
 from agent.objects import KIND_CHUNK, KIND_MANIFEST
-from agent.mqtt_paho import parse_broker
+from agent.mqtt_paho import no_delay, parse_broker
 from agent.proto import ACK_SEQ, ACK_VERSION, KIND_STATUS, VERSION, down_topic
 from gateway import anchor, objects, protocol, store
 from gateway.protocol import REPLAY, Reject
@@ -28,7 +28,6 @@ log = logging.getLogger("edgekeep.ingest")
 
 UP_FILTER = "ek/+/up/#"
 BATCH_MAX = 512
-BATCH_WAIT = 0.02
 VERIFY_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
@@ -76,6 +75,7 @@ class Ingest:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                   clean_session=False)
         self.client.manual_ack_set(True)
+        no_delay(self.client)
         if username or user:
             self.client.username_pw_set(username or user, password or pw)
         if tls:
@@ -106,6 +106,7 @@ class Ingest:
         self.client.loop_stop()
         self.pool.shutdown()
         self.seal_epoch()
+        self.objects.provider.close()
 
     def reload_devices(self):
         """Pick up registrations and revocations made by other processes."""
@@ -153,10 +154,9 @@ class Ingest:
         except queue.Empty:
             return []
         batch = [first]
-        deadline = time.monotonic() + BATCH_WAIT
-        while len(batch) < BATCH_MAX:
+        while len(batch) < BATCH_MAX:  # what came in meanwhile: batches grow with the load
             try:
-                batch.append(self.inbox.get(timeout=max(0, deadline - time.monotonic())))
+                batch.append(self.inbox.get_nowait())
             except queue.Empty:
                 break
         return batch
@@ -234,6 +234,8 @@ class Ingest:
         if topic.endswith("/up/" + KIND_CHUNK):  # not signed: bound by its signed manifest
             chunk = objects.parse_chunk(topic, raw, self.max_bytes)
             self._key(chunk.device)
+            if chunk.data is not None:  # its shares, coded here in parallel
+                chunk.records = self.objects.provider.records(chunk.digest, chunk.data)
             return chunk
         signed = protocol.parse(topic, raw, self.max_bytes)
         protocol.verify_signature(signed, self._key(signed.device))

@@ -70,7 +70,8 @@ class Chunk:
     oid: str
     index: int | None      # None: the device asks which chunks the gateway holds
     data: bytes | None     # the COSE_Encrypt0
-    digest: bytes | None
+    digest: bytes | None   # its SHA-256
+    records: list | None = None  # its Provider share records, if made already
 
 
 @dataclass
@@ -83,6 +84,17 @@ class Manifest:
     count: int
     root: bytes
     hashes: bytes
+
+
+class _Upload:
+    """An object's chunk count inside one ingest transaction, written back by flush()."""
+
+    def __init__(self, count, hashes, stored):
+        self.count = count
+        self.hashes = hashes
+        self.stored = stored
+        self.added = 0       # ciphertext bytes stored in this transaction
+        self.at = None       # when the last of them was
 
 
 def parse_chunk(topic, raw, max_bytes):
@@ -143,8 +155,9 @@ class ObjectStore:
         self.provider = provider.Provider(data_dir, self.db)
         self.keep_days = keep_days
         self.max_bytes = max_bytes
-        self.touched = set()     # (device, oid) to ack after the commit
+        self.touched = set()             # (device, oid) to ack after the commit
         self.pending_events = []         # (device, type, oid) to publish after the commit
+        self._uploads = {}               # (device, oid) -> _Upload, in this transaction
 
     # -- ingest, inside its transaction ------------------------------------------
 
@@ -161,36 +174,51 @@ class ObjectStore:
     def add_chunk(self, c, now):
         """Store one chunk (or note a query); Reject for what must be counted."""
         key = (c.device, c.oid)
-        row = self.db.execute("SELECT count, hashes, stored FROM objects "
-                              "WHERE device = ? AND oid = ?", key).fetchone()
         self.touched.add(key)
-        if row is None:
+        obj = self._upload(key)
+        if obj is None:
             raise Reject(UNKNOWN_OBJECT, "device %s has no object %s" % key)
         if c.index is None:
             return
-        count, hashes, stored = row
-        if c.index >= count or hashes[c.index * HASH_LEN:(c.index + 1) * HASH_LEN] != c.digest:
+        if c.index >= obj.count or (obj.hashes[c.index * HASH_LEN:(c.index + 1) * HASH_LEN]
+                                    != c.digest):
             raise Reject(BAD_CHUNK, "chunk %d of object %s is not in its signed manifest"
                          % (c.index, c.oid))
-        if self.db.execute("SELECT 1 FROM object_chunks WHERE device = ? AND oid = ? AND idx = ?",
-                           key + (c.index,)).fetchone():
+        if not self.db.execute("INSERT OR IGNORE INTO object_chunks (device, oid, idx, digest) "
+                               "VALUES (?, ?, ?, ?)", key + (c.index, c.digest)).rowcount:
             raise Reject(DUPLICATE_CHUNK, "chunk %d of object %s again" % (c.index, c.oid))
-        self.provider.put(c.digest, c.data, sync=False)  # flush() before the commit
-        self.db.execute("INSERT INTO object_chunks (device, oid, idx, digest) VALUES (?, ?, ?, ?)",
-                        key + (c.index, c.digest))
-        done = now if stored + 1 == count else None
-        self.db.execute("UPDATE objects SET stored = stored + 1, bytes = bytes + ?, "
-                        "updated_at = ?, completed_at = ? WHERE device = ? AND oid = ?",
-                        (len(c.data), now, done) + key)
-        if done:
+        self.provider.put(c.digest, c.data, sync=False, records=c.records)  # flush() before commit
+        obj.stored += 1
+        obj.added += len(c.data)
+        obj.at = now
+        if obj.stored == obj.count:
             self.pending_events.append((c.device, "end", c.oid))
 
+    def _upload(self, key):
+        """The object's row as this transaction has changed it so far; None if none."""
+        obj = self._uploads.get(key)
+        if obj is None:
+            row = self.db.execute("SELECT count, hashes, stored FROM objects "
+                                  "WHERE device = ? AND oid = ?", key).fetchone()
+            if row is not None:
+                obj = self._uploads[key] = _Upload(*row)
+        return obj
+
     def flush(self):
-        """Make this transaction's chunks durable; the ingest calls it just before COMMIT."""
+        """Write this transaction's chunk counts and make its chunks durable; the ingest
+        calls it just before COMMIT."""
+        for key, obj in self._uploads.items():
+            if obj.at is not None:
+                done = obj.at if obj.stored == obj.count else None
+                self.db.execute("UPDATE objects SET stored = ?, bytes = bytes + ?, "
+                                "updated_at = ?, completed_at = ? WHERE device = ? AND oid = ?",
+                                (obj.stored, obj.added, obj.at, done) + key)
+        self._uploads.clear()
         self.provider.flush()
 
     def discard(self):
         """The transaction rolled back: nothing of it is to be announced."""
+        self._uploads.clear()
         self.touched.clear()
         self.pending_events.clear()
 
@@ -270,19 +298,20 @@ class ObjectStore:
                 if too_old or (self.max_bytes is not None and total > self.max_bytes):
                     doomed.append((device, oid))
                     total -= size
-            digests = []
             for key in doomed:
-                digests += [r[0] for r in db.execute(
+                digests = [r[0] for r in db.execute(
                     "SELECT digest FROM object_chunks WHERE device = ? AND oid = ?", key)]
                 db.execute("DELETE FROM object_chunks WHERE device = ? AND oid = ?", key)
                 db.execute("DELETE FROM objects WHERE device = ? AND oid = ?", key)
+                for d in digests:  # unless another object shares the chunk
+                    if not db.execute("SELECT 1 FROM object_chunks WHERE digest = ?",
+                                      (d,)).fetchone():
+                        self.provider.delete(d)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        for d in digests:  # after the commit: a crash leaves a stray blob, never a hole
-            if not db.execute("SELECT 1 FROM object_chunks WHERE digest = ?", (d,)).fetchone():
-                self.provider.delete(d)
         if doomed:
+            self.provider.compact()  # gives the deleted chunks' disk space back
             log.info("retention deleted %d object(s)", len(doomed))
         return doomed

@@ -14,7 +14,7 @@ import time
 import paho.mqtt.client as mqtt
 
 from agent import cbor, ota, ota_receive as rx
-from agent.mqtt_paho import parse_broker
+from agent.mqtt_paho import no_delay, parse_broker
 from agent.proto import down_topic
 from firmware import bundle
 from gateway import protocol
@@ -143,6 +143,7 @@ class Pusher:
         if tls:
             self.client.tls_set()
         self.client.on_message = lambda c, u, msg: self.reports.put((msg.topic, msg.payload))
+        no_delay(self.client)
         self.host, self.port = host, port
 
     def run(self, release, devices, force=False, timeout=900.0):

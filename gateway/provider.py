@@ -3,13 +3,13 @@ its answers to the Keeper's storage challenges.
 
 A blob is a camera chunk (its COSE_Encrypt0) or a whole message (a tracker batch, a status, a
 manifest), named by its SHA-256, the hash the anchored trees commit to. zfec cuts it into k
-blocks and m shares; share j lives at <roots[j % R]>/<2 hex>/<digest hex>.<j> behind a header
-holding its own SHA-256, so a damaged share is known without decoding. Any k good shares
-rebuild the blob, and every read checks the blob against its name. The layout (roots, k, m)
-is the data directory's, in provider.json, written by the running gateway from its config.
+blocks and m shares; share j is a record in a pack file of root j % R (gateway/packs.py)
+behind a header holding the blob's name and the share's own SHA-256, so a damaged share is
+known without decoding. Any k good shares rebuild the blob, and every read checks the blob
+against its name. The layout (roots, k, m) is the data directory's, in provider.json,
+written by the running gateway from its config.
 """
 import base64
-import ctypes
 import hashlib
 import json
 import logging
@@ -17,36 +17,18 @@ import os
 import struct
 import time
 
-from zfec import easyfec
-
 from agent.objects import KIND_MANIFEST
-from gateway import merkle, objects, protocol, store
+from gateway import erasure, legacy_shares, merkle, objects, protocol, store
+from gateway.packs import Packs
 
 log = logging.getLogger("edgekeep.provider")
 
 LAYOUT_FILE = "provider.json"
 DEFAULT_K, DEFAULT_M = 2, 4      # two roots, two shares each: losing either root loses nothing
-HEADER = struct.Struct(">4sBBBxQ32s")  # magic, k, m, share index, blob size, SHA-256 of the body
-MAGIC = b"EKS1"
-
-try:
-    _LIBC_SYNCFS = ctypes.CDLL(None, use_errno=True).syncfs
-except (AttributeError, OSError):  # not Linux: sync everything
-    _LIBC_SYNCFS = None
-
-
-def _syncfs(directory):
-    """Flush the filesystem that holds directory (Linux syncfs(2); else sync(2))."""
-    if _LIBC_SYNCFS is None:
-        os.sync()
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        if _LIBC_SYNCFS(fd) != 0:
-            raise OSError(ctypes.get_errno(), "syncfs(%s) failed" % directory)
-    finally:
-        os.close(fd)
-
+# magic, k, m, share index, blob size, the blob's SHA-256, the share body's SHA-256
+HEADER = struct.Struct(">4sBBBxQ32s32s")
+MAGIC = b"EKP1"
+COMPACT_DEAD = 0.5               # a pack at least this much deleted shares is rewritten
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
@@ -56,7 +38,22 @@ CREATE TABLE IF NOT EXISTS blobs (
     m INTEGER NOT NULL,
     stored_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS shares (
+    digest BLOB NOT NULL,
+    idx INTEGER NOT NULL,             -- share index j: in root j % R
+    pack TEXT NOT NULL,               -- pack file name in that root
+    offset INTEGER NOT NULL,          -- of the record (header, then body)
+    length INTEGER NOT NULL,
+    PRIMARY KEY (digest, idx)
+);
+CREATE INDEX IF NOT EXISTS shares_pack ON shares (pack);
 """
+
+
+def _records(digest, k, m, size, bodies):
+    """[(share index, record)] for (share index, body) pairs: each body behind its header."""
+    return [(j, HEADER.pack(MAGIC, k, m, j, size, digest, hashlib.sha256(body).digest()) + body)
+            for j, body in bodies]
 
 
 class Unrecoverable(Exception):
@@ -109,24 +106,44 @@ class Provider:
         check_layout(self.roots, self.k, self.m)
         self.db = db or store.connect(data_dir)
         self.db.executescript(SCHEMA)
+        self.packs = [Packs(r) for r in self.roots]
         self.bytes_read = 0      # share and leaf bytes read from disk, for bench/audit
-        self._unsynced = set()   # storage roots with shares written but not yet synced
         self._tree = (None, None)  # the last epoch's tree: audits walk epochs in order
-        self._migrate_flat_chunks()
+        legacy_shares.migrate(self)
 
     # -- blobs -------------------------------------------------------------------
 
-    def put(self, digest, data, sync=True):
+    def put(self, digest, data, sync=True, records=None):
         """Store a blob as m shares, inside the caller's transaction, if any. Durable on return;
-        with sync=False only once flush() has returned (call it before committing)."""
-        if hashlib.sha256(data).digest() != digest:
-            raise ValueError("blob does not match its name %s" % digest.hex())
+        with sync=False only once flush() has returned (call it before committing). records:
+        what self.records(digest, data) returned, if the caller made them already."""
+        if records is None:
+            if hashlib.sha256(data).digest() != digest:
+                raise ValueError("blob does not match its name %s" % digest.hex())
+            records = self.records(digest, data)
         if self.db.execute("SELECT 1 FROM blobs WHERE digest = ?", (digest,)).fetchone():
             return
-        for j, body in enumerate(easyfec.Encoder(self.k, self.m).encode(data)):
-            self._write_share(digest, j, self.k, self.m, len(data), body, sync)
+        self._append(digest, records)
         self.db.execute("INSERT INTO blobs (digest, size, k, m, stored_at) VALUES (?, ?, ?, ?, ?)",
                         (digest, len(data), self.k, self.m, time.time()))
+        if sync:
+            self.flush()
+
+    def records(self, digest, data):
+        """The blob's m share records, ready to append; digest must be data's SHA-256. CPU
+        work only (hashlib and zfec release the GIL), safe from any thread: the ingest makes
+        them in its verify pool."""
+        return _records(digest, self.k, self.m, len(data),
+                        enumerate(erasure.encode(data, self.k, self.m)))
+
+    def flush(self):
+        """Make every share put with sync=False durable: one fdatasync per pack written."""
+        for p in self.packs:
+            p.sync()
+
+    def close(self):
+        for p in self.packs:
+            p.close()
 
     def has(self, digest):
         return self._row(digest) is not None
@@ -159,20 +176,21 @@ class Provider:
         good = self.shares(digest)
         lost = [j for j in range(m) if j not in good]
         if lost:
-            data = self._decode(digest, good, size, k, m)
-            bodies = easyfec.Encoder(k, m).encode(data)
-            for j in lost:
-                self._write_share(digest, j, k, m, size, bodies[j])
+            self.rewrite(digest, self._decode(digest, good, size, k, m), k, m, lost)
+            self.flush()
         return lost
 
+    def rewrite(self, digest, data, k, m, which=None):
+        """Write shares `which` (all by default) of a blob the Provider already lists, coded
+        with the blob's own k and m; durable once flush() has returned."""
+        bodies = erasure.encode(data, k, m)
+        which = range(m) if which is None else which
+        self._append(digest, _records(digest, k, m, len(data), [(j, bodies[j]) for j in which]))
+
     def delete(self, digest):
-        row = self._row(digest)
+        """Forget a blob; its shares' bytes go when their packs are compacted."""
+        self.db.execute("DELETE FROM shares WHERE digest = ?", (digest,))
         self.db.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
-        for j in range(row[2] if row else 0):
-            try:
-                os.remove(self.share_path(digest, j))
-            except FileNotFoundError:
-                pass
 
     def digests(self):
         return [r[0] for r in self.db.execute("SELECT digest FROM blobs ORDER BY rowid")]
@@ -181,9 +199,10 @@ class Provider:
         """Roots whose directory is gone: a disk unplugged, died or wiped."""
         return [r for r in self.roots if not os.path.isdir(r)]
 
-    def share_path(self, digest, j):
-        h = digest.hex()
-        return os.path.join(self.roots[j % len(self.roots)], h[:2], "%s.%d" % (h, j))
+    def share_location(self, digest, j):
+        """(pack path, offset, length) of share j's record, or None."""
+        row = self._location(digest, j)
+        return row and (self.packs[j % len(self.packs)].path(row[0]), row[1], row[2])
 
     def _row(self, digest):
         return self.db.execute("SELECT size, k, m FROM blobs WHERE digest = ?", (digest,)).fetchone()
@@ -194,65 +213,82 @@ class Provider:
             raise LookupError("the Provider holds no blob %s" % digest.hex())
         return row
 
+    def _location(self, digest, j):
+        return self.db.execute("SELECT pack, offset, length FROM shares WHERE digest = ? AND idx = ?",
+                               (digest, j)).fetchone()
+
     def _decode(self, digest, good, size, k, m):
         if len(good) < k:
             raise Unrecoverable("blob %s: %d good share(s) of %d, %d needed"
                                 % (digest.hex(), len(good), m, k))
-        nums = sorted(good)[:k]
-        padlen = k * len(good[nums[0]]) - size
-        data = easyfec.Decoder(k, m).decode([good[j] for j in nums], nums, padlen)
+        data = erasure.decode(good, size, k, m)
         if hashlib.sha256(data).digest() != digest:
             raise Unrecoverable("blob %s decodes to other bytes" % digest.hex())
         return data
 
+    def _append(self, digest, records):
+        """Append (share index, record) to their roots' packs and note where."""
+        rows = [(digest, j) + self.packs[j % len(self.packs)].append(record) + (len(record),)
+                for j, record in records]
+        self.db.executemany("INSERT OR REPLACE INTO shares (digest, idx, pack, offset, length) "
+                            "VALUES (?, ?, ?, ?, ?)", rows)
+
     def _read_share(self, digest, j, k, m, size):
-        try:
-            with open(self.share_path(digest, j), "rb") as f:
-                raw = f.read()
-        except OSError:
+        packs = self.packs[j % len(self.packs)]
+        loc = self._location(digest, j)
+        raw = loc and packs.read(*loc)
+        if raw is None and loc and loc != self._location(digest, j):
+            raw = packs.read(*self._location(digest, j))  # moved by a compaction meanwhile
+        if raw is None:
             return None
         self.bytes_read += len(raw)
         head, body = raw[:HEADER.size], raw[HEADER.size:]
-        if len(head) < HEADER.size or HEADER.unpack(head) != (
-                MAGIC, k, m, j, size, hashlib.sha256(body).digest()):
+        if HEADER.unpack(head) != (MAGIC, k, m, j, size, digest, hashlib.sha256(body).digest()):
             return None
         return body
 
-    def flush(self):
-        """Make every share written with sync=False durable: one syncfs per storage root
-        instead of one fsync per share file (a camera chunk alone is m files)."""
-        for root in self._unsynced:
-            _syncfs(root)
-        self._unsynced.clear()
+    # -- compaction --------------------------------------------------------------------
 
-    def _write_share(self, digest, j, k, m, size, body, sync=True):
-        path = self.share_path(digest, j)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".tmp", "wb") as f:
-            f.write(HEADER.pack(MAGIC, k, m, j, size, hashlib.sha256(body).digest()) + body)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(path + ".tmp", path)
-        if not sync:
-            self._unsynced.add(self.roots[j % len(self.roots)])
+    def compact(self, dead=COMPACT_DEAD):
+        """Rewrite the live shares of every pack at least `dead` deleted into this writer's
+        pack, and remove the old pack; the bytes freed. Packs other writers are filling are
+        left alone."""
+        freed = 0
+        for packs in self.packs:
+            for name, size in packs.listing():
+                live = self.db.execute("SELECT coalesce(sum(length), 0) FROM shares "
+                                       "WHERE pack = ?", (name,)).fetchone()[0]
+                if size and live > (1 - dead) * size:
+                    continue
+                if name == packs.name:
+                    packs.close()  # this writer's own: start another
+                with packs.locked(name) as mine:
+                    if mine:
+                        self._move_pack(packs, name)
+                        freed += size - live
+        if freed:
+            log.info("compaction freed %.1f MB", freed / 1e6)
+        return freed
 
-    def _migrate_flat_chunks(self):
-        """Chunks an older gateway kept as single files under objects/<2 hex>/ become blobs."""
-        flat = os.path.join(self.data_dir, "objects")
-        dirs = [d for d in (os.listdir(flat) if os.path.isdir(flat) else [])
-                if len(d) == 2 and all(c in "0123456789abcdef" for c in d)]
-        for d in dirs:
-            for name in os.listdir(os.path.join(flat, d)):
-                path = os.path.join(flat, d, name)
-                if len(name) == 64 and "." not in name:
-                    with open(path, "rb") as f:
-                        data = f.read()
-                    if hashlib.sha256(data).hexdigest() == name:
-                        self.put(bytes.fromhex(name), data)
-                        os.remove(path)
-        if dirs:
-            log.info("moved single-copy chunks under %s into the Provider's roots", flat)
+    def _move_pack(self, packs, name):
+        rows = self.db.execute("SELECT digest, idx, offset, length FROM shares WHERE pack = ?",
+                               (name,)).fetchall()
+        moved = []
+        for digest, j, offset, length in rows:
+            raw = packs.read(name, offset, length)
+            if raw is not None:  # unreadable: left missing, for the Keeper to rebuild
+                moved.append(packs.append(raw) + (digest, j, name))
+        packs.sync()
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("UPDATE shares SET pack = ?, offset = ? "
+                           "WHERE digest = ? AND idx = ? AND pack = ?", moved)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        packs.remove(name)
 
     # -- challenges ------------------------------------------------------------------
 

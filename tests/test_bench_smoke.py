@@ -34,3 +34,10 @@ def test_anchor_gas_is_flat_in_messages_per_epoch():
 def test_ingest_bench_runs_small():
     line = bench("ingest.py", "--messages", "400", "--devices", "4", "--runs", "1")
     assert "ratio" in line
+
+
+def test_camera_bench_runs_small_and_a_cut_upload_resends_at_most_one_chunk():
+    line = bench("camera.py", "--mb", "0.5", "--runs", "1")
+    assert "delivered" in line and "durable" in line
+    resent, dupes = map(int, re.search(r"(\d+) chunk\(s\) resent, (\d+) duplicate", line).groups())
+    assert resent <= 1 and dupes <= 1

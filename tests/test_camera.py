@@ -15,7 +15,7 @@ from agent.camera import CameraAgent
 from agent.identity import Identity
 from agent.motion import FrameDiff
 from agent.mqtt import MQTTClient
-from agent.objects import ObjectQueue, manifest
+from agent.objects import MAX_CHUNK_SIZE, ObjectQueue, manifest
 from agent.simcamera import Scene
 from agent.spool import Spool
 from gateway.broker import Mosquitto
@@ -152,6 +152,38 @@ def test_snapshot_is_uploaded_announced_listed_and_exported_byte_identical(
     assert [m["seq"] for m in manifest_msg] == [o["seq"]]  # sealed into epochs like any message
 
 
+class NoiseCamera(StillCamera):
+    """Incompressible frames of a given size (chunk boundaries, not pictures, under test)."""
+
+    def __init__(self, size):
+        StillCamera.__init__(self, SMALL)
+        self.size = size
+
+    def capture(self):
+        self.captured.append(os.urandom(self.size))
+        return self.captured[-1]
+
+
+def test_the_largest_chunk_size_passes_the_gateway_and_a_larger_one_is_refused_at_boot(
+        tmp_path, broker, gateway):
+    with pytest.raises(ValueError, match="chunk_size must be 1..%d" % MAX_CHUNK_SIZE):
+        Device(tmp_path, broker.port, chunk_size=MAX_CHUNK_SIZE + 1)
+    data, store, ingest = gateway
+    dev = Device(tmp_path, broker.port, chunk_size=MAX_CHUNK_SIZE)
+    dev.camera = dev.agent.camera = NoiseCamera(2 * MAX_CHUNK_SIZE + 1)
+    store.add_device(dev.ident.hex, dev.ident.public, "cam", "camera")
+    ingest.reload_devices()
+    oid = dev.agent.capture().hex()
+    dev.start()
+    try:
+        wait_for(lambda: not dev.agent.objects.entries, what="the device to finish the upload")
+    finally:
+        dev.close()
+    assert ObjectStore(data, store.db).get(dev.ident.hex, oid)["stored"] == 3
+    assert not ingest.rejects
+    assert export(tmp_path, data, dev.ident, oid) == dev.camera.captured[0]
+
+
 GATEWAY = """
 import sys, threading
 from gateway.ingest import Ingest
@@ -251,20 +283,22 @@ def test_retention_deletes_oldest_objects_first_when_over_budget(tmp_path, broke
     incomplete = dev.agent.objects.entries[-1]
     dev.agent.objects.entries.remove(incomplete)   # its chunks never leave the device
     dev.start()
-    objects = ObjectStore(data, store.db)
+    objects = ingest.objects                       # the gateway's own, as its epochs run it
     try:
         wait_for(lambda: len([o for o in objects.list() if o["completed_at"]]) == 3,
                  what="three objects complete")
         wait_for(lambda: len(objects.list()) == 4, what="the fourth's manifest")
     finally:
         dev.close()
+    ingest.stop()
     sizes = {o["oid"]: o["bytes"] for o in objects.list()}
-    files = lambda: sum(len(f) for _, _, f in os.walk(os.path.join(data, "objects")))
-    before = files()
+    disk = lambda: sum(os.path.getsize(os.path.join(d, f))
+                       for d, _, fs in os.walk(os.path.join(data, "objects")) for f in fs)
+    before = disk()
     objects.max_bytes = sizes[oids[1]] + sizes[oids[2]]
     assert objects.retain() == [(dev.ident.hex, oids[0])]
     assert [o["oid"] for o in objects.list()] == oids[1:]
     objects.max_bytes = 0  # everything must go, but not the object still being uploaded
     assert objects.retain() == [(dev.ident.hex, oids[1]), (dev.ident.hex, oids[2])]
     assert [o["oid"] for o in objects.list()] == [oids[3]]
-    assert before > 0 and files() == 0
+    assert before > 0 and disk() == 0              # the packs are compacted away

@@ -61,6 +61,7 @@ def gw(tmp_path):
         objs.register(protocol.open_envelope(signed), obj, 0)
         for i, c in enumerate(chunks):
             objs.add_chunk(objects.Chunk(camera.hex, obj.oid, i, c, hashlib.sha256(c).digest()), 0)
+        objs.flush()
         Anchorer(data, chain).anchor(anchor.seal_epoch(store.db))
         chain.w3.provider.make_request("evm_mine", [])   # audits seed from the latest's parent
         yield data, store, chain, anvil.rpc_url, obj
@@ -96,10 +97,12 @@ def test_a_flipped_byte_is_detected_repaired_and_the_audit_anchored(gw, capsys):
     data, store, chain, rpc, obj = gw
     k = keeper.Keeper(data, chain)
     victim = obj.hashes[32 * 3:32 * 4]                          # chunk 3 of the clip
-    path = k.provider.share_path(victim, random.randrange(4))
-    raw = bytearray(open(path, "rb").read())
-    raw[random.randrange(len(raw))] ^= 0x40
-    open(path, "wb").write(bytes(raw))
+    path, offset, length = k.provider.share_location(victim, random.randrange(4))
+    with open(path, "r+b") as f:
+        f.seek(offset + random.randrange(length))
+        b = f.read(1)[0]
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([b ^ 0x40]))
 
     code, out = run_cli(capsys, "audit", "--data-dir", data, "--all", "--rpc", rpc)
     assert code == 1, out

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from gateway import provider
+from gateway import erasure, legacy_shares, provider
 from gateway.provider import Provider, Unrecoverable
 
 
@@ -22,22 +22,41 @@ def prov(tmp_path):
     return Provider(data)
 
 
+def flip(prov, digest, j, at=-7):
+    """Flip one bit of share j's record in its pack file."""
+    path, offset, length = prov.share_location(digest, j)
+    with open(path, "r+b") as f:
+        f.seek(offset + at % length)
+        b = f.read(1)[0]
+        f.seek(offset + at % length)
+        f.write(bytes([b ^ 0x01]))
+
+
 def test_shares_spread_over_both_roots_and_read_back(prov):
     digest, data = blob(10000)
     prov.put(digest, data)
-    for root in prov.roots:
-        assert len(os.listdir(os.path.join(root, digest.hex()[:2]))) == 2
+    for j in range(4):
+        path, _, _ = prov.share_location(digest, j)
+        assert path.startswith(prov.roots[j % 2] + os.sep)
     assert prov.get(digest) == data
     assert prov.health(digest) == (4, 4)
+
+
+def test_many_blobs_share_one_pack_per_root(prov):
+    blobs = [blob(4096, i) for i in range(50)]
+    for d, data in blobs:
+        prov.put(d, data, sync=False)
+    prov.flush()
+    for root in prov.roots:
+        assert len(os.listdir(os.path.join(root, "packs"))) == 1
+    reopened = Provider(prov.data_dir)
+    assert all(reopened.get(d) == data for d, data in blobs)
 
 
 def test_a_flipped_byte_is_found_and_rebuilt(prov):
     digest, data = blob(4133)
     prov.put(digest, data)
-    path = prov.share_path(digest, 1)
-    raw = bytearray(open(path, "rb").read())
-    raw[-7] ^= 0x01
-    open(path, "wb").write(bytes(raw))
+    flip(prov, digest, 1)
     assert prov.get(digest) == data            # read from the good shares, checked
     assert sorted(prov.shares(digest)) == [0, 2, 3]
     assert prov.rebuild(digest) == [1]
@@ -61,7 +80,7 @@ def test_below_k_good_shares_is_unrecoverable(prov):
     digest, data = blob(500)
     prov.put(digest, data)
     for j in (0, 1, 2):
-        os.remove(prov.share_path(digest, j))
+        flip(prov, digest, j, at=provider.HEADER.size)
     with pytest.raises(Unrecoverable):
         prov.get(digest)
     with pytest.raises(Unrecoverable):
@@ -95,3 +114,63 @@ def test_single_copy_chunks_of_an_older_gateway_are_migrated(tmp_path):
     prov = Provider(data)
     assert prov.get(digest) == chunk
     assert not os.path.exists(os.path.join(flat, digest.hex()))
+
+
+def test_share_files_of_an_older_gateway_move_into_packs(tmp_path):
+    data = str(tmp_path / "gw")
+    provider.configure(data, [], 2, 4)
+    prov = Provider(data)
+    digest, chunk = blob(5000)
+    size = len(chunk)
+    for j, body in enumerate(erasure.encode(chunk, 2, 4)):
+        d = os.path.join(prov.roots[j % 2], digest.hex()[:2])
+        os.makedirs(d, exist_ok=True)
+        head = legacy_shares.OLD_HEADER.pack(b"EKS1", 2, 4, j, size, hashlib.sha256(body).digest())
+        open(os.path.join(d, "%s.%d" % (digest.hex(), j)), "wb").write(head + body)
+    prov.db.execute("INSERT INTO blobs (digest, size, k, m, stored_at) VALUES (?, ?, 2, 4, 0)",
+                    (digest, size))
+    prov = Provider(data)
+    assert prov.get(digest) == chunk and prov.health(digest) == (4, 4)
+    assert sorted(os.listdir(prov.roots[0])) == ["packs"]
+    assert sorted(os.listdir(prov.roots[1])) == ["packs"]
+
+
+def test_compaction_frees_deleted_shares_and_keeps_the_live_ones(prov):
+    blobs = [blob(20000, i) for i in range(20)]
+    for d, data in blobs:
+        prov.put(d, data, sync=False)
+    prov.flush()
+    prov.close()                        # a later writer compacts what an earlier one wrote
+    before = disk_bytes(prov)
+    for d, _ in blobs[:15]:
+        prov.delete(d)
+    later = Provider(prov.data_dir)
+    assert later.compact() > 0
+    assert disk_bytes(later) < before / 2
+    for d, data in blobs[15:]:
+        assert later.get(d) == data and later.health(d) == (4, 4)
+    assert later.compact() == 0          # nothing left to gain
+
+
+def test_compaction_leaves_a_pack_another_writer_is_filling(prov):
+    digest, data = blob(3000)
+    prov.put(digest, data)               # prov keeps its pack open and locked
+    prov.delete(digest)
+    other = Provider(prov.data_dir)
+    assert other.compact() == 0
+    assert all(os.listdir(os.path.join(r, "packs")) for r in prov.roots)
+
+
+def test_a_wiped_root_under_a_running_writer_gets_a_new_pack(prov):
+    first = blob(4000, 1)
+    prov.put(*first)
+    shutil.rmtree(prov.roots[1])
+    second = blob(4000, 2)
+    prov.put(*second)                   # must not go into the unlinked pack
+    assert Provider(prov.data_dir).health(second[0]) == (4, 4)
+    assert prov.health(first[0]) == (2, 4)
+
+
+def disk_bytes(prov):
+    return sum(os.path.getsize(os.path.join(r, "packs", n))
+               for r in prov.roots for n in os.listdir(os.path.join(r, "packs")))

@@ -7,6 +7,9 @@ from agent.simcamera import GRAY_SIZE
 
 SIZE = (800, 600)
 LORES = (320, 240)
+# The camera agent's settings on a Pi: it has the RAM for the largest chunks, and fewer,
+# larger chunk messages cost the gateway less per byte (bench/camera.py).
+AGENT_CONFIG = {"chunk_size": 60 * 1024, "chunk_window": 64}
 
 
 class PiCamera:
