@@ -234,11 +234,7 @@ class Provider:
                             "VALUES (?, ?, ?, ?, ?)", rows)
 
     def _read_share(self, digest, j, k, m, size):
-        packs = self.packs[j % len(self.packs)]
-        loc = self._location(digest, j)
-        raw = loc and packs.read(*loc)
-        if raw is None and loc and loc != self._location(digest, j):
-            raw = packs.read(*self._location(digest, j))  # moved by a compaction meanwhile
+        raw = self._read_record(digest, j)
         if raw is None:
             return None
         self.bytes_read += len(raw)
@@ -246,6 +242,16 @@ class Provider:
         if HEADER.unpack(head) != (MAGIC, k, m, j, size, digest, hashlib.sha256(body).digest()):
             return None
         return body
+
+    def _read_record(self, digest, j):
+        """Share j's record, or None; looks again if a compaction moved it meanwhile."""
+        packs = self.packs[j % len(self.packs)]
+        loc = self._location(digest, j)
+        raw = loc and packs.read(*loc)
+        if raw is None and loc:
+            moved = self._location(digest, j)
+            raw = packs.read(*moved) if moved and moved != loc else None
+        return raw
 
     # -- compaction --------------------------------------------------------------------
 

@@ -120,6 +120,7 @@ def test_snapshot_is_uploaded_announced_listed_and_exported_byte_identical(
     store.add_device(dev.ident.hex, dev.ident.public, "cam", "camera")
     ingest.reload_devices()
     events = Subscriber(broker.port, "ek/+/event")
+    uplinks = Subscriber(broker.port, "ek/%s/up/c" % dev.ident.hex)
     oid = dev.agent.capture().hex()
     dev.start()
     try:
@@ -136,6 +137,11 @@ def test_snapshot_is_uploaded_announced_listed_and_exported_byte_identical(
     assert (o["count"], o["stored"], o["size"], o["type"]) == (
         -(-len(jpeg) // 4096), o["count"], len(jpeg), "image/jpeg")
     assert os.listdir(str(dev.dir / "objects")) == []
+    wait_for(lambda: len(uplinks.messages) >= o["count"], what="the chunks at a subscriber")
+    sent = [cbor2.loads(p) for _, p in uplinks.messages]
+    uplinks.close()
+    assert all(len(m) == 3 for m in sent)                   # a fresh object: no query first
+    assert sorted(m[1] for m in sent) == list(range(o["count"]))
 
     wait_for(lambda: len(events.messages) == 2, what="new and end events")
     (t1, new), (t2, end) = [(t, json.loads(p)) for t, p in events.messages]

@@ -149,6 +149,28 @@ def test_downlink_is_dispatched_and_acked(broker):
     peer.close()
 
 
+def test_poll_returns_once_messages_are_delivered_not_at_its_timeout(broker):
+    peer = Peer(broker.port)
+    c, got = connected_client(broker.port)
+    c.subscribe("dev/down/#")
+    for i in range(3):
+        peer.publish("dev/down/ack", b"%d" % i)
+    done = threading.Event()
+    waiter = threading.Thread(target=lambda: (c.poll(3600), done.set()), daemon=True)
+    waiter.start()
+    assert done.wait(30), "poll kept waiting after it had delivered messages"
+    assert [got.get_nowait()[1] for _ in range(got.qsize())][0] == b"0"
+    c.close()
+    peer.close()
+
+
+def test_socket_has_nagle_off(broker):
+    import socket
+    c, _ = connected_client(broker.port)
+    assert c.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)  # else 40 ms per message
+    c.close()
+
+
 def test_pings_keep_an_idle_connection_alive(broker):
     c, got = connected_client(broker.port, keepalive=2)
     c.subscribe("dev/down")
