@@ -51,6 +51,10 @@ class Packs:
         self._dirty = True
         return self.name, offset
 
+    @property
+    def unsynced(self):
+        return self._dirty or self._new_entry
+
     def sync(self):
         """Make every record appended so far durable."""
         if self._dirty:
