@@ -57,7 +57,7 @@ def _no_delay(s):
         try:
             s.setsockopt(level, opt, 1)
         except OSError:
-            pass
+            pass  # the stack refuses it: Nagle stays, slower but correct
 
 
 def _timed_out(e):

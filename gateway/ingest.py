@@ -234,9 +234,7 @@ class Ingest:
         if topic.endswith("/up/" + KIND_CHUNK):  # not signed: bound by its signed manifest
             chunk = objects.parse_chunk(topic, raw, self.max_bytes)
             self._key(chunk.device)
-            if chunk.data is not None:  # its shares, coded here in parallel
-                chunk.records = self.objects.provider.records(chunk.digest, chunk.data)
-            return chunk
+            return self.objects.prepare(chunk)
         signed = protocol.parse(topic, raw, self.max_bytes)
         protocol.verify_signature(signed, self._key(signed.device))
         return signed, protocol.open_envelope(signed)

@@ -88,7 +88,7 @@ def _migrate_share_files(provider, digest):
         try:
             os.remove(path)
         except FileNotFoundError:
-            pass
+            pass  # that share was lost before the move
 
 
 def _old_path(provider, digest, j):
@@ -113,4 +113,4 @@ def _rmdir_if_empty(d):
     try:
         os.rmdir(d)
     except OSError:
-        pass
+        pass  # still holds a blob left in place (logged), or a stranger's file

@@ -171,6 +171,13 @@ class ObjectStore:
              m.count, m.root, m.hashes, now, now))
         self.pending_events.append((env.device, "new", m.oid))
 
+    def prepare(self, c):
+        """Chunk c with the CPU work of storing it done (its share records): for the ingest's
+        verify pool, outside the transaction."""
+        if c.data is not None:
+            c.records = self.provider.records(c.digest, c.data)
+        return c
+
     def add_chunk(self, c, now):
         """Store one chunk (or note a query); Reject for what must be counted."""
         key = (c.device, c.oid)

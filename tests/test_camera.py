@@ -79,6 +79,11 @@ class Device:
         self.agent.transport.close()
 
 
+def register(store, ingest, dev):
+    store.add_device(dev.ident.hex, dev.ident.public, "cam", "camera")
+    ingest.reload_devices()
+
+
 def keyring_for(tmp_path, ident):
     (tmp_path / "pass").write_text("owner passphrase\n")
     ring = Keyring.open_or_create(str(tmp_path / "keyring.json"), "owner passphrase")
@@ -117,8 +122,7 @@ def test_snapshot_is_uploaded_announced_listed_and_exported_byte_identical(
         tmp_path, broker, gateway):
     data, store, ingest = gateway
     dev = Device(tmp_path, broker.port, chunk_size=4096)
-    store.add_device(dev.ident.hex, dev.ident.public, "cam", "camera")
-    ingest.reload_devices()
+    register(store, ingest, dev)
     events = Subscriber(broker.port, "ek/+/event")
     uplinks = Subscriber(broker.port, "ek/%s/up/c" % dev.ident.hex)
     oid = dev.agent.capture().hex()
@@ -177,8 +181,7 @@ def test_the_largest_chunk_size_passes_the_gateway_and_a_larger_one_is_refused_a
     data, store, ingest = gateway
     dev = Device(tmp_path, broker.port, chunk_size=MAX_CHUNK_SIZE)
     dev.camera = dev.agent.camera = NoiseCamera(2 * MAX_CHUNK_SIZE + 1)
-    store.add_device(dev.ident.hex, dev.ident.public, "cam", "camera")
-    ingest.reload_devices()
+    register(store, ingest, dev)
     oid = dev.agent.capture().hex()
     dev.start()
     try:
@@ -249,8 +252,7 @@ def test_duplicates_bad_hashes_and_foreign_manifests_are_rejected_and_counted(
         tmp_path, broker, gateway):
     data, store, ingest = gateway
     dev = Device(tmp_path, broker.port, chunk_size=4096)
-    store.add_device(dev.ident.hex, dev.ident.public, "cam", "camera")
-    ingest.reload_devices()
+    register(store, ingest, dev)
     oid = dev.agent.capture()
     entry = dev.agent.objects.oldest()
     raw_manifest = dev.agent.spool.read(entry.seq)[1:]
@@ -281,8 +283,7 @@ def test_duplicates_bad_hashes_and_foreign_manifests_are_rejected_and_counted(
 def test_retention_deletes_oldest_objects_first_when_over_budget(tmp_path, broker, gateway):
     data, store, ingest = gateway
     dev = Device(tmp_path, broker.port, chunk_size=4096)
-    store.add_device(dev.ident.hex, dev.ident.public, "cam", "camera")
-    ingest.reload_devices()
+    register(store, ingest, dev)
     oids = []
     for _ in range(4):
         oids.append(dev.agent.capture().hex())
