@@ -3,8 +3,9 @@
 #
 # It is the tracker's Agent (agent/device.py) with a camera instead of sensors: manifests
 # and status messages travel through the Spool with their sequence numbers and acks; the
-# chunks of the oldest queued object are sent once its manifest is acked, and resent only
-# where the gateway's chunk ack (ek/<id>/down/chunks) shows a hole. After a reconnect or a
+# chunks of the oldest queued object follow its manifest on the same connection (or go once
+# it is acked), and are resent only where the gateway's chunk ack (ek/<id>/down/chunks)
+# shows a hole. After a reconnect or a
 # restart the agent first asks the gateway what it holds (a chunk message without a chunk).
 import gc
 import time
@@ -124,7 +125,7 @@ class CameraAgent(Agent):
         """Send what the oldest object's upload needs; True while one is under way."""
         t = self.transport
         entry = self.objects.oldest()
-        if entry is None or not t.connected or entry.seq > self.spool.acked:
+        if entry is None or not t.connected or not self._manifest_out(entry):
             return False  # the gateway learns of an object from its manifest first
         up = self.upload
         if up is None or up.entry is not entry or up.session != t.session:
@@ -155,6 +156,11 @@ class CameraAgent(Agent):
             in_flight += 1
         return True
 
+    def _manifest_out(self, entry):
+        """Whether the gateway has, or will see before any chunk, the object's manifest:
+        acked, or published in this session (MQTT keeps a session's messages in order)."""
+        return entry.seq <= self.spool.acked or entry.seq in self.sent
+
     def _publish(self, payload):
         try:
             self.transport.publish(self.up_topic, payload)
@@ -175,6 +181,8 @@ class CameraAgent(Agent):
         entry = self.objects.find(oid)
         if entry is None:
             return
+        if state == UNKNOWN and entry.seq > self.spool.acked:
+            return  # the manifest is still on its way: the chunks go again after ack_timeout
         if state == COMPLETE or state == UNKNOWN:
             if state == UNKNOWN:
                 self.objects.drops += 1

@@ -250,6 +250,7 @@ class Mosquitto:
             lines.append("allow_anonymous true")
         lines += ["persistence true", "persistence_location %s/" % self.dir,
                   "autosave_interval 1", "max_queued_messages 100000", "set_tcp_nodelay true",
+                  "max_inflight_messages 1024",
                   "log_dest file %s/mosquitto.log" % self.dir]
         with open(conf, "w") as f:
             f.write("\n".join(lines) + "\n" + self.extra_conf)

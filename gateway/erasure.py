@@ -7,10 +7,13 @@ import zfec
 
 
 def encode(data, k, m):
-    """The m shares of data; shares 0..k-1 are data itself in k pieces."""
+    """The m shares of data; shares 0..k-1 are data itself in k pieces (views of it where
+    no padding is needed)."""
     n = -(-len(data) // k)
-    data = bytes(data) + bytes(n * k - len(data))
-    return zfec.Encoder(k, m).encode([data[i * n:(i + 1) * n] for i in range(k)])
+    mv = memoryview(data)
+    blocks = [mv[i * n:(i + 1) * n] for i in range(k)]
+    blocks = [b if len(b) == n else bytes(b) + bytes(n - len(b)) for b in blocks]
+    return zfec.Encoder(k, m).encode(blocks)
 
 
 def decode(good, size, k, m):

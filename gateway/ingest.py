@@ -4,7 +4,9 @@ One worker thread owns the write connection. It takes messages in batches, verif
 signature before any other work, stores the new ones in one transaction, and only after
 the commit sends each device `ek/<id>/down/ack` with its highest contiguous durable
 sequence. The broker's PUBACK is also held back until the commit (paho manual acks), so a
-gateway killed mid-batch gets the batch again from its persistent session.
+gateway killed mid-batch gets the batch again from its persistent session. The broker may
+have 1024 unacked messages out to the gateway (`max_inflight_messages`, gateway/broker.py),
+so the next batch arrives while one commits.
 """
 import json
 import logging

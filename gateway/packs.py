@@ -2,7 +2,8 @@
 
 A file per share costs more to create than to fill (on ext4 under write load, about half a
 millisecond per create, a camera chunk being four shares); a pack takes share records one
-after another and is made durable with one fdatasync per ingest batch. Which record belongs
+after another. Appends are held in memory and written with one writev and one fdatasync
+per sync, i.e. per ingest batch, which the Provider runs for all roots at once. Which record belongs
 to which share is the database's business (the Provider's `shares` table); a pack only
 holds bytes.
 
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 
 PACK_MAX = 64 << 20      # bytes; a full pack is closed and a new one started
 SUFFIX = ".pack"
+IOV_MAX = 1024           # buffers per writev (Linux's limit)
 
 
 class Packs:
@@ -29,40 +31,48 @@ class Packs:
         self.dir = os.path.join(root, "packs")
         self.name = None         # this writer's pack
         self._fd = None
-        self._size = 0
+        self._size = 0           # bytes, the pending appends included
+        self._pending = []       # buffers appended but not written yet
         self._dirty = False      # written since the last sync
         self._new_entry = False  # the pack's directory entry is not synced yet
 
     # -- writing -----------------------------------------------------------------
 
-    def append(self, record):
-        """Write record at the end of this writer's pack: (pack name, offset)."""
-        if self._fd is None or self._size >= PACK_MAX or os.fstat(self._fd).st_nlink == 0:
+    def append(self, *parts):
+        """Append a record (the concatenation of parts) to this writer's pack: (pack name,
+        offset). It is written by the next sync(), or read()."""
+        if self._fd is None or self._size >= PACK_MAX or (
+                not self._pending and os.fstat(self._fd).st_nlink == 0):
             self._start_pack()  # none yet, full, or its root was wiped under us
         offset = self._size
-        mv = memoryview(record)
-        try:
-            while mv:
-                mv = mv[os.write(self._fd, mv):]
-        except OSError:
-            self._close()  # a torn record: never append after it
-            raise
-        self._size += len(record)
-        self._dirty = True
+        for part in parts:
+            self._pending.append(part)
+            self._size += len(part)
         return self.name, offset
 
     @property
     def unsynced(self):
-        return self._dirty or self._new_entry
+        return bool(self._pending) or self._dirty or self._new_entry
 
     def sync(self):
         """Make every record appended so far durable."""
+        self._write_pending()
         if self._dirty:
             os.fdatasync(self._fd)
             self._dirty = False
         if self._new_entry:
             _fsync_dir(self.dir)
             self._new_entry = False
+
+    def _write_pending(self):
+        pending, self._pending = self._pending, []
+        try:
+            for i in range(0, len(pending), IOV_MAX):
+                _writev_all(self._fd, pending[i:i + IOV_MAX])
+                self._dirty = True
+        except OSError:
+            self._close()  # a torn record: never append after it
+            raise
 
     def close(self):
         self.sync()
@@ -84,12 +94,14 @@ class Packs:
     def _close(self):
         if self._fd is not None:
             os.close(self._fd)  # releases the flock
-        self._fd, self.name, self._dirty = None, None, False
+        self._fd, self.name, self._dirty, self._pending = None, None, False, []
 
     # -- reading -----------------------------------------------------------------
 
     def read(self, name, offset, length):
         """length bytes at offset of pack name; None if the pack or the bytes are gone."""
+        if name == self.name and self._pending:
+            self._write_pending()
         try:
             with open(os.path.join(self.dir, name), "rb") as f:
                 f.seek(offset)
@@ -144,6 +156,20 @@ class Packs:
         except FileNotFoundError:
             return  # another process's compaction was first
         _fsync_dir(self.dir)
+
+
+def _writev_all(fd, buffers):
+    while buffers:
+        buffers = _skip(buffers, os.writev(fd, buffers))
+
+
+def _skip(buffers, n):
+    """buffers without their first n bytes (after a short write)."""
+    for i, b in enumerate(buffers):
+        if n < len(b):
+            return [memoryview(b)[n:]] + buffers[i + 1:]
+        n -= len(b)
+    return []
 
 
 def _fsync_dir(path):

@@ -15,8 +15,8 @@ import json
 import logging
 import os
 import struct
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from agent.objects import KIND_MANIFEST
 from gateway import erasure, legacy_shares, merkle, objects, protocol, store
@@ -52,8 +52,9 @@ CREATE INDEX IF NOT EXISTS shares_pack ON shares (pack);
 
 
 def _records(digest, k, m, size, bodies):
-    """[(share index, record)] for (share index, body) pairs: each body behind its header."""
-    return [(j, HEADER.pack(MAGIC, k, m, j, size, digest, hashlib.sha256(body).digest()) + body)
+    """[(share index, header, body)] for (share index, body) pairs: a share's record is its
+    header followed by its body."""
+    return [(j, HEADER.pack(MAGIC, k, m, j, size, digest, hashlib.sha256(body).digest()), body)
             for j, body in bodies]
 
 
@@ -108,6 +109,7 @@ class Provider:
         self.db = db or store.connect(data_dir)
         self.db.executescript(SCHEMA)
         self.packs = [Packs(r) for r in self.roots]
+        self._syncers = None     # threads syncing the other roots' packs, made when needed
         self.bytes_read = 0      # share and leaf bytes read from disk, for bench/audit
         self._tree = (None, None)  # the last epoch's tree: audits walk epochs in order
         legacy_shares.migrate(self)
@@ -122,11 +124,11 @@ class Provider:
             if hashlib.sha256(data).digest() != digest:
                 raise ValueError("blob does not match its name %s" % digest.hex())
             records = self.records(digest, data)
-        if self.db.execute("SELECT 1 FROM blobs WHERE digest = ?", (digest,)).fetchone():
-            return
+        if not self.db.execute("INSERT OR IGNORE INTO blobs (digest, size, k, m, stored_at) "
+                               "VALUES (?, ?, ?, ?, ?)",
+                               (digest, len(data), self.k, self.m, time.time())).rowcount:
+            return  # held already
         self._append(digest, records)
-        self.db.execute("INSERT INTO blobs (digest, size, k, m, stored_at) VALUES (?, ?, ?, ?, ?)",
-                        (digest, len(data), self.k, self.m, time.time()))
         if sync:
             self.flush()
 
@@ -141,17 +143,20 @@ class Provider:
         """Make every share put with sync=False durable: one fdatasync per pack written, the
         roots' at the same time (each is a disk of its own on a Pi)."""
         pending = [p for p in self.packs if p.unsynced]
-        syncs = [threading.Thread(target=p.sync) for p in pending[1:]]
-        for t in syncs:
-            t.start()
+        if len(pending) > 1 and self._syncers is None:
+            self._syncers = ThreadPoolExecutor(len(self.packs) - 1, "pack-sync")
+        others = [self._syncers.submit(p.sync) for p in pending[1:]]
         for p in pending[:1]:
             p.sync()
-        for t in syncs:
-            t.join()
+        for f in others:
+            f.result()
 
     def close(self):
         for p in self.packs:
             p.close()
+        if self._syncers:
+            self._syncers.shutdown()
+            self._syncers = None
 
     def has(self, digest):
         return self._row(digest) is not None
@@ -235,9 +240,9 @@ class Provider:
         return data
 
     def _append(self, digest, records):
-        """Append (share index, record) to their roots' packs and note where."""
-        rows = [(digest, j) + self.packs[j % len(self.packs)].append(record) + (len(record),)
-                for j, record in records]
+        """Append (share index, header, body) records to their roots' packs and note where."""
+        rows = [(digest, j) + self.packs[j % len(self.packs)].append(head, body)
+                + (len(head) + len(body),) for j, head, body in records]
         self.db.executemany("INSERT OR REPLACE INTO shares (digest, idx, pack, offset, length) "
                             "VALUES (?, ?, ?, ?, ?)", rows)
 

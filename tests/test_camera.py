@@ -15,7 +15,9 @@ from agent.camera import CameraAgent
 from agent.identity import Identity
 from agent.motion import FrameDiff
 from agent.mqtt import MQTTClient
-from agent.objects import MAX_CHUNK_SIZE, ObjectQueue, manifest
+from agent.objects import (CACK_ID, CACK_RANGES, CACK_STATE, CACK_VERSION,
+                           MAX_CHUNK_SIZE, UNKNOWN, ObjectQueue, manifest)
+from agent.proto import ACK_SEQ, ACK_VERSION
 from agent.simcamera import Scene
 from agent.spool import Spool
 from gateway.broker import Mosquitto
@@ -160,6 +162,35 @@ def test_snapshot_is_uploaded_announced_listed_and_exported_byte_identical(
     assert listed[3:] == [str(len(jpeg)), "%d/%d" % (o["count"], o["count"])]
     manifest_msg = [m for m in store.messages(device=dev.ident.hex) if m["kind"] == "m"]
     assert [m["seq"] for m in manifest_msg] == [o["seq"]]  # sealed into epochs like any message
+
+
+def test_chunks_follow_the_manifest_without_waiting_for_its_ack(tmp_path, broker):
+    dev = Device(tmp_path, broker.port, chunk_size=1024, chunk_window=4)  # no gateway here
+    uplinks = Subscriber(broker.port, "ek/%s/up/#" % dev.ident.hex)
+    dev.agent.capture()
+    dev.start()
+    try:
+        wait_for(lambda: len(uplinks.messages) >= 6, what="the manifest and a window of chunks")
+    finally:
+        dev.close()
+        uplinks.close()
+    kinds = [t.rsplit("/", 1)[1] for t, _ in uplinks.messages if not t.endswith("/s")]
+    assert kinds[:5] == ["m", "c", "c", "c", "c"]       # the manifest first, then chunks
+    assert dev.agent.spool.acked < dev.agent.objects.oldest().seq  # none of it acked
+
+
+def test_unknown_object_before_the_manifest_is_acked_keeps_the_object(tmp_path, broker):
+    dev = Device(tmp_path, broker.port, chunk_size=1024)
+    agent = dev.agent
+    oid = agent.capture()
+    seq = agent.objects.oldest().seq
+    unknown = cbor.dumps({CACK_VERSION: 1, CACK_ID: oid, CACK_RANGES: [], CACK_STATE: UNKNOWN})
+    agent.on_message(agent.chunks_topic, unknown)   # chunks overtook a manifest still in flight
+    assert agent.objects.oldest().oid == oid and agent.objects.drops == 0
+    agent.on_message(agent.ack_topic, cbor.dumps({ACK_VERSION: 1, ACK_SEQ: seq}))
+    agent.on_message(agent.chunks_topic, unknown)   # the gateway has the manifest, not the object
+    assert agent.objects.oldest() is None and agent.objects.drops == 1
+    agent.transport.close()
 
 
 class NoiseCamera(StillCamera):

@@ -2,6 +2,7 @@
 import logging
 import os
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from agent import cbor, cose, message
@@ -127,3 +128,27 @@ def test_rejects_are_logged_without_flooding(setup, caplog):
     wait_for(lambda: ingest.rejects["malformed"] == 40, what="40 malformed")
     lines = [r for r in caplog.records if "rejected (malformed)" in r.getMessage()]
     assert 1 <= len(lines) <= 2
+
+
+def test_broker_lets_the_gateway_hold_many_messages_unacked_while_it_commits(broker):
+    """The ingest PUBACKs only after its commit; Mosquitto's default of 20 unacked messages
+    would stall a camera upload at every commit. Both brokers we ship allow 1024."""
+    held = []
+    gw = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="slow-gateway")
+    gw.manual_ack_set(True)   # and never acks
+    gw.on_message = lambda c, u, m: held.append(m.mid)
+    gw.on_connect = lambda c, u, f, rc, p: c.subscribe("ek/+/up/#", qos=1)
+    gw.connect("127.0.0.1", broker.port)
+    gw.loop_start()
+    dev = Subscriber(broker.port, "nothing/here")
+    try:
+        wait_for(lambda: gw.is_connected(), what="the gateway's session")
+        for i in range(100):
+            dev.publish("ek/dev/up/c", b"%d" % i)
+        wait_for(lambda: len(held) == 100, what="100 unacked messages at the gateway")
+    finally:
+        gw.disconnect()
+        gw.loop_stop()
+        dev.close()
+    rpi = open(os.path.join(os.path.dirname(__file__), "..", "hw", "rpi", "mosquitto.conf")).read()
+    assert "\nmax_inflight_messages 1024\n" in rpi

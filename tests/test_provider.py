@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from gateway import erasure, legacy_shares, provider
+from gateway import erasure, legacy_shares, packs, provider
 from gateway.provider import Provider, Unrecoverable
 
 
@@ -49,6 +49,30 @@ def test_many_blobs_share_one_pack_per_root(prov):
     prov.flush()
     for root in prov.roots:
         assert len(os.listdir(os.path.join(root, "packs"))) == 1
+    reopened = Provider(prov.data_dir)
+    assert all(reopened.get(d) == data for d, data in blobs)
+
+
+def test_appends_are_readable_before_flush_and_survive_short_writes(prov, monkeypatch):
+    real_writev = os.writev
+    calls = []
+
+    def short_writev(fd, buffers):  # a disk that takes at most 1000 bytes per call
+        calls.append(len(buffers))
+        room, out = 1000, []
+        for b in buffers:
+            out.append(bytes(b)[:room])
+            room -= len(out[-1])
+            if not room:
+                break
+        return real_writev(fd, out)
+    monkeypatch.setattr(packs.os, "writev", short_writev)
+    blobs = [blob(1000 + i, i) for i in range(300)]  # 600 records a root: over IOV_MAX buffers
+    for d, data in blobs:
+        prov.put(d, data, sync=False)
+    assert prov.get(blobs[0][0]) == blobs[0][1]      # written for the read, not yet synced
+    prov.flush()
+    assert max(calls) <= packs.IOV_MAX
     reopened = Provider(prov.data_dir)
     assert all(reopened.get(d) == data for d, data in blobs)
 
