@@ -3,9 +3,9 @@
 A file per share costs more to create than to fill (on ext4 under write load, about half a
 millisecond per create, a camera chunk being four shares); a pack takes share records one
 after another. Appends are held in memory and written with one writev and one fdatasync
-per sync, i.e. per ingest batch, which the Provider runs for all roots at once. Which record belongs
-to which share is the database's business (the Provider's `shares` table); a pack only
-holds bytes.
+per sync, i.e. per ingest batch, which the Provider runs for all roots at once. Which
+record belongs to which share is the database's business (the Provider's `shares` table);
+a pack only holds bytes.
 
 Each writer (a Provider instance) appends only to the pack it created, and holds an flock on
 it while it does. A pack is created under a temporary name, locked, then renamed into place,
@@ -40,7 +40,8 @@ class Packs:
 
     def append(self, *parts):
         """Append a record (the concatenation of parts) to this writer's pack: (pack name,
-        offset). It is written by the next sync(), or read()."""
+        offset). It is written by the next sync(), or read(); the parts are kept, not copied,
+        until then."""
         if self._fd is None or self._size >= PACK_MAX or (
                 not self._pending and os.fstat(self._fd).st_nlink == 0):
             self._start_pack()  # none yet, full, or its root was wiped under us
