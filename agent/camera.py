@@ -5,8 +5,8 @@
 # and status messages travel through the Spool with their sequence numbers and acks; the
 # chunks of the oldest queued object follow its manifest on the same connection (or go once
 # it is acked), and are resent only where the gateway's chunk ack (ek/<id>/down/chunks)
-# shows a hole. After a reconnect or a
-# restart the agent first asks the gateway what it holds (a chunk message without a chunk).
+# shows a hole. After a reconnect or a restart the agent first asks the gateway what it
+# holds (a chunk message without a chunk).
 import gc
 import time
 

@@ -1,6 +1,7 @@
 """Ingest over real Mosquitto: store and ack, duplicates, gaps, and every reject reason."""
 import logging
 import os
+import threading
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -134,15 +135,17 @@ def test_broker_lets_the_gateway_hold_many_messages_unacked_while_it_commits(bro
     """The ingest PUBACKs only after its commit; Mosquitto's default of 20 unacked messages
     would stall a camera upload at every commit. Both brokers we ship allow 1024."""
     held = []
+    subscribed = threading.Event()
     gw = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="slow-gateway")
     gw.manual_ack_set(True)   # and never acks
     gw.on_message = lambda c, u, m: held.append(m.mid)
     gw.on_connect = lambda c, u, f, rc, p: c.subscribe("ek/+/up/#", qos=1)
+    gw.on_subscribe = lambda *a: subscribed.set()
     gw.connect("127.0.0.1", broker.port)
     gw.loop_start()
     dev = Subscriber(broker.port, "nothing/here")
     try:
-        wait_for(lambda: gw.is_connected(), what="the gateway's session")
+        assert subscribed.wait(10), "the gateway's subscription was not confirmed"
         for i in range(100):
             dev.publish("ek/dev/up/c", b"%d" % i)
         wait_for(lambda: len(held) == 100, what="100 unacked messages at the gateway")
@@ -150,5 +153,5 @@ def test_broker_lets_the_gateway_hold_many_messages_unacked_while_it_commits(bro
         gw.disconnect()
         gw.loop_stop()
         dev.close()
-    rpi = open(os.path.join(os.path.dirname(__file__), "..", "hw", "rpi", "mosquitto.conf")).read()
-    assert "\nmax_inflight_messages 1024\n" in rpi
+    with open(os.path.join(os.path.dirname(__file__), "..", "hw", "rpi", "mosquitto.conf")) as f:
+        assert "\nmax_inflight_messages 1024\n" in f.read()
