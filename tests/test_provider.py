@@ -87,6 +87,32 @@ def test_a_flipped_byte_is_found_and_rebuilt(prov):
     assert prov.health(digest) == (4, 4)
 
 
+def test_a_damaged_header_counts_the_share_as_missing(prov):
+    digest, data = blob(4133)
+    prov.put(digest, data)
+    for j, at in ((0, 0), (1, 8), (2, provider.HEADER.size - 1)):  # magic, size, checksum
+        flip(prov, digest, j, at=at)
+    assert sorted(prov.shares(digest)) == [3]
+    with pytest.raises(Unrecoverable):
+        prov.get(digest)
+
+
+def test_share_records_of_an_earlier_gateway_are_read_and_checked(prov):
+    """EKP1 records (the share's SHA-256 in the header) stay readable next to EKP2 ones."""
+    digest, data = blob(5000)
+    prov.db.execute("INSERT INTO blobs (digest, size, k, m, stored_at) VALUES (?, ?, 2, 4, 0)",
+                    (digest, len(data)))
+    prov._append(digest, [
+        (j, provider.HEADER_V1.pack(b"EKP1", 2, 4, j, len(data), digest,
+                                    hashlib.sha256(body).digest()), body)
+        for j, body in enumerate(erasure.encode(data, 2, 4))])
+    prov.flush()
+    assert prov.get(digest) == data and prov.health(digest) == (4, 4)
+    flip(prov, digest, 0)
+    assert sorted(prov.shares(digest)) == [1, 2, 3] and prov.get(digest) == data
+    assert prov.rebuild(digest) == [0] and prov.health(digest) == (4, 4)
+
+
 def test_losing_a_root_loses_nothing(prov):
     blobs = [blob(n, n) for n in (1, 100, 4096, 70000)]
     for d, data in blobs:
