@@ -5,9 +5,9 @@ A blob is a camera chunk (its COSE_Encrypt0) or a whole message (a tracker batch
 manifest), named by its SHA-256, the hash the anchored trees commit to. zfec cuts it into k
 blocks and m shares; share j is a record in a pack file of root j % R (gateway/packs.py)
 behind a header holding the blob's name and the share's own checksum (XXH3-128), so a
-damaged share is known without decoding. Any k good shares rebuild the blob, and every read checks the blob
-against its name. The layout (roots, k, m) is the data directory's, in provider.json,
-written by the running gateway from its config.
+damaged share is known without decoding. Any k good shares rebuild the blob, and every read
+checks the blob against its name. The layout (roots, k, m) is the data directory's, in
+provider.json, written by the running gateway from its config.
 """
 import base64
 import hashlib

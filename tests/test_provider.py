@@ -103,7 +103,7 @@ def test_share_records_of_an_earlier_gateway_are_read_and_checked(prov):
     prov.db.execute("INSERT INTO blobs (digest, size, k, m, stored_at) VALUES (?, ?, 2, 4, 0)",
                     (digest, len(data)))
     prov._append(digest, [
-        (j, provider.HEADER_V1.pack(b"EKP1", 2, 4, j, len(data), digest,
+        (j, provider.HEADER_V1.pack(provider.MAGIC_V1, 2, 4, j, len(data), digest,
                                     hashlib.sha256(body).digest()), body)
         for j, body in enumerate(erasure.encode(data, 2, 4))])
     prov.flush()
