@@ -50,7 +50,8 @@ def test_dry_run_prints_every_action_and_changes_nothing(tmp_path):
     root = os.path.join(tmp_path, "root")
     out = install("--dry-run", "--prefix", root, "--arch", "arm64")
     assert not os.path.exists(root)
-    for action in ("apt-get install -y --no-install-recommends mosquitto mosquitto-clients nodejs npm",
+    for action in ("apt-get install -y --no-install-recommends mosquitto mosquitto-clients "
+                   "libisal2 nodejs npm",
                    "systemctl disable --now mosquitto.service",
                    "useradd --system --user-group --home-dir /var/lib/edgekeep",
                    "python3 -m venv /opt/edgekeep/venv",

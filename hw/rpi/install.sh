@@ -36,7 +36,7 @@ ETC=/etc/edgekeep
 DATA=/var/lib/edgekeep
 LOG=/var/log/edgekeep
 USER_NAME=edgekeep
-APT_PACKAGES="mosquitto mosquitto-clients nodejs npm python3 python3-venv"
+APT_PACKAGES="mosquitto mosquitto-clients libisal2 nodejs npm python3 python3-venv"
 # package.json pins the amd64 anvil only (an optionalDependency); a Pi needs this one.
 ANVIL_ARM64="@foundry-rs/anvil-linux-arm64@1.7.1"
 SYSTEM=1                                  # run steps that change the live system
