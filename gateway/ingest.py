@@ -8,6 +8,7 @@ gateway killed mid-batch gets the batch again from its persistent session. The b
 have 1024 unacked messages out to the gateway (`max_inflight_messages`, gateway/broker.py),
 so the next batch arrives while one commits.
 """
+import itertools
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from gateway.protocol import REPLAY, Reject
 log = logging.getLogger("edgekeep.ingest")
 
 UP_FILTER = "ek/+/up/#"
+CHUNK_TOPIC = "/up/" + KIND_CHUNK
 BATCH_MAX = 512
 VERIFY_THREADS = max(1, min(4, os.cpu_count() or 1))
 
@@ -219,15 +221,21 @@ class Ingest:
         self.stats["acks"] += len(acked)
 
     def _verify_all(self, batch):
-        """Verify in parallel: OpenSSL releases the GIL, so threads use every core."""
-        step = -(-len(batch) // VERIFY_THREADS)
-        chunks = [batch[i:i + step] for i in range(0, len(batch), step)]
-        out = []
-        for part in self.pool.map(self._verify_chunk, chunks):
-            out.extend(part)
-        return out
+        """The outcome of each message, in order. Signatures are checked all over the pool:
+        OpenSSL releases the GIL for nearly all of a check. A camera chunk's hash and erasure
+        coding release it for only about half its time, so a batch's chunks go to one
+        thread: two would mostly wait on each other, and on the MQTT and worker threads
+        (bench/camera, 300 paired uploads: 0.3 ms less per 2 MB clip on 2 cores)."""
+        is_chunk = [topic.endswith(CHUNK_TOPIC) for topic, _, _, _ in batch]
+        signed = [m for m, chunk in zip(batch, is_chunk) if not chunk]
+        step = -(-len(signed) // VERIFY_THREADS) or 1
+        parts = [[m for m, chunk in zip(batch, is_chunk) if chunk]]
+        parts += [signed[i:i + step] for i in range(0, len(signed), step)]
+        done = list(self.pool.map(self._verify_part, parts))
+        chunks, others = iter(done[0]), itertools.chain(*done[1:])
+        return [next(chunks) if chunk else next(others) for chunk in is_chunk]
 
-    def _verify_chunk(self, items):
+    def _verify_part(self, items):
         out = []
         for topic, raw, _, _ in items:
             try:
@@ -237,7 +245,7 @@ class Ingest:
         return out
 
     def _verify(self, topic, raw):
-        if topic.endswith("/up/" + KIND_CHUNK):  # not signed: bound by its signed manifest
+        if topic.endswith(CHUNK_TOPIC):  # not signed: bound by its signed manifest
             chunk = objects.parse_chunk(topic, raw, self.max_bytes)
             self._key(chunk.device)
             return self.objects.prepare(chunk)

@@ -9,7 +9,9 @@ import pytest
 from agent import cbor, cose, message
 from agent.identity import Identity
 from agent.proto import ACK_SEQ
+from gateway import protocol
 from gateway.ingest import Ingest
+from gateway.protocol import Reject
 from gateway.store import Store
 from tests.conftest import Subscriber, wait_for
 
@@ -111,6 +113,27 @@ def test_every_reject_reason_is_counted_and_ingest_keeps_going(setup):
     client.publish(a.topic(), a.msg(2))
     wait_for(lambda: ingest.stats["stored"] == 2, what="valid message after the rejects")
     wait_for(lambda: acks_for(client, a)[-1] == 2, what="ack 2")
+
+
+def test_a_batch_of_chunks_and_signed_messages_keeps_each_outcome_with_its_message(tmp_path):
+    """Chunks are verified on one thread, signatures across the pool; the outcomes must
+    still line up with the messages, in order."""
+    data = str(tmp_path / "gw")
+    a, stranger = Device(), Device()
+    store = Store(data)
+    store.add_device(a.ident.hex, a.ident.public, "a")
+    store.close()
+    ingest = Ingest(data, "mqtt://127.0.0.1:1")  # never connected: only its verification
+    batch = [(a.topic(), a.msg(1)), (a.topic("c"), b"\xff not cbor"), (a.topic(), a.msg(2)),
+             (stranger.topic("c"), cbor.dumps([b"\0" * 8, 0, b"sealed"])),
+             (a.topic(), a.msg(3))]
+    try:
+        out = ingest._verify_all([(topic, raw, 0, 1) for topic, raw in batch])
+    finally:
+        ingest.pool.shutdown()
+        ingest.db.close()
+    assert [o.reason if isinstance(o, Reject) else o[1].seq for o in out] == [
+        1, protocol.MALFORMED, 2, protocol.UNKNOWN_DEVICE, 3]
 
 
 def test_replay_behind_the_acked_sequence(setup):
