@@ -35,6 +35,10 @@ _MAX_TOPIC = 256
 
 def tcp_connect(host, port, timeout=10):
     """A connected TCP socket (CPython, MicroPython ports with sockets, the wasm shim)."""
+    try:
+        host = host.encode("ascii")  # for a str, CPython imports its IDNA codec: 1-2 ms
+    except (AttributeError, UnicodeError):
+        pass  # bytes already, or an internationalized name that needs the codec
     ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
     s = socket.socket(ai[0], ai[1], ai[2])
     try:

@@ -4,6 +4,7 @@ import os
 import queue
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -169,6 +170,22 @@ def test_socket_has_nagle_off(broker):
     c, _ = connected_client(broker.port)
     assert c.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)  # else 40 ms per message
     c.close()
+
+
+def test_first_connect_does_not_load_the_idna_codec(broker):
+    """A camera that wakes on motion connects at once: CPython's IDNA codec, which a str host
+    name pulls in, costs 1-2 ms of that first connect."""
+    code = ("import sys; from agent.mqtt import tcp_connect; s = tcp_connect('127.0.0.1', %d);"
+            "s.close(); print('encodings.idna' in sys.modules)" % broker.port)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=30)
+    assert out.stdout.strip() == "False"
+
+
+def test_an_internationalized_host_name_still_goes_through_the_codec():
+    from agent.mqtt import tcp_connect
+    with pytest.raises(OSError):  # no such host here; not a UnicodeError
+        tcp_connect("bücher.invalid", 1883, timeout=1)
 
 
 def test_pings_keep_an_idle_connection_alive(broker):

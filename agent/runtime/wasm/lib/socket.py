@@ -15,6 +15,8 @@ _FOREVER = -1
 
 
 def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
+    if isinstance(host, bytes):  # a port's getaddrinfo takes either
+        host = host.decode()
     ip = _ekhost.resolve(host)
     if not isinstance(ip, str):
         raise OSError(ip)  # -202, as lwIP reports a name that does not resolve
