@@ -70,6 +70,8 @@ class Ingest:
         self.reject_log = RateLimitedLog(log)
         self.keys = {}
         self.acked = {}
+        self._devices_db = store.connect(data_dir)  # reloads come from other threads too
+        self._devices_lock = threading.Lock()
         self._load_devices()
         self.pool = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="verify")
         self._stop = threading.Event()
@@ -115,6 +117,7 @@ class Ingest:
         self.pool.shutdown()
         self.seal_epoch()
         self.objects.provider.close()
+        self._devices_db.close()
 
     def reload_devices(self):
         """Pick up registrations and revocations made by other processes."""
@@ -316,17 +319,21 @@ class Ingest:
         return epoch
 
     def _load_devices(self):
-        keys, acked = {}, {}
-        for dev, pub, status, seq in self.db.execute(
-                "SELECT id, public_key, status, acked FROM devices"):
-            old = self.keys.get(dev)
-            if status != "active":
-                keys[dev] = protocol.REVOKED
-            elif old is not None and old != protocol.REVOKED:
-                keys[dev] = old
-            else:
-                keys[dev] = protocol.load_public_key(pub)
-            acked[dev] = seq
-        self.keys = keys
-        for dev, seq in acked.items():
-            self.acked.setdefault(dev, seq)
+        """The worker reloads every 2 s and reload_devices() may come meanwhile: one at a
+        time, so a reload that read the table before a registration cannot replace the keys
+        of one that read it after (the new device would be unknown until the next)."""
+        with self._devices_lock:
+            keys, acked = {}, {}
+            for dev, pub, status, seq in self._devices_db.execute(
+                    "SELECT id, public_key, status, acked FROM devices"):
+                old = self.keys.get(dev)
+                if status != "active":
+                    keys[dev] = protocol.REVOKED
+                elif old is not None and old != protocol.REVOKED:
+                    keys[dev] = old
+                else:
+                    keys[dev] = protocol.load_public_key(pub)
+                acked[dev] = seq
+            self.keys = keys
+            for dev, seq in acked.items():
+                self.acked.setdefault(dev, seq)

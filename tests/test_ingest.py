@@ -136,6 +136,40 @@ def test_a_batch_of_chunks_and_signed_messages_keeps_each_outcome_with_its_messa
         1, protocol.MALFORMED, 2, protocol.UNKNOWN_DEVICE, 3]
 
 
+def test_a_device_registered_while_the_worker_reloads_is_never_forgotten(tmp_path):
+    """The worker reloads the devices every 2 s; reload_devices() comes from other threads
+    (the demo, the benches). A reload that read the table before a registration must not
+    replace the keys of one that read it after: the new device's messages would be rejected
+    as unknown until the next reload."""
+    data = str(tmp_path / "gw")
+    store = Store(data)
+    ingest = Ingest(data, "mqtt://127.0.0.1:1")
+    stop = threading.Event()
+
+    def worker_reloads():
+        while not stop.is_set():
+            ingest._load_devices()
+    worker = threading.Thread(target=worker_reloads)
+    worker.start()
+    forgotten = []
+    try:
+        for i in range(50):
+            dev = Device()
+            store.add_device(dev.ident.hex, dev.ident.public, "cam%d" % i)
+            ingest.reload_devices()
+            for _ in range(200):  # a stale reload lands within a few of its own durations
+                if dev.ident.hex not in ingest.keys:
+                    forgotten.append(i)
+                    break
+    finally:
+        stop.set()
+        worker.join()
+        ingest.pool.shutdown()
+        ingest.db.close()
+        store.close()
+    assert not forgotten, "registered devices dropped by a concurrent reload: %s" % forgotten
+
+
 def test_replay_behind_the_acked_sequence(setup):
     ingest, store, client, a, _, _ = setup
     client.publish(a.topic(), a.msg(4, base=4))  # device says 1..3 are gone
