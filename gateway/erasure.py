@@ -22,8 +22,8 @@ def encode(data, k, m):
         data = bytes(data) + bytes(n * k - len(data))
     mv = memoryview(data)
     blocks = [mv[i * n:(i + 1) * n] for i in range(k)]
-    if m == k or n == 0:
-        return blocks + [bytes(n)] * (m - k)
+    if n == 0 or m == k:  # nothing to code
+        return blocks + [b""] * (m - k)
     if ISAL is None:
         return zfec.Encoder(k, m).encode(blocks)
     return blocks + _isal_parity(data, n, k, m)
@@ -61,21 +61,27 @@ def _isal_tables(k, m):
     return tables
 
 
-def _load_isal():
-    for name in ("libisal.so.2", ctypes.util.find_library("isal")):
+def _open_isal():
+    try:
+        return ctypes.CDLL("libisal.so.2")
+    except OSError:
+        name = ctypes.util.find_library("isal")  # another version, or elsewhere (ldconfig)
         try:
-            lib = ctypes.CDLL(name) if name else None
+            return ctypes.CDLL(name) if name else None
         except OSError:
-            continue
-        if lib is not None:
-            lib.ec_init_tables.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_char_p,
-                                           ctypes.c_char_p)
-            lib.ec_init_tables.restype = None
-            lib.ec_encode_data.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                           ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p)
-            lib.ec_encode_data.restype = None
-            return lib
-    return None
+            return None
+
+
+def _load_isal():
+    lib = _open_isal()
+    if lib is not None:
+        lib.ec_init_tables.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_char_p,
+                                       ctypes.c_char_p)
+        lib.ec_init_tables.restype = None
+        lib.ec_encode_data.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_char_p,
+                                       ctypes.c_void_p, ctypes.c_void_p)
+        lib.ec_encode_data.restype = None
+    return lib
 
 
 ISAL = _load_isal()  # None: zfec encodes
