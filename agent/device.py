@@ -160,8 +160,8 @@ class Agent:
     def _connect(self, now):
         try:
             t = self.transport
+            t.subscribe(down_topic(self.identity.hex, "#"))  # goes with the CONNECT
             t.connect()
-            t.subscribe(down_topic(self.identity.hex, "#"))
             self.backoff = 1
         except OSError as e:
             self.log("connect failed (%s), retry in %d s" % (e, self.backoff))

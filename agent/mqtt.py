@@ -128,12 +128,15 @@ class MQTTClient:
     # -- the transport interface -------------------------------------------------
 
     def connect(self):
-        """Open the socket, CONNECT (clean session) and restore the subscriptions."""
+        """Open the socket, CONNECT (clean session) and restore the subscriptions. Their
+        SUBSCRIBEs follow the CONNECT at once (MQTT lets a client send before its CONNACK):
+        connecting takes one round trip, not one more per topic."""
         self.close()
         self.sock = self.connect_socket(self.host, self.port)
         try:
             self.sock.settimeout(self.timeout)
             self._send(self._connect_packet())
+            subscribing = [(self._send_subscribe(topic), topic) for topic in self.topics]
             first, body = self._read_packet()
             if first != 0x20 or len(body) != 2:
                 raise OSError("MQTT: expected CONNACK, got packet type 0x%02x" % first)
@@ -142,8 +145,8 @@ class MQTTClient:
                               % (REFUSED.get(body[1], "unknown reason"), body[1]))
             self.inflight = set()
             self._ping_sent = None
-            for topic in self.topics:
-                self._subscribe(topic)
+            for pid, topic in subscribing:
+                self._await_suback(pid, topic)
         except OSError as e:
             self._drop(str(e))
             raise
@@ -151,12 +154,13 @@ class MQTTClient:
         self.session += 1
 
     def subscribe(self, topic):
-        """Subscribe at QoS 1 now (if connected) and again after every reconnect."""
+        """Subscribe at QoS 1 now (if connected, returning once the broker has confirmed it)
+        and at every connect."""
         if topic in self.topics:
             return
         self.topics.append(topic)
         if self.sock is not None:
-            self._subscribe(topic)
+            self._await_suback(self._send_subscribe(topic), topic)
 
     def publish(self, topic, payload, qos=1, retain=False):
         """Send PUBLISH: the header in one write, the payload (any buffer) in another."""
@@ -259,8 +263,8 @@ class MQTTClient:
         n = put_header(packet, 0x10, len(body))
         return packet[:n] + body
 
-    def _subscribe(self, topic):
-        """SUBSCRIBE at QoS 1 and wait for its SUBACK, dispatching what arrives meanwhile."""
+    def _send_subscribe(self, topic):
+        """SUBSCRIBE at QoS 1; its packet id."""
         t = topic.encode()
         if len(t) > _MAX_TOPIC:
             raise ValueError("MQTT topic longer than %d bytes" % _MAX_TOPIC)
@@ -272,6 +276,10 @@ class MQTTClient:
         i = _put_str(hdr, i + 2, t)
         hdr[i] = 1
         self._send(self._hdr_mv[:i + 1])
+        return pid
+
+    def _await_suback(self, pid, topic):
+        """Wait for SUBACK pid, dispatching what arrives meanwhile."""
         deadline = clock.monotonic() + self.timeout
         while True:
             self.sock.settimeout(max(0, deadline - clock.monotonic()))

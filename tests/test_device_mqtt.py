@@ -232,6 +232,46 @@ def test_reconnects_after_broker_restart_with_subscriptions(broker):
     peer.close()
 
 
+def test_connect_takes_one_round_trip_with_its_subscriptions(broker):
+    """A broker that answers only once it has the CONNECT and the SUBSCRIBE: a client that
+    waited for the CONNACK before subscribing would time out (a round trip per topic on a
+    camera's Wi-Fi)."""
+    import socket
+    seen = []
+
+    def broker_side(s):
+        buf, packets = b"", []
+        while len(packets) < 2:  # both before any answer (short packets: 1-byte lengths)
+            buf += s.recv(4096)
+            while len(buf) >= 2 and len(buf) >= 2 + buf[1]:
+                packets.append(buf[:2 + buf[1]])
+                buf = buf[2 + buf[1]:]
+        seen.extend(p[0] >> 4 for p in packets)
+        s.sendall(b"\x20\x02\x00\x00" + b"\x90\x03" + packets[1][2:4] + b"\x01")
+
+    ours, theirs = socket.socketpair()
+    c = MQTTClient("dev-pipelined", "unused", 0, connect_socket=lambda host, port: ours)
+    c.timeout = 3
+    c.subscribe("ek/dev/down/#")
+    t = threading.Thread(target=broker_side, args=(theirs,))
+    t.start()
+    c.connect()
+    t.join(5)
+    assert seen == [1, 8] and c.connected  # CONNECT, SUBSCRIBE, then the acks
+    c.close()
+    theirs.close()
+    # and with a real broker the subscription holds once connect() returns
+    c, got = MQTTClient("dev-" + os.urandom(4).hex(), "127.0.0.1", broker.port), queue.Queue()
+    c.on_message = lambda topic, payload: got.put((topic, payload))
+    c.subscribe("dev/down")
+    c.connect()
+    peer = Peer(broker.port)
+    peer.publish("dev/down", b"first")
+    assert poll_until(c, lambda: not got.empty()) and got.get() == ("dev/down", b"first")
+    c.close()
+    peer.close()
+
+
 def test_connack_refusal_is_a_clear_error(tmp_path):
     # mosquitto started as root reads the password file as user mosquitto
     pw_dir = tempfile.TemporaryDirectory()
