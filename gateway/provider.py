@@ -133,6 +133,7 @@ class Provider:
         self.bytes_read = 0      # share and leaf bytes read from disk, for bench/audit
         self._tree = (None, None)  # the last epoch's tree: audits walk epochs in order
         legacy_shares.migrate(self)
+        self._make_unused_roots()
 
     # -- blobs -------------------------------------------------------------------
 
@@ -231,6 +232,16 @@ class Provider:
     def missing_roots(self):
         """Roots whose directory is gone: a disk unplugged, died or wiped."""
         return [r for r in self.roots if not os.path.isdir(r)]
+
+    def _make_unused_roots(self):
+        """Make the directory of each root that holds no share yet: on a new gateway a root
+        not made yet is not a lost one (the Keeper would say so every round until the
+        first camera chunk). A root with shares that is gone stays missing."""
+        for i, root in enumerate(self.roots):
+            if not os.path.isdir(root) and not self.db.execute(
+                    "SELECT 1 FROM shares WHERE idx % ? = ? LIMIT 1",
+                    (len(self.roots), i)).fetchone():
+                os.makedirs(root, exist_ok=True)
 
     def share_location(self, digest, j):
         """(pack path, offset, length) of share j's record, or None."""

@@ -113,6 +113,19 @@ def test_share_records_of_an_earlier_gateway_are_read_and_checked(prov):
     assert prov.rebuild(digest) == [0] and prov.health(digest) == (4, 4)
 
 
+def test_a_new_store_has_no_missing_root_and_a_wiped_one_stays_missing(tmp_path):
+    data = str(tmp_path / "gw")
+    provider.configure(data, [str(tmp_path / "disk1"), str(tmp_path / "disk2")], 2, 4)
+    prov = Provider(data)
+    assert prov.missing_roots() == [] and all(os.path.isdir(r) for r in prov.roots)
+    d, blob_data = blob(5000)
+    prov.put(d, blob_data)
+    prov.close()
+    shutil.rmtree(prov.roots[0])
+    again = Provider(data)  # a restart does not paper over a lost disk
+    assert again.missing_roots() == [again.roots[0]] and again.get(d) == blob_data
+
+
 def test_losing_a_root_loses_nothing(prov):
     blobs = [blob(n, n) for n in (1, 100, 4096, 70000)]
     for d, data in blobs:
