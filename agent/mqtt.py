@@ -35,11 +35,7 @@ _MAX_TOPIC = 256
 
 def tcp_connect(host, port, timeout=10):
     """A connected TCP socket (CPython, MicroPython ports with sockets, the wasm shim)."""
-    try:
-        host = host.encode("ascii")  # for a str, CPython imports its IDNA codec: 1-2 ms
-    except (AttributeError, UnicodeError):
-        pass  # bytes already, or an internationalized name that needs the codec
-    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    ai = socket.getaddrinfo(_ascii_bytes(host), port, 0, socket.SOCK_STREAM)[0]
     s = socket.socket(ai[0], ai[1], ai[2])
     try:
         s.settimeout(timeout)
@@ -49,6 +45,15 @@ def tcp_connect(host, port, timeout=10):
         s.close()
         raise
     return s
+
+
+def _ascii_bytes(host):
+    """An ASCII host name as bytes: for a str, CPython imports its IDNA codec (1-2 ms of a
+    waking camera's first connect). Bytes, or a name that needs the codec, as given."""
+    try:
+        return host.encode("ascii")
+    except (AttributeError, UnicodeError):
+        return host
 
 
 def _no_delay(s):
