@@ -49,7 +49,7 @@ _META = ">II4s"
 
 
 def merkle_root(hashes):
-    """RFC 9162 root over concatenated 32-byte leaves (gateway/merkle.py's tree)."""
+    """RFC 9162 root over concatenated 32-byte leaves (gateway/wire/merkle.py's tree)."""
     level = []
     for i in range(0, len(hashes), HASH_LEN):
         level.append(hashlib.sha256(b"\x00" + hashes[i:i + HASH_LEN]).digest())

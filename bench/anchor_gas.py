@@ -7,7 +7,7 @@ import tempfile
 
 import common  # noqa: F401  (puts the repo on sys.path)
 
-from gateway import merkle
+from gateway.wire import merkle
 from gateway.chain.client import DEFAULT_DEV_KEY, Chain
 from gateway.chain.node import Anvil
 

@@ -24,12 +24,18 @@ from agent.identity import Identity
 from agent.objects import manifest
 from agent.proto import (ENV_BASE, ENV_CIPHERTEXT, ENV_COUNT, ENV_DEVICE, ENV_KIND, ENV_SEQ,
                          ENV_TIME, ENV_VERSION, VERSION)
-from gateway import anchor, keeper, objects, protocol, provider, registry
-from gateway.anchor import Anchorer
+from gateway.anchor import epochs as anchor
+from gateway.keeper import audit as keeper
+from gateway.keeper import challenges
+from gateway.wire import objects
+from gateway.wire import protocol
+from gateway.store import provider
+from gateway.chain import registry
+from gateway.anchor.epochs import Anchorer
 from gateway.chain.client import DEFAULT_DEV_KEY, Chain
 from gateway.chain.node import Anvil
-from gateway.objects import ObjectStore
-from gateway.store import Store
+from gateway.ingest.objects import ObjectStore
+from gateway.store.database import Store
 
 CHUNK = 65000
 CHUNKS_PER_OBJECT = 160   # 10.4 MB objects
@@ -91,7 +97,7 @@ def measure(megabytes, samples):
             stored = fill(data, chain, megabytes)
             k = keeper.Keeper(data, chain)
             k.protect()
-            _, chs = keeper.draw(chain, samples)
+            _, chs = challenges.draw(chain, samples)
             by_kind = {"chunk": [0, 0, 0], "batch": [0, 0, 0]}
             for ch in chs:
                 before = k.provider.bytes_read

@@ -30,9 +30,9 @@ from agent.identity import Identity
 from agent.mqtt import MQTTClient
 from agent.objects import ObjectQueue
 from agent.spool import Spool
-from gateway.broker import Mosquitto
-from gateway.ingest import Ingest
-from gateway.store import Store
+from gateway.mqtt.broker import Mosquitto
+from gateway.ingest.pipeline import Ingest
+from gateway.store.database import Store
 from hw.rpi.camera import AGENT_CONFIG as PI_CAMERA
 
 PROFILES = (("Pi camera", PI_CAMERA), ("ESP32-CAM, agent defaults", CAMERA_DEFAULTS))

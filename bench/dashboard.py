@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import httpx2  # noqa: E402
 
 from gateway.config import Config  # noqa: E402
-from gateway.store import Store  # noqa: E402
+from gateway.store.database import Store  # noqa: E402
 from gateway.web import auth  # noqa: E402
 from gateway.web.app import WebServer, create_app  # noqa: E402
 

@@ -16,9 +16,9 @@ import paho.mqtt.client as mqtt
 
 from common import make_devices, median, signed_batches, use_openssl_for_preload
 
-from gateway.broker import Mosquitto
-from gateway.ingest import Ingest
-from gateway.store import Store
+from gateway.mqtt.broker import Mosquitto
+from gateway.ingest.pipeline import Ingest
+from gateway.store.database import Store
 
 SUB_ID = "bench-mosquitto-sub"
 

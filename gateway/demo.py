@@ -12,12 +12,12 @@ import threading
 import time
 
 from agent import sim, simcamera
-from gateway import registry
-from gateway.broker import Mosquitto
+from gateway.chain import registry
+from gateway.mqtt.broker import Mosquitto
 from gateway.config import ChainConfig, Config
-from gateway.keyring import Keyring
+from gateway.owner.keyring import Keyring
 from gateway.service import Gateway
-from gateway.store import Store
+from gateway.store.database import Store
 
 log = logging.getLogger("edgekeep.demo")
 

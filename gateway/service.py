@@ -3,13 +3,13 @@ together."""
 import logging
 import os
 
-from gateway import provider
-from gateway.anchor import Anchorer
+from gateway.store import provider
+from gateway.anchor.epochs import Anchorer
 from gateway.chain import node
 from gateway.chain.client import DEFAULT_DEV_KEY, Chain
-from gateway.homeassistant import Bridge
-from gateway.ingest import Ingest
-from gateway.keeper import KeeperLoop
+from gateway.integrations.homeassistant import Bridge
+from gateway.ingest.pipeline import Ingest
+from gateway.keeper.audit import KeeperLoop
 
 log = logging.getLogger("edgekeep")
 

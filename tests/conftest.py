@@ -5,7 +5,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway.broker import Mosquitto
+from gateway.mqtt.broker import Mosquitto
 
 
 @pytest.fixture

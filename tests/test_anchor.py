@@ -5,11 +5,12 @@ import os
 
 import pytest
 
-from gateway import anchor, merkle
-from gateway.anchor import Anchorer
+from gateway.anchor import epochs as anchor
+from gateway.wire import merkle
+from gateway.anchor.epochs import Anchorer
 from gateway.chain.client import DEFAULT_DEV_KEY, Chain
 from gateway.chain.node import Anvil
-from gateway.store import Store
+from gateway.store.database import Store
 from tests.conftest import wait_for
 
 

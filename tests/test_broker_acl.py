@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway.broker import GATEWAY_USER, CredentialError, Credentials, Mosquitto
+from gateway.mqtt.broker import GATEWAY_USER, CredentialError, Credentials, Mosquitto
 from tests.conftest import wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
-from gateway.broker import managed_credentials
-from gateway.export import readings
-from gateway.keyring import Keyring
-from gateway.store import Store
+from gateway.mqtt.broker import managed_credentials
+from gateway.owner.export import readings
+from gateway.owner.keyring import Keyring
+from gateway.store.database import Store
 from tests.conftest import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

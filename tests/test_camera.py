@@ -20,11 +20,11 @@ from agent.objects import (CACK_ID, CACK_RANGES, CACK_STATE, CACK_VERSION,
 from agent.proto import ACK_SEQ, ACK_VERSION
 from agent.simcamera import Scene
 from agent.spool import Spool
-from gateway.broker import Mosquitto
-from gateway.ingest import Ingest
-from gateway.keyring import Keyring
-from gateway.objects import ObjectStore
-from gateway.store import Store
+from gateway.mqtt.broker import Mosquitto
+from gateway.ingest.pipeline import Ingest
+from gateway.owner.keyring import Keyring
+from gateway.ingest.objects import ObjectStore
+from gateway.store.database import Store
 from tests.conftest import Subscriber, wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -226,7 +226,7 @@ def test_the_largest_chunk_size_passes_the_gateway_and_a_larger_one_is_refused_a
 
 GATEWAY = """
 import sys, threading
-from gateway.ingest import Ingest
+from gateway.ingest.pipeline import Ingest
 Ingest(sys.argv[1], sys.argv[2], epoch_seconds=3600).start()
 print("ready", flush=True)
 threading.Event().wait()

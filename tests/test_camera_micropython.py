@@ -7,9 +7,9 @@ import textwrap
 from agent.identity import Identity
 from agent.runtime.micropython import MicroPythonDevice
 from agent.simcamera import Scene, write_frames
-from gateway.ingest import Ingest
-from gateway.objects import ObjectStore
-from gateway.store import Store
+from gateway.ingest.pipeline import Ingest
+from gateway.ingest.objects import ObjectStore
+from gateway.store.database import Store
 from tests.test_camera import export
 
 # The camera's heap cap (docs/protocol.md, "Objects"): the agent's modules take ~90 KB once

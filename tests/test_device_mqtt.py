@@ -19,8 +19,8 @@ from agent.identity import Identity
 from agent.mqtt import MQTTClient
 from agent.proto import down_topic, up_topic
 from agent.spool import Spool
-from gateway import protocol
-from gateway.broker import Mosquitto
+from gateway.wire import protocol
+from gateway.mqtt.broker import Mosquitto
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import sys
 
 import pytest
 
-from gateway import discovery
-from gateway.broker import GATEWAY_USER, HOMEASSISTANT_USER, Mosquitto
+from gateway.integrations import discovery
+from gateway.mqtt.broker import GATEWAY_USER, HOMEASSISTANT_USER, Mosquitto
 from tests.conftest import wait_for
 from tests.test_broker_acl import Client
 
@@ -263,7 +263,7 @@ def test_home_assistant_account_cannot_write_discovery_or_device_topics(broker):
 
 
 def test_cli_records_shares_and_publishes_discovery(broker, tmp_path):
-    from gateway.store import Store
+    from gateway.store.database import Store
     from tests.test_broker_acl import REPO
     data = str(tmp_path / "data")
     store = Store(data)

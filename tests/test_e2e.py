@@ -12,7 +12,7 @@ from agent import sim
 from agent.proto import READING_FIELDS
 from gateway.chain import node
 from gateway.config import Config
-from gateway.store import Store
+from gateway.store.database import Store
 from tests.conftest import wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,4 @@
-"""gateway/erasure.py: ISA-L's parity shares are zfec's, byte for byte, and any k shares
+"""gateway/store/erasure.py: ISA-L's parity shares are zfec's, byte for byte, and any k shares
 rebuild the blob."""
 import json
 import os
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import zfec
 
-from gateway import erasure
+from gateway.store import erasure
 
 VECTORS = json.loads((Path(__file__).parent / "vectors/erasure.json").read_text())["vectors"]
 LAYOUTS = [(1, 1), (1, 2), (2, 2), (2, 3), (2, 4), (2, 6), (3, 5), (4, 8), (10, 20)]

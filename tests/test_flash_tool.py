@@ -62,7 +62,7 @@ def test_provision_then_info_and_deploy_copies_only_changes(tmp_path, device, bu
     config = json.load(open(os.path.join(device.directory, "config.json")))
     assert config["broker"] == "mqtt://127.0.0.1:1883" and config["board"] == "sim"
     assert config["wifi"] == {"ssid": "home", "password": ""}
-    from gateway.keyring import Keyring
+    from gateway.owner.keyring import Keyring
     ring = Keyring.open(str(tmp_path / "keyring.json"), "owner secret")
     identity = json.load(open(os.path.join(device.directory, "identity.json")))
     assert ring.get(dev_hex).hex() == identity["dk"]  # the owner has the device's data key

@@ -4,9 +4,9 @@ import json
 import os
 import time
 
-from gateway import discovery
-from gateway.homeassistant import Bridge
-from gateway.store import Store
+from gateway.integrations import discovery
+from gateway.integrations.homeassistant import Bridge
+from gateway.store.database import Store
 from tests.conftest import Subscriber, wait_for
 
 A = "a1" * 8

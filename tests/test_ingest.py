@@ -9,10 +9,10 @@ import pytest
 from agent import cbor, cose, message
 from agent.identity import Identity
 from agent.proto import ACK_SEQ
-from gateway import protocol
-from gateway.ingest import Ingest
-from gateway.protocol import Reject
-from gateway.store import Store
+from gateway.wire import protocol
+from gateway.ingest.pipeline import Ingest
+from gateway.wire.protocol import Reject
+from gateway.store.database import Store
 from tests.conftest import Subscriber, wait_for
 
 

@@ -14,7 +14,7 @@ import tomllib
 
 import pytest
 
-from gateway.broker import GATEWAY_USER, Credentials
+from gateway.mqtt.broker import GATEWAY_USER, Credentials
 from gateway.localhost import free_port, wait_port
 from tests.test_broker_acl import Client
 
@@ -77,7 +77,7 @@ def test_bad_options_are_refused():
 
 def test_staged_install_lays_out_code_config_units_and_logrotate(staged):
     root, _ = staged
-    for path in ("opt/edgekeep/gateway/broker.py", "opt/edgekeep/agent/device.py",
+    for path in ("opt/edgekeep/gateway/mqtt/broker.py", "opt/edgekeep/agent/device.py",
                  "opt/edgekeep/package-lock.json", "var/lib/edgekeep/broker", "var/log/edgekeep",
                  "etc/edgekeep/mosquitto.d", "etc/logrotate.d/edgekeep",
                  "etc/systemd/journald.conf.d/edgekeep.conf"):

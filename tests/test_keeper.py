@@ -13,12 +13,20 @@ import pytest
 from agent import message
 from agent.identity import Identity
 from agent.objects import manifest
-from gateway import anchor, cli, keeper, merkle, objects, protocol, provider, registry
-from gateway.anchor import Anchorer
+from gateway.anchor import epochs as anchor
+from gateway.cli import main as cli
+from gateway.keeper import audit as keeper
+from gateway.keeper import challenges
+from gateway.wire import merkle
+from gateway.wire import objects
+from gateway.wire import protocol
+from gateway.store import provider
+from gateway.chain import registry
+from gateway.anchor.epochs import Anchorer
 from gateway.chain.client import DEFAULT_DEV_KEY, Chain
 from gateway.chain.node import Anvil
-from gateway.objects import ObjectStore
-from gateway.store import Store
+from gateway.ingest.objects import ObjectStore
+from gateway.store.database import Store
 from tests.conftest import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -146,11 +154,11 @@ def test_a_lost_root_loses_nothing_and_repair_reprotects(gw, capsys):
 def test_a_wrong_chunk_or_a_stale_proof_fails(gw):
     data, store, chain, rpc, obj = gw
     p = provider.Provider(data)
-    last = keeper.latest_epoch(chain.anchor_of, chain.latest_block()["number"])
+    last = challenges.latest_epoch(chain.anchor_of, chain.latest_block()["number"])
     assert last == 2
-    ch = keeper.Challenge(0, 2, 2, 4)                  # the manifest, chunk 4
+    ch = challenges.Challenge(0, 2, 2, 4)                  # the manifest, chunk 4
     honest = p.answer(ch.epoch, ch.leaf, ch.select)
-    assert keeper.check(ch, honest, chain).outcome == "ok"
+    assert challenges.check(ch, honest, chain).outcome == "ok"
 
     other = p.answer(2, 2, 5)["chunk"]
     wrong_chunk = dict(honest, chunk=dict(honest["chunk"], data=other["data"]))
@@ -158,8 +166,8 @@ def test_a_wrong_chunk_or_a_stale_proof_fails(gw):
     old_epoch_path = dict(honest, path=p.answer(1, 2, 0)["path"])
     other_leaf = dict(p.answer(2, 1, 0), leaf=2)
     for lie in (wrong_chunk, stale, old_epoch_path, other_leaf):
-        assert keeper.check(ch, lie, chain).outcome == "failed"
-    assert keeper.check(ch, provider.answer_from_wire(provider.answer_to_wire(honest)),
+        assert challenges.check(ch, lie, chain).outcome == "failed"
+    assert challenges.check(ch, provider.answer_from_wire(provider.answer_to_wire(honest)),
                         chain).outcome == "ok"
 
 

@@ -6,7 +6,7 @@ import sys
 # much free heap top malloc keeps (mallinfo2's keepcost).
 PROBE = """
 import ctypes, sys
-from gateway import malloc
+from gateway.ingest import malloc
 libc = ctypes.CDLL(None)
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena ordblks smblks hblks hblkhd usmblks "

@@ -9,7 +9,7 @@ import textwrap
 import cbor2
 
 from agent.runtime.micropython import MicroPythonDevice
-from gateway import protocol
+from gateway.wire import protocol
 from gateway.chain import node
 from tests.test_e2e import (ENV, REPO, assert_stored_exactly_once, assert_verify_all, cli,
                             ledger, simulated_trackers, start_gateway, write_config)

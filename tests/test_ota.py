@@ -25,9 +25,9 @@ from agent.identity import Identity
 from agent.runtime.micropython import EXIT_RESET, MicroPythonDevice
 from firmware import bundle, signing
 from firmware.boards import ROOT, source_files
-from gateway.ingest import Ingest
-from gateway.ota import Release, Transfer
-from gateway.store import Store
+from gateway.ingest.pipeline import Ingest
+from gateway.ingest.ota import Release, Transfer
+from gateway.store.database import Store
 from tests.conftest import Subscriber, wait_for
 from tests.test_e2e import ENV, REPO
 

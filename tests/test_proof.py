@@ -7,11 +7,13 @@ import pytest
 
 from agent import message
 from agent.identity import Identity
-from gateway import anchor, proof, registry
-from gateway.anchor import Anchorer
+from gateway.anchor import epochs as anchor
+from gateway.keeper import proof
+from gateway.chain import registry
+from gateway.anchor.epochs import Anchorer
 from gateway.chain.client import DEFAULT_DEV_KEY, Chain
 from gateway.chain.node import Anvil
-from gateway.store import Store
+from gateway.store.database import Store
 
 
 @pytest.fixture

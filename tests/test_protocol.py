@@ -11,7 +11,7 @@ from pycose.messages import CoseMessage, Enc0Message, Sign1Message
 
 from agent import cbor
 from agent.readings import unpack
-from gateway import protocol
+from gateway.wire import protocol
 from tests.vectors import make_messages
 
 VECTORS = json.load(open(os.path.join(os.path.dirname(__file__), "vectors", "messages.json")))

@@ -5,8 +5,11 @@ import shutil
 
 import pytest
 
-from gateway import erasure, legacy_shares, packs, provider
-from gateway.provider import Provider, Unrecoverable
+from gateway.store import erasure
+from gateway.store import legacy_shares
+from gateway.store import packs
+from gateway.store import provider
+from gateway.store.provider import Provider, Unrecoverable
 
 
 def blob(n, seed=0):

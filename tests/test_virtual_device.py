@@ -10,7 +10,7 @@ import time
 import pytest
 
 from gateway.config import Config
-from gateway.store import Store
+from gateway.store.database import Store
 from tests.conftest import wait_for
 from tools.virtual_device import VirtualDevice
 

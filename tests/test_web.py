@@ -17,11 +17,11 @@ from agent.identity import Identity
 from agent.message import Nonces
 from agent.objects import KIND_CHUNK, KIND_MANIFEST, ObjectQueue, manifest
 from agent.proto import up_topic
-from gateway import merkle
-from gateway.cli import main as cli_main
+from gateway.wire import merkle
+from gateway.cli.main import main as cli_main
 from gateway.config import Config
-from gateway.ingest import Ingest
-from gateway.store import Store
+from gateway.ingest.pipeline import Ingest
+from gateway.store.database import Store
 from gateway.web import auth
 from gateway.web.app import PUBLIC, WebServer, create_app
 

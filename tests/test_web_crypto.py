@@ -16,8 +16,8 @@ from agent.message import Nonces
 from agent.objects import ObjectQueue, manifest
 from agent.proto import ENV_CIPHERTEXT
 from agent.simcamera import Scene
-from gateway.export import envelope_of
-from gateway.keyring import Keyring
+from gateway.owner.export import envelope_of
+from gateway.owner.keyring import Keyring
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VECTORS = os.path.join(ROOT, "tests", "vectors")

@@ -15,7 +15,7 @@ SBIN = ("/usr/sbin", "/sbin")
 BROKER = {"mosquitto": "mosquitto", "mosquitto_sub": "mosquitto-clients",
           "mosquitto_pub": "mosquitto-clients", "mosquitto_passwd": "mosquitto"}
 BROWSER = {"chromium": "chromium"}
-LIBRARIES = {"isal": "libisal2"}  # gateway/erasure.py; without it zfec codes, 7x slower
+LIBRARIES = {"isal": "libisal2"}  # gateway/store/erasure.py; without it zfec codes, 7x slower
 
 
 def missing(commands):

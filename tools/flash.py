@@ -73,7 +73,7 @@ def cmd_firmware(args):
 
 
 def cmd_provision(args):
-    from gateway.keyring import KeyringError, passphrase_from
+    from gateway.owner.keyring import KeyringError, passphrase_from
     from tools.flashlib.device import Device
     from tools.flashlib.provision import provision
     try:

@@ -12,9 +12,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agent.objects import HASH_LEN
-from gateway import merkle, provider, registry
-from gateway.broker import managed_credentials
-from gateway.store import Store
+from gateway.wire import merkle
+from gateway.store import provider
+from gateway.chain import registry
+from gateway.mqtt.broker import managed_credentials
+from gateway.store.database import Store
 from gateway.web import auth, sse
 from gateway.web.status import device_row
 
@@ -211,7 +213,7 @@ async def message_proof(request):
 # -- camera objects ------------------------------------------------------------------
 
 def object_row(o):
-    """An `objects` row (gateway/objects.py) as the pages and the API show it."""
+    """An `objects` row (gateway/ingest/objects.py) as the pages and the API show it."""
     row = {k: o[k] for k in OBJECT_COLUMNS}
     done = o["stored"] == o["count"]
     row.update(complete=done, has_snapshot=done and o["type"].startswith("image/"),

@@ -10,9 +10,9 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from gateway import metrics
-from gateway.objects import ObjectStore
-from gateway.store import Store
+from gateway.integrations import metrics
+from gateway.ingest.objects import ObjectStore
+from gateway.store.database import Store
 from gateway.web import api, auth, pages
 from gateway.web.sse import Broadcaster
 from gateway.web.status import Monitor

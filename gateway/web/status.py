@@ -11,7 +11,7 @@ import threading
 import time
 from collections import deque
 
-from gateway.store import Store
+from gateway.store.database import Store
 
 log = logging.getLogger("edgekeep.web")
 
@@ -121,14 +121,14 @@ class Monitor:
     def broker_health(self):
         if not self.gateway or not self.gateway.ingest:
             return {"ok": None, "detail": "no ingest in this process"}
-        ok = self.gateway.ingest.client.is_connected()
+        ok = self.gateway.ingest.is_connected()
         return {"ok": ok, "detail": "connected" if ok else "disconnected, retrying"}
 
     def chain_health(self):
         if not self.gateway or not self.gateway.chain:
             return {"ok": None, "detail": "no chain in this process"}
         try:
-            block = self.gateway.chain.w3.eth.block_number
+            block = self.gateway.chain.latest_block()["number"]
         except Exception as e:
             return {"ok": False, "detail": str(e)[:200]}
         return {"ok": True, "detail": "block %d" % block, "block": block}

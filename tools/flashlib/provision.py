@@ -10,7 +10,7 @@ import tempfile
 
 from agent.proto import device_hex, device_id
 from firmware.boards import BOARDS, ROOT, matches
-from gateway.keyring import Keyring
+from gateway.owner.keyring import Keyring
 from tools.flashlib import FlashError
 
 KEYGEN = """

@@ -13,7 +13,7 @@ def topic(device):
 
 
 def payload(obj, kind):
-    """The event for an `objects` row (see gateway/objects.py); kind is "new" or "end"."""
+    """The event for an `objects` row (see gateway/ingest/objects.py); kind is "new" or "end"."""
     before = {"id": obj["oid"], "camera": obj["device"], "label": obj["event"],
               "start_time": obj["time"], "end_time": None, "has_snapshot": False,
               "has_clip": False, "type": obj["type"], "size": obj["size"],

@@ -31,7 +31,7 @@ DEVICE_ID = re.compile(r"^[0-9a-f]{16}$")
 
 # Patterns apply to every user; %u is the username, which for a device is its id.
 ACL = """\
-# EdgeKeep broker ACL (written by gateway/broker.py). A device's username is its id.
+# EdgeKeep broker ACL (written by gateway/mqtt/broker.py). A device's username is its id.
 pattern write ek/%%u/up/#
 pattern read ek/%%u/down/#
 

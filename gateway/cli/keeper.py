@@ -15,7 +15,11 @@ import os
 import urllib.error
 import urllib.request
 
-from gateway import keeper, provider
+from gateway.chain.reader import ChainReader
+from gateway.keeper import audit as keeper
+from gateway.keeper import challenges
+from gateway.store import provider
+from gateway.cli.common import chain_for, open_store
 
 
 def add_commands(sub):
@@ -51,9 +55,8 @@ def cmd_audit(args):
         if args.all or args.object:
             raise SystemExit("error: --all and --object audit a local --data-dir")
         return audit_remote(args)
-    from gateway.cli import _chain_for, _store
-    _store(args.data_dir)
-    with _chain_for(args.data_dir, args.rpc) as chain:
+    open_store(args.data_dir)
+    with chain_for(args.data_dir, args.rpc) as chain:
         k = keeper.Keeper(args.data_dir, chain)
         try:
             audit = (k.audit_all(args.object) if args.all or args.object
@@ -90,11 +93,11 @@ def audit_remote(args):
         print("contracts as the gateway names them (pin them with --deployment):")
     for name, address in sorted(contracts.items()):
         print("  %-14s %s" % (name, address))
-    chain = keeper.ChainReader(args.rpc or info["rpc_url"], contracts)
+    chain = ChainReader(args.rpc or info["rpc_url"], contracts)
     if chain.chain_id != info["chain_id"]:
         raise SystemExit("error: the gateway anchors on chain %d, %s is chain %d"
                          % (info["chain_id"], args.rpc, chain.chain_id))
-    block, chs = keeper.draw(chain, args.samples)
+    block, chs = challenges.draw(chain, args.samples)
     print("seed: block %d, hash %s" % (block["number"], block["hash"]))
     outcomes, sent = [], 0
     for ch in chs:
@@ -102,9 +105,9 @@ def audit_remote(args):
             wire = gw.get("/api/storage/challenge?epoch=%d&leaf=%d&select=%d"
                           % (ch.epoch, ch.leaf, ch.select))
             sent += gw.last_size
-            o = keeper.check(ch, provider.answer_from_wire(wire), chain)
+            o = challenges.check(ch, provider.answer_from_wire(wire), chain)
         except (RemoteError, ValueError) as e:
-            o = keeper.Outcome("failed", "gateway: %s" % e, None, -1)
+            o = challenges.Outcome("failed", "gateway: %s" % e, None, -1)
         if o.outcome != "ok":
             print("%s challenge %d (epoch %d, leaf %d): %s" % (o.outcome.upper(), ch.index,
                                                                 ch.epoch, ch.leaf, o.detail))
@@ -164,8 +167,7 @@ class Remote:
 
 
 def cmd_repair(args):
-    from gateway.cli import _store
-    _store(args.data_dir)
+    open_store(args.data_dir)
     k = keeper.Keeper(args.data_dir, None)
     missing = k.provider.missing_roots()
     if missing:
@@ -181,8 +183,7 @@ def cmd_repair(args):
 
 
 def cmd_status(args):
-    from gateway.cli import _store
-    _store(args.data_dir)
+    open_store(args.data_dir)
     s = keeper.Keeper(args.data_dir, None).status()
     print("storage roots  %s" % ", ".join(s["roots"]))
     print("erasure code   k=%d of m=%d shares%s" % (s["k"], s["m"], "; " + (provider.check_layout(

@@ -3,7 +3,8 @@ signature under the key registered on chain, its Merkle inclusion, and the epoch
 anchored on chain in a mined block."""
 from dataclasses import dataclass, field
 
-from gateway import merkle, protocol
+from gateway.wire import merkle
+from gateway.wire import protocol
 
 
 @dataclass

@@ -12,7 +12,7 @@ import logging
 import os
 import struct
 
-from gateway import erasure
+from gateway.store import erasure
 
 log = logging.getLogger("edgekeep.provider")
 

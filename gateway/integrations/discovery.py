@@ -23,7 +23,7 @@ import threading
 
 import paho.mqtt.client as mqtt
 
-from agent.mqtt_paho import parse_broker
+from gateway.mqtt.client import new_client
 
 log = logging.getLogger("edgekeep.discovery")
 
@@ -185,14 +185,8 @@ class Publisher:
         self.configs = {}       # object id -> config, for re-sending on HA's birth
         self.shares = {}        # device id -> shared readings
         self.lock = threading.Lock()
-        host, port, tls, user, pw = parse_broker(broker)
-        self.host, self.port = host, port
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id="edgekeep-ha-" + gateway_id)
-        if username or user:
-            self.client.username_pw_set(username or user, password or pw)
-        if tls:
-            self.client.tls_set()
+        self.client, b = new_client(broker, "edgekeep-ha-" + gateway_id, username, password)
+        self.host, self.port = b.host, b.port
         self.client.will_set(gateway_availability_topic(gateway_id), "offline", qos=1, retain=True)
         self.client.on_connect = self._on_connect
         self.client.message_callback_add(HA_STATUS, self._on_ha_status)

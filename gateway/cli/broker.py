@@ -6,7 +6,7 @@ stored anywhere in clear except the gateway's own (`<dir>/gateway.secret`).
 import re
 import socket
 
-from gateway.broker import Credentials
+from gateway.mqtt.broker import Credentials
 
 
 def cmd_init(args):
@@ -39,7 +39,7 @@ def cmd_list(args):
 
 
 def cmd_share(args):
-    from gateway import discovery
+    from gateway.integrations import discovery
     readings = [r for r in args.readings.split(",") if r]
     discovery.set_shares(args.data_dir, args.device, readings)
     print("%s shares %s with Home Assistant" % (args.device, ", ".join(readings) or "nothing"))
@@ -47,8 +47,8 @@ def cmd_share(args):
 
 
 def cmd_discovery(args):
-    from gateway import discovery
-    from gateway.store import Store
+    from gateway.integrations import discovery
+    from gateway.store.database import Store
     store = Store(args.data_dir)
     password = None
     if args.password_file:

@@ -9,7 +9,8 @@ import logging
 import threading
 import time
 
-from gateway import merkle, store
+from gateway.wire import merkle
+from gateway.store import database as store
 
 log = logging.getLogger("edgekeep.anchor")
 

@@ -2,6 +2,7 @@
 import sys
 
 from firmware import signing
+from gateway.cli.common import open_store
 
 
 def add_commands(sub):
@@ -25,9 +26,8 @@ def add_commands(sub):
 
 
 def cmd_push(args):
-    from gateway.cli import _store
     from gateway.config import Config
-    from gateway.ota import Pusher, Release
+    from gateway.ingest.ota import Pusher, Release
     if args.config:
         cfg = Config.load(args.config)
         data_dir, broker = cfg.data_dir, cfg.broker
@@ -37,7 +37,7 @@ def cmd_push(args):
     else:
         raise SystemExit("error: ota push needs --config or --data-dir")
     release = Release.verified(args.bundle, signing.load_public(args.release_key), args.chunk_size)
-    active = {d["id"]: d["public_key"] for d in _store(data_dir).devices()
+    active = {d["id"]: d["public_key"] for d in open_store(data_dir).devices()
               if d["status"] == "active"}
     if args.device:
         if args.device not in active:

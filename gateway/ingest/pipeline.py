@@ -5,7 +5,7 @@ signature before any other work, stores the new ones in one transaction, and onl
 the commit sends each device `ek/<id>/down/ack` with its highest contiguous durable
 sequence. The broker's PUBACK is also held back until the commit (paho manual acks), so a
 gateway killed mid-batch gets the batch again from its persistent session. The broker may
-have 1024 unacked messages out to the gateway (`max_inflight_messages`, gateway/broker.py),
+have 1024 unacked messages out to the gateway (`max_inflight_messages`, gateway/mqtt/broker.py),
 so the next batch arrives while one commits.
 """
 import itertools
@@ -18,14 +18,18 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-import paho.mqtt.client as mqtt
-
 from agent import cbor
 from agent.objects import KIND_CHUNK, KIND_MANIFEST
-from agent.mqtt_paho import no_delay, parse_broker
 from agent.proto import ACK_SEQ, ACK_VERSION, KIND_STATUS, VERSION, down_topic
-from gateway import anchor, erasure, malloc, objects, protocol, store
-from gateway.protocol import REPLAY, Reject
+from gateway.anchor import epochs as anchor
+from gateway.store import erasure
+from gateway.ingest import malloc
+from gateway.ingest import objects
+from gateway.wire import objects as wire_objects
+from gateway.mqtt.client import new_client
+from gateway.wire import protocol
+from gateway.store import database as store
+from gateway.wire.protocol import REPLAY, Reject
 
 log = logging.getLogger("edgekeep.ingest")
 
@@ -76,16 +80,9 @@ class Ingest:
         self.pool = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="verify")
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._run, name="ingest", daemon=True)
-        host, port, tls, user, pw = parse_broker(broker)
-        self.host, self.port = host, port
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  clean_session=False)
+        self.client, b = new_client(broker, client_id, username, password, clean_session=False)
+        self.host, self.port = b.host, b.port
         self.client.manual_ack_set(True)
-        no_delay(self.client)
-        if username or user:
-            self.client.username_pw_set(username or user, password or pw)
-        if tls:
-            self.client.tls_set()
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(1, 10)
@@ -118,6 +115,9 @@ class Ingest:
         self.seal_epoch()
         self.objects.provider.close()
         self._devices_db.close()
+
+    def is_connected(self):
+        return self.client.is_connected()
 
     def reload_devices(self):
         """Pick up registrations and revocations made by other processes."""
@@ -190,11 +190,11 @@ class Ingest:
             bases = {}
             for item in verified:
                 try:
-                    if isinstance(item, objects.Chunk):
+                    if isinstance(item, wire_objects.Chunk):
                         self.objects.add_chunk(item, now)
                         continue
                     signed, env = item
-                    manifest = (objects.parse_manifest(signed.payload)
+                    manifest = (wire_objects.parse_manifest(signed.payload)
                                 if env.kind == KIND_MANIFEST else None)
                     if self._store(signed, env, now):
                         bases[env.device] = max(bases.get(env.device, 0), env.base)
@@ -249,7 +249,7 @@ class Ingest:
 
     def _verify(self, topic, raw):
         if topic.endswith(CHUNK_TOPIC):  # not signed: bound by its signed manifest
-            chunk = objects.parse_chunk(topic, raw, self.max_bytes)
+            chunk = wire_objects.parse_chunk(topic, raw, self.max_bytes)
             self._key(chunk.device)
             return self.objects.prepare(chunk)
         signed = protocol.parse(topic, raw, self.max_bytes)

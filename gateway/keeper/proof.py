@@ -10,7 +10,8 @@ import json
 
 from web3 import Web3
 
-from gateway import merkle, protocol
+from gateway.wire import merkle
+from gateway.wire import protocol
 from gateway.chain.compile import load_artifact
 
 FORMAT = "edgekeep-proof/1"

@@ -14,10 +14,10 @@ import time
 import paho.mqtt.client as mqtt
 
 from agent import cbor, ota, ota_receive as rx
-from agent.mqtt_paho import no_delay, parse_broker
 from agent.proto import down_topic
 from firmware import bundle
-from gateway import protocol
+from gateway.mqtt.client import new_client
+from gateway.wire import protocol
 
 log = logging.getLogger("edgekeep.ota")
 
@@ -135,16 +135,9 @@ class Pusher:
         self.keys = {dev: protocol.load_public_key(pub) for dev, pub in keys.items()}
         self.say = say or (lambda dev, text: log.info("%s: %s", dev, text))
         self.reports = queue.Queue()
-        host, port, tls, user, pw = parse_broker(broker)
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id="edgekeep-ota-%d" % os.getpid())
-        if username or user:
-            self.client.username_pw_set(username or user, password or pw)
-        if tls:
-            self.client.tls_set()
+        self.client, b = new_client(broker, "edgekeep-ota-%d" % os.getpid(), username, password)
         self.client.on_message = lambda c, u, msg: self.reports.put((msg.topic, msg.payload))
-        no_delay(self.client)
-        self.host, self.port = host, port
+        self.host, self.port = b.host, b.port
 
     def run(self, release, devices, force=False, timeout=900.0):
         """Update devices; returns {device: Transfer} once all are done or timeout passes."""

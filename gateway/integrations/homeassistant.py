@@ -1,4 +1,4 @@
-"""Keeps Home Assistant's view in step with the gateway (gateway/discovery.py builds the payloads).
+"""Keeps Home Assistant's view in step with the gateway (gateway/integrations/discovery.py builds the payloads).
 
 Every `interval` seconds: discovery configs for devices that were registered, an empty
 retained config for those revoked, availability from when each device was last heard, and
@@ -10,8 +10,8 @@ import logging
 import threading
 import time
 
-from gateway import discovery
-from gateway.store import Store
+from gateway.integrations import discovery
+from gateway.store.database import Store
 
 log = logging.getLogger("edgekeep.homeassistant")
 

@@ -2,7 +2,8 @@
 import sys
 import time
 
-from gateway.export import decrypt_encrypt0
+from gateway.owner.export import decrypt_encrypt0
+from gateway.cli.common import open_store
 
 
 def add_commands(sub):
@@ -15,9 +16,8 @@ def add_commands(sub):
 
 
 def _objects(data_dir):
-    from gateway.cli import _store
-    from gateway.objects import ObjectStore
-    return ObjectStore(data_dir, _store(data_dir).db)
+    from gateway.ingest.objects import ObjectStore
+    return ObjectStore(data_dir, open_store(data_dir).db)
 
 
 def cmd_objects(args):
@@ -40,7 +40,7 @@ def cmd_objects(args):
 
 def export(args):
     """Decrypt one object with the owner's keyring and write its plaintext (JPEG or clip)."""
-    from gateway.keyring import Keyring, passphrase_from
+    from gateway.owner.keyring import Keyring, passphrase_from
     if not args.out:
         raise SystemExit("error: export --object needs --out FILE")
     objects = _objects(args.data_dir)

@@ -21,7 +21,7 @@ def register(store, chain, public_key, name=None, kind="tracker", owner=None):
 
 
 def revoke(store, chain, dev_hex, broker=None):
-    """Revoke on chain and locally; with broker (gateway.broker.Credentials), its MQTT account too."""
+    """Revoke on chain and locally; with broker (gateway.mqtt.broker.Credentials), its MQTT account too."""
     dev = bytes.fromhex(dev_hex)
     on_chain = chain.device(dev)
     if on_chain is None and store.device(dev_hex) is None:

@@ -9,12 +9,13 @@ import signal
 import sys
 import threading
 
+from gateway.cli.common import chain_for, open_store
 from gateway.config import Config
 
 # Modules that add their own subcommands: each has add_commands(subparsers), and each
 # subparser sets fn=callable(args) -> exit code.
-PLUGINS = ["gateway.broker_cli", "gateway.admin_cli", "gateway.objects_cli", "gateway.keeper_cli",
-           "gateway.ota_cli"]
+PLUGINS = ["gateway.cli.broker", "gateway.cli.admin", "gateway.cli.objects", "gateway.cli.keeper",
+           "gateway.cli.ota"]
 
 
 def cmd_run(args):
@@ -36,31 +37,9 @@ def cmd_demo(args):
     return demo.run(args)
 
 
-@contextlib.contextmanager
-def _chain_for(data_dir, rpc):
-    """The data dir's chain; a local anvil this command had to start is stopped after."""
-    from gateway.chain import node
-    from gateway.chain.client import DEFAULT_DEV_KEY, Chain
-    started = not rpc and node.running_url(data_dir) is None
-    url = rpc or node.ensure_running(data_dir)
-    try:
-        yield Chain(url, os.environ.get("EDGEKEEP_CHAIN_KEY", DEFAULT_DEV_KEY),
-                    os.path.join(data_dir, "chain", "deployment.json"))
-    finally:
-        if started:
-            node.stop_running(data_dir)
-
-
-def _store(data_dir):
-    from gateway.store import Store, db_path
-    if not os.path.exists(db_path(data_dir)):
-        raise SystemExit("error: %s is not a gateway data directory (no store.db)" % data_dir)
-    return Store(data_dir)
-
-
 def cmd_verify(args):
-    from gateway.verify import Verifier, parse_message_id
-    store = _store(args.data_dir)
+    from gateway.keeper.verify import Verifier, parse_message_id
+    store = open_store(args.data_dir)
     if args.all:
         messages = store.messages()
     else:
@@ -70,7 +49,7 @@ def cmd_verify(args):
         if not messages:
             print("error: no message %s in %s" % (args.message_id, args.data_dir), file=sys.stderr)
             return 2
-    with _chain_for(args.data_dir, args.rpc) as chain:
+    with chain_for(args.data_dir, args.rpc) as chain:
         result = Verifier(store, chain).run(messages)
     for mid, why in result.failures[:50]:
         print("FAILED %s: %s" % (mid, why))
@@ -81,18 +60,18 @@ def cmd_verify(args):
 
 
 def cmd_proof(args):
-    from gateway import proof
-    from gateway.verify import parse_message_id
+    from gateway.keeper import proof
+    from gateway.keeper.verify import parse_message_id
     device, seq = parse_message_id(args.message_id)
-    with _chain_for(args.data_dir, args.rpc) as chain:
-        p = proof.build(_store(args.data_dir), chain, device, seq)
+    with chain_for(args.data_dir, args.rpc) as chain:
+        p = proof.build(open_store(args.data_dir), chain, device, seq)
     proof.dump(p, args.out)
     print("wrote %s (epoch %d, leaf %d of %d)" % (args.out, p["epoch"], p["index"], p["size"]))
     return 0
 
 
 def cmd_check_proof(args):
-    from gateway import proof
+    from gateway.keeper import proof
     with open(args.file) as f:
         p = json.load(f)
     results = proof.check(p, args.rpc)
@@ -104,8 +83,8 @@ def cmd_check_proof(args):
 
 
 def cmd_devices(args):
-    from gateway import registry
-    store = _store(args.data_dir) if args.action == "list" else _open_store(args.data_dir)
+    from gateway.chain import registry
+    store = open_store(args.data_dir) if args.action == "list" else open_store(args.data_dir, create=True)
     if args.action == "list":
         devices = store.devices()
         print("%-16s  %-12s  %-8s  %-7s  %6s  %s" % ("DEVICE", "NAME", "KIND", "STATUS", "ACKED", "LAST SEEN"))
@@ -115,9 +94,9 @@ def cmd_devices(args):
                 _ago(d["last_seen"])))
         print("%d device(s)" % len(devices))
         return 0
-    from gateway.broker import managed_credentials
+    from gateway.mqtt.broker import managed_credentials
     broker = managed_credentials(args.data_dir)
-    with _chain_for(args.data_dir, args.rpc) as chain:
+    with chain_for(args.data_dir, args.rpc) as chain:
         if args.action == "add":
             dev = registry.register(store, chain, bytes.fromhex(args.public_key), args.name,
                                     args.kind)
@@ -148,11 +127,6 @@ def _give_broker_account(broker, dev, out):
     print("broker account %s: credentials in %s" % (dev, out))
 
 
-def _open_store(data_dir):
-    from gateway.store import Store
-    return Store(data_dir)
-
-
 def _ago(t):
     import time
     if not t:
@@ -162,14 +136,14 @@ def _ago(t):
 
 def cmd_export(args):
     if args.object:
-        from gateway import objects_cli
+        from gateway.cli import objects as objects_cli
         return objects_cli.export(args)
     if not args.device:
         raise SystemExit("error: export needs --device or --object")
-    from gateway import export
-    from gateway.keyring import Keyring, passphrase_from
+    from gateway.owner import export
+    from gateway.owner.keyring import Keyring, passphrase_from
     ring = Keyring.open(args.key, passphrase_from(args.passphrase_file))
-    rows = export.readings(_store(args.data_dir), args.device, ring.get(args.device))
+    rows = export.readings(open_store(args.data_dir), args.device, ring.get(args.device))
     out = open(args.out, "w", newline="") if args.out else sys.stdout
     export.write(rows, args.format, out)
     if args.out:
@@ -180,7 +154,7 @@ def cmd_export(args):
 
 def cmd_keyring(args):
     from agent.identity import Identity
-    from gateway.keyring import Keyring, passphrase_from
+    from gateway.owner.keyring import Keyring, passphrase_from
     ring = Keyring.open_or_create(args.keyring, passphrase_from(args.passphrase_file, confirm=False))
     for root, _, files in os.walk(args.from_dir):
         if "identity.json" in files:

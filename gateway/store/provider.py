@@ -3,7 +3,7 @@ its answers to the Keeper's storage challenges.
 
 A blob is a camera chunk (its COSE_Encrypt0) or a whole message (a tracker batch, a status, a
 manifest), named by its SHA-256, the hash the anchored trees commit to. zfec cuts it into k
-blocks and m shares; share j is a record in a pack file of root j % R (gateway/packs.py)
+blocks and m shares; share j is a record in a pack file of root j % R (gateway/store/packs.py)
 behind a header holding the blob's name and the share's own checksum (XXH3-128), so a
 damaged share is known without decoding. Any k good shares rebuild the blob, and every read
 checks the blob against its name. The layout (roots, k, m) is the data directory's, in
@@ -21,8 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 import xxhash
 
 from agent.objects import KIND_MANIFEST
-from gateway import erasure, legacy_shares, merkle, objects, protocol, store
-from gateway.packs import Packs
+from gateway.store import database as store
+from gateway.store import erasure, legacy_shares
+from gateway.store.packs import Packs
+from gateway.wire import merkle, objects, protocol
 
 log = logging.getLogger("edgekeep.provider")
 

@@ -1,0 +1,3 @@
+"""The broker the gateway runs (Mosquitto: config, accounts, ACLs) and the paho client
+settings every gateway process shares. Imports nothing else of gateway/ but localhost.
+"""
