@@ -1,10 +1,11 @@
-# EdgeKeep: `make demo` runs the whole path locally, `make test` runs every test.
+# EdgeKeep: `make demo` runs the whole path locally, `make test` runs every test,
+# `make test-unit` the fast pure ones, `make lint` ruff and mypy.
 PY      ?= python3
 VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMPS  := .stamps
 
-.PHONY: setup setup-test demo test bench clean system
+.PHONY: setup setup-test demo test test-unit lint bench clean system
 
 setup: $(STAMPS)/venv $(STAMPS)/npm system
 
@@ -32,6 +33,16 @@ demo: setup
 
 test: setup-test
 	$(VPY) -m pytest -q
+
+# Pure tests (pytest -m unit): no broker, chain, node, browser or subprocess; the venv is
+# all they need.
+test-unit: $(STAMPS)/venv
+	$(VPY) -m pytest -q -m unit
+
+# ruff and mypy come with the venv's test extra; configured in pyproject.toml.
+lint: $(STAMPS)/venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: setup
 	for b in bench/*.py; do case $$b in */common.py) ;; *) $(VPY) $$b ;; esac; done

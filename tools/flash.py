@@ -16,8 +16,8 @@ import os
 import signal
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+if not __package__:  # run as `python tools/flash.py`: the repository's packages on the path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from firmware import images, signing  # noqa: E402
 from firmware.boards import BOARDS, FLASH_OFFSETS  # noqa: E402
@@ -159,7 +159,8 @@ def cmd_virtual_device(args):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python tools/flash.py", description=__doc__.split("\n")[0])
+    prog = "python tools/flash.py" if __name__ == "__main__" else "edgekeep-flash"
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("ports", help="list serial ports")
     s.set_defaults(fn=cmd_ports)
