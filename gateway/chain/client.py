@@ -14,15 +14,14 @@ from eth_abi import decode as abi_decode
 from eth_account import Account
 from eth_utils import keccak
 from hexbytes import HexBytes
-from web3 import Web3
-from web3.exceptions import BlockNotFound, ContractLogicError, TimeExhausted, TransactionNotFound
+from web3.exceptions import ContractLogicError, TimeExhausted, TransactionNotFound
 
-from .compile import load_artifact
+from gateway.chain.compile import load_artifact
+from gateway.chain.reader import CONTRACTS, ChainReader, check_len, connect, hex0x
 
 # anvil's dev account 0, derived from the public "test test ... junk" mnemonic. Everyone knows
 # this key: use it only on a local anvil chain, never on a public network.
 DEFAULT_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
-CONTRACTS = ("DeviceRegistry", "ProofAnchor", "StorageAudit")
 # StorageAudit is built over ProofAnchor, so it is deployed once ProofAnchor has an address.
 DEPLOY_STAGES = (("DeviceRegistry", "ProofAnchor"), ("StorageAudit",))
 GAS_MARGIN = 1.2  # over eth_estimateGas, in case state shifts before the tx is mined
@@ -37,18 +36,12 @@ class ChainError(Exception):
         self.reason = reason
 
 
-def _hex(value):
-    return HexBytes(value).to_0x_hex()
+class Chain(ChainReader):
+    """The chain as the gateway writes it: a ChainReader that also deploys the contracts
+    (once, recorded in the deployment file) and sends transactions from its account."""
 
-
-def _check_len(name, value, size):
-    if not isinstance(value, (bytes, bytearray)) or len(value) != size:
-        raise ValueError("%s must be %d bytes, got %r" % (name, size, value))
-
-
-class Chain:
     def __init__(self, rpc_url, private_key, deployment_file, request_timeout=10):
-        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": request_timeout}))
+        self.w3 = connect(rpc_url, request_timeout)
         self.account = Account.from_key(private_key)
         self.address = self.account.address
         self.chain_id = self.w3.eth.chain_id
@@ -60,13 +53,7 @@ class Chain:
         self.deployment = self._load_deployment() or {"contracts": {}}
         if set(CONTRACTS) - set(self.deployment["contracts"]):
             self.deployment = self._deploy(artifacts, self.deployment)
-        addresses = self.deployment["contracts"]
-        self.registry = self.w3.eth.contract(address=addresses["DeviceRegistry"],
-                                             abi=artifacts["DeviceRegistry"]["abi"])
-        self.proof_anchor = self.w3.eth.contract(address=addresses["ProofAnchor"],
-                                                 abi=artifacts["ProofAnchor"]["abi"])
-        self.storage_audit = self.w3.eth.contract(address=addresses["StorageAudit"],
-                                                  abi=artifacts["StorageAudit"]["abi"])
+        self.bind(self.deployment["contracts"])
 
     # deployment
 
@@ -127,7 +114,7 @@ class Chain:
             tx["gas"] = int(tx["gas"] * GAS_MARGIN)
             tx_hash = self.w3.eth.send_raw_transaction(self.account.sign_transaction(tx).raw_transaction)
             self._last_sent = (nonce, tx_hash)
-        return _hex(tx_hash)
+        return hex0x(tx_hash)
 
     def _nonce(self):
         """The node's pending nonce, unless it lags behind a transaction this process sent."""
@@ -163,31 +150,24 @@ class Chain:
             return ChainError("reverted: %s" % (e.message or e))
         name, types = decoded
         args = abi_decode(types, bytes(HexBytes(data))[4:])
-        shown = ", ".join(_hex(a) if isinstance(a, bytes) else str(a) for a in args)
+        shown = ", ".join(hex0x(a) if isinstance(a, bytes) else str(a) for a in args)
         return ChainError("reverted: %s(%s)" % (name, shown), reason=name)
 
     @staticmethod
     def _receipt_dict(receipt):
-        return {"block_number": receipt["blockNumber"], "block_hash": _hex(receipt["blockHash"]),
+        return {"block_number": receipt["blockNumber"], "block_hash": hex0x(receipt["blockHash"]),
                 "gas_used": receipt["gasUsed"], "status": receipt["status"]}
 
     # device registry
 
     def register_device(self, id8, pubkey65, owner):
-        _check_len("device id", id8, 8)
-        _check_len("public key", pubkey65, 65)
+        check_len("device id", id8, 8)
+        check_len("public key", pubkey65, 65)
         return self._transact(self.registry.functions.register(bytes(id8), bytes(pubkey65), owner))
 
     def revoke_device(self, id8):
-        _check_len("device id", id8, 8)
+        check_len("device id", id8, 8)
         return self._transact(self.registry.functions.revoke(bytes(id8)))
-
-    def device(self, id8):
-        _check_len("device id", id8, 8)
-        pubkey, owner, active, registered_at = self.registry.functions.deviceKey(bytes(id8)).call()
-        if registered_at == 0:
-            return None
-        return {"pubkey": bytes(pubkey), "owner": owner, "active": active, "registered_at": registered_at}
 
     def add_registrar(self, address):
         return self._transact(self.registry.functions.addRegistrar(address))
@@ -196,76 +176,23 @@ class Chain:
 
     def send_anchor(self, epoch, root32, count):
         """Send anchor(epoch, root, count) without waiting; resending the same root is harmless."""
-        _check_len("root", root32, 32)
+        check_len("root", root32, 32)
         return self._send(self.proof_anchor.functions.anchor(epoch, bytes(root32), count))
 
     def wait_receipt(self, tx_hash, timeout):
         """Receipt of a mined transaction (status 0 if it reverted); TimeoutError if not mined."""
         return self._receipt_dict(self._wait(tx_hash, timeout))
 
-    def anchor_of(self, epoch):
-        root, count, block_number, timestamp = self.proof_anchor.functions.anchorOf(epoch).call()
-        if root == bytes(32):
-            return None
-        return {"root": bytes(root), "count": count, "block_number": block_number, "timestamp": timestamp}
-
     def add_anchorer(self, address):
         return self._transact(self.proof_anchor.functions.addAnchorer(address))
-
-    def verify_inclusion(self, root32, leaf32, index, size, proof):
-        return self.proof_anchor.functions.verifyInclusion(
-            bytes(root32), bytes(leaf32), index, size, [bytes(p) for p in proof]).call()
-
-    def verify_anchored(self, epoch, leaf32, index, size, proof):
-        return self.proof_anchor.functions.verifyAnchored(
-            epoch, bytes(leaf32), index, size, [bytes(p) for p in proof]).call()
 
     # storage audits
 
     def send_audit(self, audit, seed_block, root32, challenges, failed):
         """Send StorageAudit.record without waiting; resending the same audit is harmless."""
-        _check_len("root", root32, 32)
+        check_len("root", root32, 32)
         return self._send(self.storage_audit.functions.record(audit, seed_block, bytes(root32),
                                                               challenges, failed))
-
-    def audit_of(self, audit):
-        root, seed_hash, seed_block, challenges, failed, block_number = \
-            self.storage_audit.functions.auditOf(audit).call()
-        if root == bytes(32):
-            return None
-        return {"root": bytes(root), "seed_hash": bytes(seed_hash), "seed_block": seed_block,
-                "challenges": challenges, "failed": failed, "block_number": block_number}
-
-    def verify_audit_record(self, audit, record32, index, size, proof):
-        return self.storage_audit.functions.verifyRecord(
-            audit, bytes(record32), index, size, [bytes(p) for p in proof]).call()
-
-    def verify_chunk(self, proof):
-        """StorageAudit.verifyChunk over a dict with the ChunkProof struct's fields."""
-        p = proof
-        return self.storage_audit.functions.verifyChunk((
-            p["epoch"], bytes(p["manifest"]), p["root_offset"], p["leaf"], p["size"],
-            [bytes(h) for h in p["epoch_path"]], bytes(p["chunk_hash"]), p["chunk_index"],
-            p["chunk_count"], [bytes(h) for h in p["chunk_path"]])).call()
-
-    # blocks
-
-    def latest_block(self):
-        block = self.w3.eth.get_block("latest")
-        return {"number": block["number"], "hash": _hex(block["hash"])}
-
-    def block_hash(self, number):
-        """Hash (hex) of canonical block `number`, or None if the chain is not that long."""
-        try:
-            return _hex(self.w3.eth.get_block(number)["hash"])
-        except BlockNotFound:
-            return None
-
-    def block_is_mined(self, number, block_hash):
-        """True if block `number` on the canonical chain has this hash (i.e. no reorg dropped it)."""
-        canonical = self.block_hash(number)
-        return canonical is not None and HexBytes(canonical) == HexBytes(block_hash)
-
 
 def _error_table(artifacts):
     """4-byte selector -> (name, argument types) for every custom error in the ABIs."""

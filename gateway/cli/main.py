@@ -51,12 +51,15 @@ def cmd_verify(args):
             return 2
     with chain_for(args.data_dir, args.rpc) as chain:
         result = Verifier(store, chain).run(messages)
-    for mid, why in result.failures[:50]:
-        print("FAILED %s: %s" % (mid, why))
-    if len(result.failures) > 50:
-        print("... and %d more failures" % (len(result.failures) - 50))
-    print("verified %d/%d" % (result.verified, result.checked))
-    return 0 if result.checked and result.verified == result.checked else 1
+    for mid, verdict in result.verdicts[:50]:
+        print("%s %s: %s" % (verdict.status.upper(), mid, verdict.reason))
+    if len(result.verdicts) > 50:
+        print("... and %d more" % (len(result.verdicts) - 50))
+    c = result.counts
+    print("verified %d/%d%s%s" % (c["ok"], result.checked,
+                                  ", %d pending (not anchored yet)" % c["pending"] if c["pending"] else "",
+                                  ", %d FAILED" % c["failed"] if c["failed"] else ""))
+    return 1 if c["failed"] or not result.checked else 0
 
 
 def cmd_proof(args):
@@ -74,12 +77,14 @@ def cmd_check_proof(args):
     from gateway.keeper import proof
     with open(args.file) as f:
         p = json.load(f)
-    results = proof.check(p, args.rpc)
-    for name, ok, detail in results:
-        print("%s %s: %s" % ("ok  " if ok else "FAIL", name, detail))
-    good = all(ok for _, ok, _ in results)
-    print("proof holds" if good else "proof does NOT hold")
-    return 0 if good else 1
+    try:
+        verdict = proof.check(p, proof.reader(p, args.rpc))
+    except (ValueError, KeyError) as e:
+        print("error: %s is not a readable proof file (%s)" % (args.file, e), file=sys.stderr)
+        return 2
+    print({"ok": "proof holds: %s", "pending": "proof pending: %s",
+           "failed": "proof does NOT hold: %s"}[verdict.status] % verdict.reason)
+    return 0 if verdict.ok else 3 if verdict.status == "pending" else 1
 
 
 def cmd_devices(args):

@@ -10,7 +10,8 @@ from collections import namedtuple
 import cbor2
 
 from agent.objects import KIND_MANIFEST
-from gateway.wire import merkle, objects, protocol
+from agent.proto import up_topic
+from gateway.wire import merkle, objects, protocol, verify
 
 
 SEED_DOMAIN = b"edgekeep-audit/1"
@@ -54,29 +55,28 @@ def challenges(seed_hash, last_epoch, count_of, n):
 
 
 def check(ch, answer, chain):
-    """Verify a Provider's answer with nothing but `chain` (anchor_of, device): an Outcome."""
+    """Verify a Provider's answer with nothing but `chain` (a ChainReader): an Outcome. The
+    message goes through the one verification path (gateway/wire/verify.py); a challenged
+    epoch without a root on chain yet is skipped, not failed."""
     def failed(why):
         return Outcome("failed", why, None, -1)
     if answer.get("epoch") != ch.epoch or answer.get("leaf") != ch.leaf:
         return failed("the answer is for another challenge")
-    anchor = chain.anchor_of(ch.epoch)
-    if anchor is None:
-        return failed("epoch %d has no root on chain" % ch.epoch)
-    raw = answer["message"]
-    digest = hashlib.sha256(raw).digest()
-    if not merkle.verify_inclusion(digest, ch.leaf, anchor["count"], answer["path"], anchor["root"]):
-        return failed("message is not leaf %d of the anchored root of epoch %d" % (ch.leaf, ch.epoch))
     try:
-        signed = protocol.parse("ek/%s/up/%s" % (answer["device"], answer["kind"]), raw, len(raw))
-        device = chain.device(bytes.fromhex(signed.device))
-        if device is None:
-            return failed("device %s is not registered on chain" % signed.device)
-        protocol.verify_signature(signed, protocol.load_public_key(device["pubkey"]))
-        if signed.kind != KIND_MANIFEST:
-            return Outcome("ok", "message", digest, -1)
+        signed = verify.check_message(up_topic(answer["device"], answer["kind"]),
+                                      answer["message"], chain.device_key(answer["device"]))
+    except protocol.Reject as r:
+        return failed(str(r))
+    v = verify.check_inclusion(signed.digest, ch.epoch, ch.leaf, answer["path"],
+                               chain.anchor_of(ch.epoch))
+    if not v.ok:
+        return Outcome("failed" if v.status == verify.FAILED else "skipped", v.reason, None, -1)
+    if signed.kind != KIND_MANIFEST:
+        return Outcome("ok", "message", signed.digest, -1)
+    try:
         manifest = objects.parse_manifest(signed.payload)
-    except (protocol.Reject, ValueError) as e:
-        return failed("message: %s" % e)
+    except protocol.Reject as r:
+        return failed(str(r))
     index = ch.select % manifest.count
     chunk = answer.get("chunk")
     if chunk is None:

@@ -1,18 +1,18 @@
 """Portable proofs: one JSON file per message that anyone can check against the chain alone.
 
-    python -m gateway proof --data-dir DIR DEVICE-SEQ --out proof.json
-    python -m gateway check-proof proof.json --rpc URL
+    edgekeep proof --data-dir DIR DEVICE-SEQ --out proof.json
+    edgekeep check-proof proof.json --rpc URL
 
 The checker reads nothing from the gateway: the device key comes from DeviceRegistry, the
-root from ProofAnchor, and the contract's own verifyAnchored must agree.
+root from ProofAnchor (through the one verification path, gateway/wire/verify.py), and the
+contract's own verifyAnchored must agree. docs/protocol.md describes every field.
 """
 import json
 
-from web3 import Web3
-
-from gateway.wire import merkle
-from gateway.wire import protocol
-from gateway.chain.compile import load_artifact
+from agent.proto import up_topic
+from gateway.chain.reader import ChainReader
+from gateway.wire import merkle, protocol, verify
+from gateway.wire.verify import FAILED, Verdict
 
 FORMAT = "edgekeep-proof/1"
 
@@ -22,12 +22,13 @@ def build(store, chain, device, seq):
     if m is None:
         raise LookupError("no message %s-%d in the store" % (device, seq))
     if m["epoch"] is None:
-        raise LookupError("message %s-%d is not sealed into an epoch yet" % (device, seq))
+        raise LookupError("message %s-%d is not sealed into an epoch yet: try again after the "
+                          "next epoch is sealed and anchored" % (device, seq))
     tree = merkle.levels(store.epoch_leaves(m["epoch"]))
     return {
         "format": FORMAT,
         "message": m["raw"].hex(),
-        "topic": "ek/%s/up/%s" % (device, m["kind"]),
+        "topic": up_topic(device, m["kind"]),
         "epoch": m["epoch"],
         "index": m["leaf"],
         "size": len(tree[0]),
@@ -37,43 +38,37 @@ def build(store, chain, device, seq):
     }
 
 
-def check(proof, rpc_url):
-    """A list of (check, ok, detail); every ok must be True for the proof to hold."""
+def reader(proof, rpc_url):
+    """A ChainReader on the proof's contracts."""
     if proof.get("format") != FORMAT:
         raise ValueError("not an EdgeKeep proof (format %r)" % proof.get("format"))
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 10}))
-    registry = _contract(w3, "DeviceRegistry", proof["contracts"]["DeviceRegistry"])
-    anchor = _contract(w3, "ProofAnchor", proof["contracts"]["ProofAnchor"])
+    return ChainReader(rpc_url, proof["contracts"])
+
+
+def check(proof, chain) -> Verdict:
+    """The verdict on a proof file against `chain` (a ChainReader on its contracts)."""
+    if chain.chain_id != proof["chain_id"]:
+        return Verdict(FAILED, "the node is chain %d, the proof is for chain %d"
+                       % (chain.chain_id, proof["chain_id"]))
     raw = bytes.fromhex(proof["message"])
     path = [bytes.fromhex(h) for h in proof["path"]]
-    results = [("chain id", w3.eth.chain_id == proof["chain_id"],
-                "%d (proof says %d)" % (w3.eth.chain_id, proof["chain_id"]))]
-
-    signed = protocol.parse(proof["topic"], raw, len(raw))
-    pubkey, _, _, registered_at = registry.functions.deviceKey(bytes.fromhex(signed.device)).call()
-    if not registered_at:
-        return results + [("device registered on chain", False, signed.device)]
+    topic = proof["topic"]
+    device = topic.split("/")[1] if topic.count("/") == 3 else ""
     try:
-        protocol.verify_signature(signed, protocol.load_public_key(bytes(pubkey)))
-        results.append(("device signature", True, "ES256 by %s" % signed.device))
+        signed = verify.check_message(topic, raw, chain.device_key(device))
     except protocol.Reject as r:
-        results.append(("device signature", False, str(r)))
-
-    root, count, block, timestamp = anchor.functions.anchorOf(proof["epoch"]).call()
-    digest = signed.digest
-    included = merkle.verify_inclusion(digest, proof["index"], proof["size"], path, bytes(root))
-    results.append(("Merkle inclusion in the on-chain root", included and count == proof["size"],
-                    "epoch %d, leaf %d of %d" % (proof["epoch"], proof["index"], count)))
-    on_chain = anchor.functions.verifyAnchored(proof["epoch"], digest, proof["index"],
-                                               proof["size"], path).call()
-    results.append(("ProofAnchor.verifyAnchored", on_chain, "evaluated by the contract"))
-    results.append(("anchored by", block > 0, "block %d, unix time %d" % (block, timestamp)))
-    return results
-
-
-def _contract(w3, name, address):
-    return w3.eth.contract(address=Web3.to_checksum_address(address),
-                           abi=load_artifact(name)["abi"])
+        return Verdict(FAILED, str(r))
+    anchor = chain.anchor_of(proof["epoch"])
+    v = verify.check_inclusion(signed.digest, proof["epoch"], proof["index"], path, anchor)
+    if not v.ok:
+        return v
+    if anchor["count"] != proof["size"]:
+        return Verdict(FAILED, "the proof says epoch %d has %d leaves, the chain says %d"
+                       % (proof["epoch"], proof["size"], anchor["count"]))
+    if not chain.verify_anchored(proof["epoch"], signed.digest, proof["index"], proof["size"],
+                                 path):
+        return Verdict(FAILED, "ProofAnchor.verifyAnchored disagrees")
+    return v
 
 
 def dump(proof, path):

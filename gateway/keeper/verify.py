@@ -1,20 +1,27 @@
-"""Verification that needs no trust in the gateway: for each stored message, the device's
-signature under the key registered on chain, its Merkle inclusion, and the epoch root
-anchored on chain in a mined block."""
+"""Verification of the stored messages that needs no trust in the gateway: each message
+through the one verification path (gateway/wire/verify.py) with the device key registered on
+chain and the epoch root anchored on chain."""
+from collections import Counter
 from dataclasses import dataclass, field
 
-from gateway.wire import merkle
-from gateway.wire import protocol
+from agent.proto import up_topic
+from gateway.wire import merkle, verify
+from gateway.wire.verify import Verdict
 
 
 @dataclass
 class Result:
-    checked: int = 0
-    verified: int = 0
-    failures: list = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)       # verdict status -> messages
+    verdicts: list = field(default_factory=list)           # (message id, Verdict) not ok
 
-    def fail(self, message_id, why):
-        self.failures.append((message_id, why))
+    @property
+    def checked(self):
+        return sum(self.counts.values())
+
+    def add(self, message_id, verdict):
+        self.counts[verdict.status] += 1
+        if not verdict.ok:
+            self.verdicts.append((message_id, verdict))
 
 
 def message_id(device, seq):
@@ -29,64 +36,32 @@ def parse_message_id(text):
 
 
 class Verifier:
+    """Verdicts on stored messages (store rows: device, seq, kind, raw, epoch, leaf) against
+    `chain`, a ChainReader; device keys, anchors and epoch trees are read once each."""
+
     def __init__(self, store, chain):
         self.store = store
         self.chain = chain
         self._keys = {}
         self._trees = {}
-        self._anchors = {}
 
     def run(self, messages):
         result = Result()
         for m in messages:
-            mid = message_id(m["device"], m["seq"])
-            result.checked += 1
-            why = self.check(m)
-            if why:
-                result.fail(mid, why)
-            else:
-                result.verified += 1
+            result.add(message_id(m["device"], m["seq"]), self.check(m))
         return result
 
-    def check(self, m):
-        """None if the message verifies, else the reason it does not."""
-        key = self._device_key(m["device"])
-        if key is None:
-            return "device %s is not in the on-chain registry" % m["device"]
-        try:
-            signed = protocol.parse("ek/%s/up/%s" % (m["device"], m["kind"]), m["raw"], 1 << 30)
-            protocol.verify_signature(signed, key)
-        except protocol.Reject as r:
-            return "signature: %s" % r
-        if m["epoch"] is None:
-            return "not sealed into an epoch yet"
-        anchor = self._anchor(m["epoch"])
-        if anchor is None:
-            return "epoch %d has no root on chain" % m["epoch"]
-        tree = self._tree(m["epoch"])
-        proof = merkle.proof_from_levels(tree, m["leaf"])
-        size = len(tree[0])
-        if not merkle.verify_inclusion(signed.digest, m["leaf"], size, proof, anchor["root"]):
-            return "Merkle proof does not reach the on-chain root of epoch %d" % m["epoch"]
-        if not anchor["mined"]:
-            return "anchor block %d of epoch %d is not on the canonical chain" % (
-                anchor["block_number"], m["epoch"])
-        return None
+    def check(self, m) -> Verdict:
+        epoch, leaf = m["epoch"], m["leaf"]
+        anchor = self.chain.anchor_of(epoch) if epoch is not None else None
+        path = merkle.proof_from_levels(self._tree(epoch), leaf) if anchor else []
+        return verify.verify(up_topic(m["device"], m["kind"]), m["raw"], self._key(m["device"]),
+                             epoch, leaf, path, anchor)
 
-    def _device_key(self, device):
+    def _key(self, device):
         if device not in self._keys:
-            rec = self.chain.device(bytes.fromhex(device))
-            self._keys[device] = protocol.load_public_key(rec["pubkey"]) if rec else None
+            self._keys[device] = self.chain.device_key(device)
         return self._keys[device]
-
-    def _anchor(self, epoch):
-        if epoch not in self._anchors:
-            a = self.chain.anchor_of(epoch)
-            if a is not None:
-                latest = self.chain.latest_block()["number"]
-                a["mined"] = 0 < a["block_number"] <= latest
-            self._anchors[epoch] = a
-        return self._anchors[epoch]
 
     def _tree(self, epoch):
         if epoch not in self._trees:
