@@ -2,17 +2,15 @@
 
 A chunk is CBOR [object id, index, COSE_Encrypt0] (or [object id] to ask which chunks the
 gateway holds); it is not signed, and is accepted only if its SHA-256 is the one the
-object's signed manifest lists at its index.
+object's signed manifest lists at its index. Both must be canonical CBOR (protocol.decode).
 """
 import hashlib
 from dataclasses import dataclass
 
-import cbor2
-
 from agent.objects import (ENV_OBJECT, HASH_LEN, OBJ_CHUNK_SIZE, OBJ_COUNT, OBJ_EVENT,
                            OBJ_HASHES, OBJ_ID, OBJ_ROOT, OBJ_SIZE, OBJ_TYPE, OID_LEN)
 from gateway.wire import merkle
-from gateway.wire.protocol import MALFORMED, OVERSIZE, UP_TOPIC, Reject
+from gateway.wire.protocol import MALFORMED, OVERSIZE, UP_TOPIC, Reject, decode
 
 
 BAD_CHUNK = "bad_chunk"              # index out of range, or hash not in the manifest
@@ -51,11 +49,10 @@ def parse_chunk(topic, raw, max_bytes):
     if len(raw) > max_bytes:
         raise Reject(OVERSIZE, "%d bytes > %d" % (len(raw), max_bytes))
     m = UP_TOPIC.match(topic)
-    try:
-        item = cbor2.loads(raw)
-    except Exception as e:
-        raise Reject(MALFORMED, "chunk is not CBOR (%s)" % type(e).__name__)
-    if not (m and isinstance(item, list) and len(item) in (1, 3)
+    if not m:
+        raise Reject(MALFORMED, "topic %r is not ek/<device>/up/<kind>" % topic[:80])
+    item = decode(raw, "chunk")
+    if not (isinstance(item, list) and len(item) in (1, 3)
             and isinstance(item[0], bytes) and len(item[0]) == OID_LEN):
         raise Reject(MALFORMED, "chunk must be [object id, index, ciphertext] or [object id]")
     if len(item) == 1:
@@ -68,8 +65,9 @@ def parse_chunk(topic, raw, max_bytes):
 
 def parse_manifest(payload):
     """The object map of a verified manifest envelope."""
+    env = decode(payload, "manifest envelope")
     try:
-        obj = cbor2.loads(payload)[ENV_OBJECT]
+        obj = env[ENV_OBJECT]
         fields = (obj[OBJ_ID], obj[OBJ_EVENT], obj[OBJ_TYPE], obj[OBJ_SIZE],
                   obj[OBJ_CHUNK_SIZE], obj[OBJ_COUNT], obj[OBJ_ROOT], obj[OBJ_HASHES])
     except (KeyError, TypeError, ValueError) as e:

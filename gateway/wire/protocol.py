@@ -2,7 +2,9 @@
 
 `parse` splits a COSE_Sign1 without trusting it; `verify_signature` checks it against a
 device key; `open_envelope` reads the signed envelope. Each failure raises Reject with
-the reason the ingest counts.
+the reason the ingest counts. Every CBOR item a device sends must be in deterministic form
+(RFC 8949 4.2.1, gateway/wire/canonical.py): `decode` rejects anything else as
+`noncanonical`, so that what a stored message says does not depend on who parses it.
 """
 import hashlib
 import re
@@ -18,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from agent.proto import (ALG_ES256, COSE_ALG, COSE_KID, DEVICE_ID_LEN, ENV_BASE, ENV_CIPHERTEXT,
                          ENV_COUNT, ENV_DEVICE, ENV_HEALTH, ENV_KIND, ENV_SEQ, ENV_TIME,
                          ENV_VERSION, TAG_SIGN1, VERSION)
+from gateway.wire import canonical
 
 MALFORMED = "malformed"
 BAD_SIGNATURE = "bad_signature"
@@ -26,11 +29,15 @@ REVOKED = "revoked"
 REPLAY = "replay"
 OVERSIZE = "oversize"
 UNSUPPORTED_VERSION = "unsupported_version"
+NONCANONICAL = "noncanonical"   # well-formed CBOR, not in RFC 8949 deterministic encoding
 REASONS = (MALFORMED, BAD_SIGNATURE, UNKNOWN_DEVICE, REVOKED, REPLAY, OVERSIZE,
-           UNSUPPORTED_VERSION)
+           UNSUPPORTED_VERSION, NONCANONICAL)
 
 UP_TOPIC = re.compile(r"^ek/([0-9a-f]{16})/up/([a-z]{1,8})$")
 _ECDSA = ec.ECDSA(hashes.SHA256())
+_SIGN1_TAGS = frozenset((TAG_SIGN1,))
+# {1: -7}: the one protected header EdgeKeep signs with, in its only deterministic encoding.
+_PROTECTED_ES256 = cbor2.dumps({COSE_ALG: ALG_ES256})
 
 
 class Reject(Exception):
@@ -38,6 +45,26 @@ class Reject(Exception):
         super().__init__("%s: %s" % (reason, detail))
         self.reason = reason
         self.detail = detail
+
+
+def check_canonical(data, what, tags=canonical.NO_TAGS):
+    """Reject unless data is one CBOR item in deterministic form: NONCANONICAL if it is
+    well-formed but not deterministic, MALFORMED if it is not CBOR."""
+    try:
+        canonical.check(data, tags)
+    except canonical.NotCanonical as e:
+        raise Reject(NONCANONICAL, "%s: %s (%s)" % (what, e, e.rule))
+    except canonical.Malformed as e:
+        raise Reject(MALFORMED, "%s is not CBOR (%s)" % (what, e))
+
+
+def decode(data, what, tags=canonical.NO_TAGS):
+    """The CBOR item a device sent, decoded once check_canonical passes."""
+    check_canonical(data, what, tags)
+    try:
+        return cbor2.loads(data)
+    except Exception as e:
+        raise Reject(MALFORMED, "%s is not CBOR (%s)" % (what, type(e).__name__))
 
 
 @dataclass
@@ -76,10 +103,7 @@ def parse(topic, raw, max_bytes):
     m = UP_TOPIC.match(topic)
     if not m:
         raise Reject(MALFORMED, "topic %r is not ek/<device>/up/<kind>" % topic[:80])
-    try:
-        msg = cbor2.loads(raw)
-    except Exception as e:
-        raise Reject(MALFORMED, "not CBOR (%s)" % type(e).__name__)
+    msg = decode(raw, "message", _SIGN1_TAGS)
     if not (isinstance(msg, cbor2.CBORTag) and msg.tag == TAG_SIGN1
             and isinstance(msg.value, (list, tuple)) and len(msg.value) == 4):
         raise Reject(MALFORMED, "not a tagged COSE_Sign1")
@@ -87,12 +111,10 @@ def parse(topic, raw, max_bytes):
     if not (isinstance(protected, bytes) and isinstance(unprotected, Mapping)
             and isinstance(payload, bytes) and isinstance(signature, bytes)):
         raise Reject(MALFORMED, "COSE_Sign1 fields have the wrong types")
-    try:
-        alg = dict(cbor2.loads(protected)).get(COSE_ALG)
-    except Exception:
-        alg = None
-    if alg != ALG_ES256:
-        raise Reject(MALFORMED, "protected header must say ES256")
+    if protected != _PROTECTED_ES256:  # the common case, checked without decoding
+        header = decode(protected, "protected header")
+        if not (isinstance(header, Mapping) and header.get(COSE_ALG) == ALG_ES256):
+            raise Reject(MALFORMED, "protected header must say ES256")
     kid = unprotected.get(COSE_KID)
     if not isinstance(kid, bytes) or len(kid) != DEVICE_ID_LEN:
         raise Reject(MALFORMED, "kid must be the 8-byte device id")
@@ -100,6 +122,9 @@ def parse(topic, raw, max_bytes):
         raise Reject(MALFORMED, "kid does not match the topic's device")
     if len(signature) != 64:
         raise Reject(MALFORMED, "ES256 signature must be 64 bytes")
+    # The envelope is checked here, before the signature: stored messages are re-read
+    # through parse() alone (verify, proofs, the Keeper), and junk costs no ECDSA.
+    check_canonical(payload, "envelope")
     return Signed(m.group(1), m.group(2), protected, payload, signature, raw)
 
 
@@ -118,7 +143,8 @@ def verify_signature(signed, public_key):
 
 
 def open_envelope(signed):
-    """Read the signed envelope; call only after verify_signature."""
+    """Read the signed envelope; call only after verify_signature. parse() has checked
+    that it is canonical CBOR."""
     try:
         env = cbor2.loads(signed.payload)
     except Exception:
