@@ -46,9 +46,10 @@ def cases(tmp_path):
     with Anvil(data, block_time=0) as anvil:
         chain = Chain(anvil.rpc_url, DEFAULT_DEV_KEY,
                       os.path.join(data, "chain", "deployment.json"))
-        store = Store(data)
-        dev, stranger = Identity.create(os.urandom), Identity.create(os.urandom)
+        store = Store.open(data)
+        dev, stranger, gone = (Identity.create(os.urandom) for _ in range(3))
         registry.register(store, chain, dev.public, "d")
+        registry.register(store, chain, gone.public, "revoked later")
         nonces = message.Nonces(os.urandom)
         good = seal(dev, nonces, 1)
         bad_signature = bytearray(seal(dev, nonces, 2))
@@ -58,17 +59,23 @@ def cases(tmp_path):
         store_raw(store, stranger.hex, 1, seal(stranger, nonces, 1))
         swapped = seal(dev, nonces, 3)   # replaced below by another signed message
         store_raw(store, dev.hex, 3, swapped)
-        Anchorer(data, chain).anchor(anchor.seal_epoch(store.db))
+        store_raw(store, gone.hex, 1, seal(gone, nonces, 1))
+        Anchorer(Store.connect(data), chain).anchor(anchor.seal_epoch(store))
         other = seal(dev, nonces, 3)
         store.db.execute("UPDATE messages SET raw = ? WHERE device = ? AND seq = 3",
                          (other, dev.hex))
+        registry.revoke(store, chain, gone.hex)
+        store_raw(store, gone.hex, 2, seal(gone, nonces, 2))
+        Anchorer(Store.connect(data), chain).anchor(anchor.seal_epoch(store))  # after revoking
         store_raw(store, dev.hex, 4, seal(dev, nonces, 4))
-        anchor.seal_epoch(store.db)       # epoch 2: sealed, never anchored
+        anchor.seal_epoch(store)       # epoch 3: sealed, never anchored
         store_raw(store, dev.hex, 5, seal(dev, nonces, 5))   # not sealed
         yield data, store, chain, anvil.rpc_url, {
             "good": (dev.hex, 1), "bad signature": (dev.hex, 2),
             "unknown device": (stranger.hex, 1), "swapped after anchoring": (dev.hex, 3),
-            "sealed, not anchored": (dev.hex, 4), "not sealed": (dev.hex, 5)}
+            "sealed, not anchored": (dev.hex, 4), "not sealed": (dev.hex, 5),
+            "anchored before its device was revoked": (gone.hex, 1),
+            "anchored after its device was revoked": (gone.hex, 2)}
 
 
 def by_ingest(data, m):
@@ -123,7 +130,8 @@ def by_remote_keeper(store, rpc, contracts, m):
 
 EXPECTED = {"good": "ok", "bad signature": "failed", "unknown device": "failed",
             "swapped after anchoring": "failed", "sealed, not anchored": "pending",
-            "not sealed": "pending"}
+            "not sealed": "pending", "anchored before its device was revoked": "ok",
+            "anchored after its device was revoked": "failed"}
 
 
 def test_every_path_gives_the_same_verdict_and_reason(cases, capsys, tmp_path):
@@ -139,7 +147,8 @@ def test_every_path_gives_the_same_verdict_and_reason(cases, capsys, tmp_path):
         if verdicts["verify"][0] == "ok":   # ok verdicts word their evidence differently
             verdicts = {k: (v[0], None) for k, v in verdicts.items()}
         ingest = by_ingest(data, m)
-        if ingest is not None:               # a message the ingest would have refused
+        if ingest is not None and "revoked" not in name:  # the ingest refuses anything new
+            # from a revoked device; what was anchored before still counts
             verdicts["ingest"] = ingest
         assert len(set(verdicts.values())) == 1, (name, verdicts)
         assert verdicts["verify"][0] == EXPECTED[name], (name, verdicts)
@@ -148,9 +157,12 @@ def test_every_path_gives_the_same_verdict_and_reason(cases, capsys, tmp_path):
 
 def test_verify_all_reports_young_messages_as_pending_not_failed(cases, capsys):
     data, store, chain, rpc, named = cases
+    gone = named["anchored after its device was revoked"][0]
     code = cli.main(["verify", "--data-dir", data, "--rpc", rpc, "--all"])
     out = capsys.readouterr().out
     assert "PENDING %s-5: not sealed into an epoch yet" % named["not sealed"][0] in out
-    assert "PENDING %s-4: epoch 2 is sealed but has no root on chain yet" % named["good"][0] in out
-    assert "verified 1/6, 2 pending (not anchored yet), 3 FAILED" in out
+    assert "PENDING %s-4: epoch 3 is sealed but has no root on chain yet" % named["good"][0] in out
+    assert "FAILED %s-2: leaf 0 of 1 in epoch 2, anchored in block" % gone in out
+    assert "not before the device was revoked in block" in out
+    assert "verified 2/8, 2 pending (not anchored yet), 4 FAILED" in out
     assert code == 1

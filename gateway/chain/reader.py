@@ -70,6 +70,19 @@ class ChainReader:
             return None
         return record["pubkey"] if record else None
 
+    def revoked_in(self, device: str) -> int | None:
+        """The block in which the device was revoked (its DeviceRevoked log), None if it is
+        active or unknown."""
+        try:
+            record = self.device(bytes.fromhex(device))
+        except ValueError:
+            return None
+        if record is None or record["active"]:
+            return None
+        logs = self.registry.events.DeviceRevoked.get_logs(
+            from_block=0, argument_filters={"id": bytes.fromhex(device)})
+        return min(int(log["blockNumber"]) for log in logs) if logs else None
+
     # proof anchor
 
     def anchor_of(self, epoch: int) -> dict[str, Any] | None:

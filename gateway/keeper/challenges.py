@@ -68,7 +68,7 @@ def check(ch, answer, chain):
     except protocol.Reject as r:
         return failed(str(r))
     v = verify.check_inclusion(signed.digest, ch.epoch, ch.leaf, answer["path"],
-                               chain.anchor_of(ch.epoch))
+                               chain.anchor_of(ch.epoch), chain.revoked_in(signed.device))
     if not v.ok:
         return Outcome("failed" if v.status == verify.FAILED else "skipped", v.reason, None, -1)
     if signed.kind != KIND_MANIFEST:

@@ -59,7 +59,8 @@ def check(proof, chain) -> Verdict:
     except protocol.Reject as r:
         return Verdict(FAILED, str(r))
     anchor = chain.anchor_of(proof["epoch"])
-    v = verify.check_inclusion(signed.digest, proof["epoch"], proof["index"], path, anchor)
+    v = verify.check_inclusion(signed.digest, proof["epoch"], proof["index"], path, anchor,
+                               chain.revoked_in(device))
     if not v.ok:
         return v
     if anchor["count"] != proof["size"]:

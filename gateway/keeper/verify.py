@@ -55,12 +55,13 @@ class Verifier:
         epoch, leaf = m["epoch"], m["leaf"]
         anchor = self.chain.anchor_of(epoch) if epoch is not None else None
         path = merkle.proof_from_levels(self._tree(epoch), leaf) if anchor else []
-        return verify.verify(up_topic(m["device"], m["kind"]), m["raw"], self._key(m["device"]),
-                             epoch, leaf, path, anchor)
+        key, revoked_in = self._device(m["device"])
+        return verify.verify(up_topic(m["device"], m["kind"]), m["raw"], key, epoch, leaf, path,
+                             anchor, revoked_in)
 
-    def _key(self, device):
+    def _device(self, device):
         if device not in self._keys:
-            self._keys[device] = self.chain.device_key(device)
+            self._keys[device] = (self.chain.device_key(device), self.chain.revoked_in(device))
         return self._keys[device]
 
     def _tree(self, epoch):

@@ -62,25 +62,37 @@ def check_message(topic: str, raw: bytes, key: DeviceKey,
 
 
 def check_inclusion(digest: bytes, epoch: int | None, index: int, path: Sequence[bytes],
-                    anchor: Mapping[str, Any] | None) -> Verdict:
+                    anchor: Mapping[str, Any] | None, revoked_in: int | None = None) -> Verdict:
     """Is digest leaf `index` of the root anchored for `epoch`? anchor: the chain's record
-    of the epoch (root, count, block_number), None if the chain has none."""
-    if epoch is None:
-        return Verdict(PENDING, "not sealed into an epoch yet")
-    if anchor is None:
-        return Verdict(PENDING, "epoch %d is sealed but has no root on chain yet" % epoch)
+    of the epoch (root, count, block_number), None if the chain has none. revoked_in: the
+    block in which the signing device was revoked, if it was: only what was anchored
+    before that block still counts."""
+    if epoch is None or anchor is None:
+        young = (Verdict(PENDING, "not sealed into an epoch yet") if epoch is None else
+                 Verdict(PENDING, "epoch %d is sealed but has no root on chain yet" % epoch))
+        if revoked_in is None:
+            return young
+        return Verdict(FAILED, "%s, and the device was revoked in block %d"
+                       % (young.reason, revoked_in))
     if not merkle.verify_inclusion(digest, index, anchor["count"], list(path), anchor["root"]):
         return Verdict(FAILED, "not leaf %d of the root anchored for epoch %d" % (index, epoch))
-    return Verdict(OK, "leaf %d of %d in epoch %d, anchored in block %d"
-                   % (index, anchor["count"], epoch, anchor["block_number"]))
+    where = "leaf %d of %d in epoch %d, anchored in block %d" % (
+        index, anchor["count"], epoch, anchor["block_number"])
+    if revoked_in is None:
+        return Verdict(OK, where)
+    if anchor["block_number"] >= revoked_in:
+        return Verdict(FAILED, "%s, not before the device was revoked in block %d"
+                       % (where, revoked_in))
+    return Verdict(OK, "%s; the device was revoked later, in block %d" % (where, revoked_in))
 
 
 def verify(topic: str, raw: bytes, key: DeviceKey, epoch: int | None, index: int,
-           path: Sequence[bytes], anchor: Mapping[str, Any] | None) -> Verdict:
+           path: Sequence[bytes], anchor: Mapping[str, Any] | None,
+           revoked_in: int | None = None) -> Verdict:
     """check_message, then check_inclusion: the verdict on one stored message."""
     try:
         signed = check_message(topic, raw, key)
     except protocol.Reject as r:
         return Verdict(FAILED, str(r))
-    return check_inclusion(signed.digest, epoch, index, path, anchor)
+    return check_inclusion(signed.digest, epoch, index, path, anchor, revoked_in)
 
