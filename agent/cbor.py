@@ -1,6 +1,8 @@
 # Minimal deterministic CBOR (RFC 8949 section 4.2.1) for the device: the types EdgeKeep
-# uses, shortest-form heads, map keys sorted by their encoded bytes. Sorting matters:
-# MicroPython dicts do not keep insertion order.
+# uses, shortest-form heads, map keys sorted by their encoded bytes (bytewise, not RFC 7049's
+# length-first order), definite lengths. Sorting matters: MicroPython dicts do not keep
+# insertion order. The gateway rejects any other encoding as noncanonical
+# (gateway/wire/canonical.py); tests/test_canonical.py checks these bytes on MicroPython.
 #
 # Types: int, bytes/bytearray/memoryview, str, list/tuple, dict, bool, None, Tag.
 
