@@ -144,6 +144,7 @@ def open_transport(cfg, client_id):
     connect_socket = None
     if kind == "slm":
         import machine
+
         from agent.modem import SLM
         u = board_config(cfg.get("board"))["modem_uart"]
         uart = machine.UART(u["id"], u["baud"], tx=machine.Pin(u["tx"]), rx=machine.Pin(u["rx"]))
@@ -159,6 +160,7 @@ def open_sensors(name, seed):
         from agent.simsensors import SimTracker
         return SimTracker(seed)
     import machine
+
     from hw.pebble.board import open_sensors as open_board
     b = board_config(name)
     i = b["i2c"]

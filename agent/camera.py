@@ -12,8 +12,18 @@ import time
 
 from agent import cbor, clock
 from agent.device import Agent
-from agent.objects import (CACK_ID, CACK_RANGES, CACK_STATE, COMPLETE, KIND_CHUNK,
-                           KIND_MANIFEST, OID_LEN, UNKNOWN, check_chunk_size, manifest)
+from agent.objects import (
+    CACK_ID,
+    CACK_RANGES,
+    CACK_STATE,
+    COMPLETE,
+    KIND_CHUNK,
+    KIND_MANIFEST,
+    OID_LEN,
+    UNKNOWN,
+    check_chunk_size,
+    manifest,
+)
 from agent.proto import down_topic, up_topic
 
 CAMERA_DEFAULTS = {

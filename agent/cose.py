@@ -3,8 +3,15 @@ import hashlib
 
 from agent import cbor, ccm, p256
 from agent.heap import collect
-from agent.proto import (ALG_AES_CCM_16_128_128, ALG_ES256, COSE_ALG, COSE_IV, COSE_KID,
-                         TAG_ENCRYPT0, TAG_SIGN1)
+from agent.proto import (
+    ALG_AES_CCM_16_128_128,
+    ALG_ES256,
+    COSE_ALG,
+    COSE_IV,
+    COSE_KID,
+    TAG_ENCRYPT0,
+    TAG_SIGN1,
+)
 
 PROTECTED_CCM = cbor.dumps({COSE_ALG: ALG_AES_CCM_16_128_128})
 PROTECTED_ES256 = cbor.dumps({COSE_ALG: ALG_ES256})

@@ -2,8 +2,19 @@
 # in a COSE_Encrypt0 for the owner.
 from agent import cbor, cose
 from agent.heap import collect
-from agent.proto import (BOOT_ID_LEN, ENV_BASE, ENV_CIPHERTEXT, ENV_COUNT, ENV_DEVICE,
-                         ENV_HEALTH, ENV_KIND, ENV_SEQ, ENV_TIME, ENV_VERSION, VERSION)
+from agent.proto import (
+    BOOT_ID_LEN,
+    ENV_BASE,
+    ENV_CIPHERTEXT,
+    ENV_COUNT,
+    ENV_DEVICE,
+    ENV_HEALTH,
+    ENV_KIND,
+    ENV_SEQ,
+    ENV_TIME,
+    ENV_VERSION,
+    VERSION,
+)
 
 
 class Nonces:

@@ -8,14 +8,13 @@
 # The signed manifest itself (kind m) goes through the device's Spool like any message. A
 # directory without a whole meta is a capture cut short by a power loss; it is deleted at boot.
 # See docs/protocol.md, "Objects".
+import binascii
 import hashlib
 import os
 import struct
-import binascii
 
 from agent import cbor, cose
-from agent.proto import (ENV_BASE, ENV_DEVICE, ENV_KIND, ENV_SEQ, ENV_TIME, ENV_VERSION,
-                         VERSION)
+from agent.proto import ENV_BASE, ENV_DEVICE, ENV_KIND, ENV_SEQ, ENV_TIME, ENV_VERSION, VERSION
 
 KIND_MANIFEST = "m"
 KIND_CHUNK = "c"

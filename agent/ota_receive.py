@@ -9,8 +9,19 @@ import json
 
 from agent import cbor
 from agent.heap import collect
-from agent.ota import (HAVE, MANIFEST, OFFER, STAGING, clear, exists, install, makedirs,
-                       read_json, remove, write)
+from agent.ota import (
+    HAVE,
+    MANIFEST,
+    OFFER,
+    STAGING,
+    clear,
+    exists,
+    install,
+    makedirs,
+    read_json,
+    remove,
+    write,
+)
 
 VERSION = 1
 OFFER_VERSION = 0            # offer map keys

@@ -1,7 +1,7 @@
 # EdgeKeep wire protocol v1: names and numbers shared by the agent and the gateway.
 # docs/protocol.md is the prose version of this file.
-import hashlib
 import binascii
+import hashlib
 
 VERSION = 1
 

@@ -7,9 +7,9 @@ import tempfile
 
 import common  # noqa: F401  (puts the repo on sys.path)
 
-from gateway.wire import merkle
 from gateway.chain.client import DEFAULT_DEV_KEY, Chain
 from gateway.chain.node import Anvil
+from gateway.wire import merkle
 
 COUNTS = (1, 10, 100, 1000, 10000, 100000)
 

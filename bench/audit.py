@@ -22,20 +22,28 @@ import common
 from agent import cbor, cose
 from agent.identity import Identity
 from agent.objects import manifest
-from agent.proto import (ENV_BASE, ENV_CIPHERTEXT, ENV_COUNT, ENV_DEVICE, ENV_KIND, ENV_SEQ,
-                         ENV_TIME, ENV_VERSION, VERSION)
+from agent.proto import (
+    ENV_BASE,
+    ENV_CIPHERTEXT,
+    ENV_COUNT,
+    ENV_DEVICE,
+    ENV_KIND,
+    ENV_SEQ,
+    ENV_TIME,
+    ENV_VERSION,
+    VERSION,
+)
 from gateway.anchor import epochs as anchor
-from gateway.keeper import audit as keeper
-from gateway.keeper import challenges
-from gateway.wire import objects
-from gateway.wire import protocol
-from gateway.store import provider
-from gateway.chain import registry
 from gateway.anchor.epochs import Anchorer
+from gateway.chain import registry
 from gateway.chain.client import DEFAULT_DEV_KEY, Chain
 from gateway.chain.node import Anvil
 from gateway.ingest.objects import ObjectStore
+from gateway.keeper import audit as keeper
+from gateway.keeper import challenges
+from gateway.store import provider
 from gateway.store.database import Store
+from gateway.wire import objects, protocol
 
 CHUNK = 65000
 CHUNKS_PER_OBJECT = 160   # 10.4 MB objects

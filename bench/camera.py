@@ -30,8 +30,8 @@ from agent.identity import Identity
 from agent.mqtt import MQTTClient
 from agent.objects import ObjectQueue
 from agent.spool import Spool
-from gateway.mqtt.broker import Mosquitto
 from gateway.ingest.pipeline import Ingest
+from gateway.mqtt.broker import Mosquitto
 from gateway.store.database import Store
 from hw.rpi.camera import AGENT_CONFIG as PI_CAMERA
 

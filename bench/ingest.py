@@ -13,11 +13,10 @@ import tempfile
 import time
 
 import paho.mqtt.client as mqtt
-
 from common import make_devices, median, signed_batches, use_openssl_for_preload
 
-from gateway.mqtt.broker import Mosquitto
 from gateway.ingest.pipeline import Ingest
+from gateway.mqtt.broker import Mosquitto
 from gateway.store.database import Store
 
 SUB_ID = "bench-mosquitto-sub"

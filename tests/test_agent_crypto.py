@@ -19,11 +19,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, utils
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent import aes, ccm, p256  # noqa: E402
 from agent.sha256hmac import hmac_sha256  # noqa: E402
+from tests.helpers import vectors  # noqa: E402
 
 MODULES = ["aes.py", "ccm.py", "p256.py", "sha256hmac.py"]
 rng = random.Random(6979)
@@ -139,7 +142,7 @@ def test_ccm_on_cryptolib_backend_matches_cryptography():
 
 # --- AES-CCM -----------------------------------------------------------------------------
 
-CCM_VECTORS = json.loads((ROOT / "tests/vectors/ccm.json").read_text())["vectors"]
+CCM_VECTORS = vectors.load("ccm.json")["vectors"]
 
 
 @pytest.mark.parametrize("v", CCM_VECTORS, ids=[v["source"] for v in CCM_VECTORS])

@@ -6,12 +6,14 @@ import os
 import pytest
 
 from gateway.anchor import epochs as anchor
-from gateway.wire import merkle
 from gateway.anchor.epochs import Anchorer
 from gateway.chain.client import DEFAULT_DEV_KEY, Chain
 from gateway.chain.node import Anvil
 from gateway.store.database import Store
-from tests.conftest import wait_for
+from gateway.wire import merkle
+from tests.helpers.wait import wait_for
+
+pytestmark = pytest.mark.integration
 
 
 def add_messages(store, n, device="00" * 8, start=1):

@@ -9,9 +9,7 @@ import ipaddress
 import os
 import subprocess
 import sys
-import threading
 
-import paho.mqtt.client as mqtt
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -19,60 +17,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gateway.mqtt.broker import GATEWAY_USER, CredentialError, Credentials, Mosquitto
-from tests.conftest import wait_for
+from tests.helpers.mqtt import Client
+from tests.helpers.wait import wait_for
+
+pytestmark = pytest.mark.integration
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 A = "aaaaaaaaaaaaaaaa"
 B = "bbbbbbbbbbbbbbbb"
 
 
-class Client:
-    """A paho client that records its CONNACK, its disconnects and what it receives."""
-
-    def __init__(self, port, user, password, client_id="", clean=True, tls_ca=None):
-        self.messages = []
-        self.refused = None
-        self.disconnected = threading.Event()
-        self.connack = threading.Event()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                             clean_session=clean)
-        self.c.username_pw_set(user, password)
-        if tls_ca:
-            self.c.tls_set(ca_certs=tls_ca)
-        self.c.on_connect = self._on_connect
-        self.c.on_disconnect = lambda c, u, f, rc, p: self.disconnected.set()
-        self.c.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload))
-        self.c.connect("127.0.0.1", port)
-        self.c.loop_start()
-        assert self.connack.wait(10), "no CONNACK"
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties):
-        if reason_code.is_failure:
-            self.refused = str(reason_code)
-            client.disconnect()
-        self.connack.set()
-
-    def subscribe(self, *filters):
-        done = threading.Event()
-        self.c.on_subscribe = lambda *a: done.set()
-        self.c.subscribe([(f, 1) for f in filters])
-        assert done.wait(10), "no SUBACK"
-
-    def publish(self, topic, payload):
-        self.c.publish(topic, payload, qos=1).wait_for_publish(10)
-
-    def topics(self):
-        return [t for t, _ in self.messages]
-
-    def close(self):
-        self.c.disconnect()
-        self.c.loop_stop()
-
-
 @pytest.fixture
-def broker(tmp_path):
-    with Mosquitto(os.path.join(tmp_path, "broker"), auth=True) as b:
-        yield b
+def broker_options():
+    return {"auth": True}
 
 
 @pytest.fixture
@@ -189,7 +146,7 @@ def test_credentials_need_init(tmp_path):
 def self_signed(directory):
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=1))

@@ -20,7 +20,9 @@ from gateway.mqtt.broker import managed_credentials
 from gateway.owner.export import readings
 from gateway.owner.keyring import Keyring
 from gateway.store.database import Store
-from tests.conftest import wait_for
+from tests.helpers.wait import wait_for
+
+pytestmark = pytest.mark.browser
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHOTS = os.path.join(ROOT, "test-artifacts", "screenshots")
@@ -84,7 +86,8 @@ def unlock(page, demo):
     page.set_input_files("#keyring input[type=file]", demo["keyring"])
     page.fill("#keyring input[name=passphrase]", demo["passphrase"])
     page.click("#keyring button[type=submit]")
-    expect(page.locator("#keyring .state")).to_contain_text("unlocked: %d device key(s)" % len(demo_devices(demo)))
+    expect(page.locator("#keyring .state")).to_contain_text(
+        "unlocked: %d device key(s)" % len(demo_devices(demo)))
 
 
 def assert_no_secret_sent(page, demo, plaintexts=()):
@@ -153,7 +156,8 @@ def test_dashboard_updates_live(page, demo):
     stored = page.locator('[data-stat="messages"]')
     before = int(stored.inner_text())
     page.evaluate("window.notReloaded = true")
-    page.wait_for_function("(n) => +document.querySelector('[data-stat=messages]').textContent > n", arg=before)
+    page.wait_for_function("(n) => +document.querySelector('[data-stat=messages]').textContent > n",
+                           arg=before)
     assert page.evaluate("window.notReloaded") is True  # it came over SSE, not by a reload
     expect(page.locator('[data-stat="devices.online"]')).to_have_text(str(len(demo_devices(demo))))
     expect(page.locator('[data-stat="chain.detail"]')).to_contain_text("block")
@@ -192,7 +196,8 @@ def test_decrypted_camera_image(page, demo, tmp_path):
     out = tmp_path / "export"
     run = subprocess.run([sys.executable, "-m", "gateway", "export", "--data-dir", demo["data"],
                           "--object", "%s-%s" % (cam, oid), "--key", demo["keyring"], "--out", str(out)],
-                         cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT, EDGEKEEP_PASSPHRASE=demo["passphrase"]),
+                         cwd=ROOT,
+                         env=dict(os.environ, PYTHONPATH=ROOT, EDGEKEEP_PASSPHRASE=demo["passphrase"]),
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     plain = out.read_bytes()

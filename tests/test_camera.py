@@ -15,20 +15,30 @@ from agent.camera import CameraAgent
 from agent.identity import Identity
 from agent.motion import FrameDiff
 from agent.mqtt import MQTTClient
-from agent.objects import (CACK_ID, CACK_RANGES, CACK_STATE, CACK_VERSION,
-                           MAX_CHUNK_SIZE, UNKNOWN, ObjectQueue, manifest)
+from agent.objects import (
+    CACK_ID,
+    CACK_RANGES,
+    CACK_STATE,
+    CACK_VERSION,
+    MAX_CHUNK_SIZE,
+    UNKNOWN,
+    ObjectQueue,
+    manifest,
+)
 from agent.proto import ACK_SEQ, ACK_VERSION
 from agent.simcamera import Scene
 from agent.spool import Spool
-from gateway.mqtt.broker import Mosquitto
-from gateway.ingest.pipeline import Ingest
-from gateway.owner.keyring import Keyring
 from gateway.ingest.objects import ObjectStore
+from gateway.ingest.pipeline import Ingest
+from gateway.mqtt.broker import Mosquitto
 from gateway.store.database import Store
-from tests.conftest import Subscriber, wait_for
+from tests.helpers.camera import cli, export
+from tests.helpers.mqtt import Subscriber
+from tests.helpers.paths import ENV, REPO
+from tests.helpers.wait import wait_for
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
+pytestmark = pytest.mark.integration
+
 SMALL = Scene(size=(320, 240))
 
 
@@ -84,29 +94,6 @@ class Device:
 def register(store, ingest, dev):
     store.add_device(dev.ident.hex, dev.ident.public, "cam", "camera")
     ingest.reload_devices()
-
-
-def keyring_for(tmp_path, ident):
-    (tmp_path / "pass").write_text("owner passphrase\n")
-    ring = Keyring.open_or_create(str(tmp_path / "keyring.json"), "owner passphrase")
-    ring.add(ident.hex, ident.data_key)
-    ring.save()
-    return str(tmp_path / "keyring.json"), str(tmp_path / "pass")
-
-
-def cli(*args):
-    r = subprocess.run([sys.executable, "-m", "gateway", *args], cwd=REPO, env=ENV,
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r
-
-
-def export(tmp_path, data, ident, oid):
-    key, passfile = keyring_for(tmp_path, ident)
-    out = tmp_path / ("%s.out" % oid)
-    cli("export", "--data-dir", data, "--object", oid, "--key", key,
-        "--passphrase-file", passfile, "--out", str(out))
-    return out.read_bytes()
 
 
 @pytest.fixture
@@ -250,7 +237,10 @@ def test_500_chunk_clip_survives_broker_restart_and_gateway_sigkill(tmp_path):
     count = dev.agent.objects.oldest().count
     assert count >= 500
     objects = ObjectStore(data, store.db)
-    stored = lambda: (objects.get(dev.ident.hex, oid) or {"stored": 0})["stored"]
+
+    def stored():
+        return (objects.get(dev.ident.hex, oid) or {"stored": 0})["stored"]
+
     gw = start_gateway(data, broker.url)
     try:
         dev.start()
@@ -330,8 +320,11 @@ def test_retention_deletes_oldest_objects_first_when_over_budget(tmp_path, broke
         dev.close()
     ingest.stop()
     sizes = {o["oid"]: o["bytes"] for o in objects.list()}
-    disk = lambda: sum(os.path.getsize(os.path.join(d, f))
-                       for d, _, fs in os.walk(os.path.join(data, "objects")) for f in fs)
+
+    def disk():
+        return sum(os.path.getsize(os.path.join(d, f))
+                   for d, _, fs in os.walk(os.path.join(data, "objects")) for f in fs)
+
     before = disk()
     objects.max_bytes = sizes[oids[1]] + sizes[oids[2]]
     assert objects.retain() == [(dev.ident.hex, oids[0])]

@@ -4,13 +4,17 @@ gateway over the device's own MQTT client; the export is the captured JPEG, byte
 import os
 import textwrap
 
+import pytest
+
 from agent.identity import Identity
 from agent.runtime.micropython import MicroPythonDevice
 from agent.simcamera import Scene, write_frames
-from gateway.ingest.pipeline import Ingest
 from gateway.ingest.objects import ObjectStore
+from gateway.ingest.pipeline import Ingest
 from gateway.store.database import Store
-from tests.test_camera import export
+from tests.helpers.camera import export
+
+pytestmark = pytest.mark.integration
 
 # The camera's heap cap (docs/protocol.md, "Objects"): the agent's modules take ~90 KB once
 # imported; capture needs the frame (8 KB here) plus a few chunk-sized buffers; signing the

@@ -5,22 +5,29 @@ import os
 import signal
 import socket
 import time
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.chain.client import DEFAULT_DEV_KEY, Chain, ChainError
-from gateway.chain.node import (Anvil, AnvilError, ensure_running, rpc_call, running_url,
-                                stop_running)
+from gateway.chain.node import (
+    Anvil,
+    AnvilError,
+    ensure_running,
+    rpc_call,
+    running_url,
+    stop_running,
+)
 from gateway.localhost import free_port
+from tests.helpers.vectors import load as load_vectors
+
+pytestmark = pytest.mark.integration
 
 # anvil's well-known dev accounts 1..3 (account 0 is DEFAULT_DEV_KEY, the deployer).
 STRANGER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
 OWNER_KEY = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"
 HELPER_KEY = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6"
-VECTORS = Path(__file__).parent / "vectors" / "merkle_onchain.json"
 
 
 # --- RFC 9162 section 2.1 reference, written independently of the contract -----------------
@@ -281,7 +288,7 @@ def test_verify_anchored_checks_epoch_root_and_size(chain):
 
 def test_shared_vectors_match_reference_and_contract(chain):
     """tests/vectors/merkle_onchain.json is the contract the gateway's Merkle code must meet."""
-    vectors = json.loads(VECTORS.read_text())
+    vectors = load_vectors("merkle_onchain.json")
     assert vectors["trees"], "no vectors"
     for tree in vectors["trees"]:
         leaves = [bytes.fromhex(x) for x in tree["leaves"]]

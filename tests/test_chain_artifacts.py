@@ -2,7 +2,11 @@
 import json
 import shutil
 
+import pytest
+
 from gateway.chain import compile as chain_compile
+
+pytestmark = pytest.mark.integration
 
 
 def test_committed_artifacts_match_a_fresh_compile(tmp_path):

@@ -9,111 +9,19 @@ import tempfile
 import threading
 import time
 
-import cbor2
-import paho.mqtt.client as paho
 import pytest
 
 from agent import cbor
 from agent.device import Agent
 from agent.identity import Identity
 from agent.mqtt import MQTTClient
-from agent.proto import down_topic, up_topic
+from agent.proto import down_topic
 from agent.spool import Spool
-from gateway.wire import protocol
 from gateway.mqtt.broker import Mosquitto
+from tests.helpers.device import Sensors, poll_until
+from tests.helpers.mqtt import Gateway, Peer
 
-
-@pytest.fixture
-def broker(tmp_path):
-    with Mosquitto(tmp_path / "mosquitto") as b:
-        yield b
-
-
-class Peer:
-    """A paho-mqtt client on the broker: what it receives lands in a queue."""
-
-    def __init__(self, port, topics=(), on_message=None):
-        self.inbox = queue.Queue()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2,
-                                  client_id="peer-" + os.urandom(4).hex())
-        self.client.on_message = on_message or (
-            lambda c, u, m: self.inbox.put((m.topic, m.payload, m.qos)))
-        subscribed = threading.Event()
-        self.client.on_subscribe = lambda *a: subscribed.set()
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        if topics:
-            self.client.subscribe([(t, 1) for t in topics])
-            assert subscribed.wait(5), "paho could not subscribe"
-
-    def publish(self, topic, payload):
-        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
-
-    def get(self, timeout=5):
-        return self.inbox.get(timeout=timeout)
-
-    def close(self):
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-class Gateway(Peer):
-    """Plays the gateway for one device: verifies each uplink (COSE_Sign1 with the device's
-    key), records its sequence number and acks the highest contiguous one."""
-
-    def __init__(self, port, identity):
-        self.identity = identity
-        self.key = protocol.load_public_key(identity.public)
-        self.seqs = []       # every sequence received, duplicates included
-        self.kinds = set()
-        self.errors = []
-        self.acking = True
-        self.lock = threading.Lock()
-        super().__init__(port, [up_topic(identity.hex, "#")], self._on_uplink)
-
-    def _on_uplink(self, client, userdata, m):
-        try:
-            signed = protocol.parse(m.topic, m.payload, 1 << 20)
-            protocol.verify_signature(signed, self.key)
-            seq = cbor2.loads(signed.payload)[2]
-        except Exception as e:  # paho would swallow it; the test asserts on errors
-            self.errors.append(repr(e))
-            return
-        with self.lock:
-            self.seqs.append(seq)
-            self.kinds.add(signed.kind)
-        if self.acking:
-            self.ack()
-
-    def contiguous(self):
-        with self.lock:
-            have = set(self.seqs)
-        n = 0
-        while n + 1 in have:
-            n += 1
-        return n
-
-    def ack(self):
-        n = self.contiguous()
-        if n:
-            self.client.publish(down_topic(self.identity.hex, "ack"), cbor2.dumps({0: 1, 2: n}),
-                                qos=1)
-
-
-class Sensors:
-    def __init__(self):
-        self.n = 0
-
-    def read(self):
-        self.n += 1
-        return {"temp": 2000 + self.n, "hum": 4000, "batt": 4000}
-
-
-def poll_until(client, condition, timeout=5):
-    end = time.monotonic() + timeout
-    while not condition() and time.monotonic() < end:
-        client.poll(0.1)
-    return condition()
+pytestmark = pytest.mark.integration
 
 
 def connected_client(port, **kw):

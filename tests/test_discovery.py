@@ -10,7 +10,6 @@ entity platforms a `unique_id`), and the platform schemas (sensor and binary_sen
 `state_topic`; unknown component keys are dropped silently, so they are errors here).
 """
 import json
-import os
 import re
 import subprocess
 import sys
@@ -18,9 +17,12 @@ import sys
 import pytest
 
 from gateway.integrations import discovery
-from gateway.mqtt.broker import GATEWAY_USER, HOMEASSISTANT_USER, Mosquitto
-from tests.conftest import wait_for
-from tests.test_broker_acl import Client
+from gateway.mqtt.broker import GATEWAY_USER, HOMEASSISTANT_USER
+from tests.helpers.mqtt import Client
+from tests.helpers.paths import REPO
+from tests.helpers.wait import wait_for
+
+pytestmark = pytest.mark.integration
 
 # HA core mqtt/abbreviations.py, the entries for the options used below.
 ABBREVIATIONS = {
@@ -195,9 +197,8 @@ def test_state_carries_only_shared_readings_in_ha_units():
 
 
 @pytest.fixture
-def broker(tmp_path):
-    with Mosquitto(os.path.join(tmp_path, "broker"), auth=True) as b:
-        yield b
+def broker_options():
+    return {"auth": True}
 
 
 def test_publisher_over_a_locked_down_broker(broker):
@@ -264,7 +265,6 @@ def test_home_assistant_account_cannot_write_discovery_or_device_topics(broker):
 
 def test_cli_records_shares_and_publishes_discovery(broker, tmp_path):
     from gateway.store.database import Store
-    from tests.test_broker_acl import REPO
     data = str(tmp_path / "data")
     store = Store(data)
     store.add_device(A, b"\x04" + bytes(64), "van-3", "tracker")

@@ -7,55 +7,24 @@ import subprocess
 import sys
 import time
 
+import pytest
 
-from agent import sim
 from agent.proto import READING_FIELDS
 from gateway.chain import node
-from gateway.config import Config
 from gateway.store.database import Store
-from tests.conftest import wait_for
+from tests.helpers.e2e import (
+    assert_stored_exactly_once,
+    assert_verify_all,
+    cli,
+    ledger,
+    simulated_trackers,
+    start_gateway,
+    write_config,
+)
+from tests.helpers.paths import ENV, REPO
+from tests.helpers.wait import wait_for
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
-
-
-def cli(*args, env=None, timeout=180):
-    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env or ENV,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def ledger(path):
-    """device -> every reading the simulated devices produced, in order."""
-    out = {}
-    with open(path) as f:
-        for line in f:
-            d = json.loads(line)
-            out.setdefault(d["device"], []).append(d["reading"])
-    return out
-
-
-def exported(data_dir, device, keyring, passphrase_file):
-    r = cli("gateway", "export", "--data-dir", data_dir, "--device", device, "--key", keyring,
-            "--passphrase-file", passphrase_file, "--format", "json")
-    assert r.returncode == 0, r.stderr
-    rows = json.loads(r.stdout)
-    return [{k: row[k] for k in READING_FIELDS[1:]} for row in rows]
-
-
-def assert_stored_exactly_once(data_dir, produced, keyring, passphrase_file):
-    assert produced, "the devices produced nothing"
-    for device, readings in produced.items():
-        assert exported(data_dir, device, keyring, passphrase_file) == readings, device
-
-
-def assert_verify_all(data_dir):
-    store = Store(data_dir)
-    n = store.message_count()
-    store.close()
-    r = cli("gateway", "verify", "--data-dir", data_dir, "--all")
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "verified %d/%d" % (n, n) in r.stdout
-
+pytestmark = pytest.mark.integration
 
 def plaintext_patterns(produced):
     """Byte patterns that would betray a reading: its packed fields and its JSON."""
@@ -106,28 +75,6 @@ def test_demo_five_trackers_thirty_seconds(tmp_path):
     r = cli("gateway", "verify", "--data-dir", data, "%s-999999" % device)
     assert r.returncode == 2 and "no message" in r.stderr
     assert scan_for(data, plaintext_patterns(produced)) == []
-
-
-def write_config(path, data_dir, broker_url):
-    with open(path, "w") as f:
-        f.write('data_dir = "%s"\nbroker = "%s"\nepoch_seconds = 3\nweb_port = 0\n'
-                '[chain]\nblock_time = 1\n'
-                % (data_dir, broker_url))
-    cfg = Config.load(path)
-    assert cfg.data_dir == data_dir
-    return path
-
-
-def start_gateway(config, log):
-    return subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", config],
-                            cwd=REPO, env=ENV, stdout=log, stderr=subprocess.STDOUT)
-
-
-def simulated_trackers(keys, n):
-    """n provisioned tracker flash dirs under keys, with keys/devices.json for the gateway."""
-    for i, path in enumerate(sim.tracker_dirs(keys, n)):
-        sim.provision_dir(path, "tracker-%d" % (i + 1))
-    sim.write_device_list(keys, n)
 
 
 def test_gateway_sigkill_loses_and_duplicates_nothing(tmp_path, broker):

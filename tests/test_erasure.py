@@ -1,15 +1,16 @@
 """gateway/store/erasure.py: ISA-L's parity shares are zfec's, byte for byte, and any k shares
 rebuild the blob."""
-import json
 import os
-from pathlib import Path
 
 import pytest
 import zfec
 
 from gateway.store import erasure
+from tests.helpers import vectors
 
-VECTORS = json.loads((Path(__file__).parent / "vectors/erasure.json").read_text())["vectors"]
+pytestmark = pytest.mark.unit
+
+VECTORS = vectors.load("erasure.json")["vectors"]
 LAYOUTS = [(1, 1), (1, 2), (2, 2), (2, 3), (2, 4), (2, 6), (3, 5), (4, 8), (10, 20)]
 SIZES = [1, 2, 3, 31, 32, 33, 63, 64, 65, 4097, 61456, 61457]
 

@@ -11,7 +11,10 @@ import tty
 import pytest
 import serial
 
+from firmware.bundle import agent_version
 from tools.virtual_device import VirtualDevice
+
+pytestmark = pytest.mark.integration
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=REPO, EDGEKEEP_PASSPHRASE="owner secret")
@@ -86,7 +89,7 @@ def test_provision_then_info_and_deploy_copies_only_changes(tmp_path, device, bu
     r = flash("info", "--port", device.port)
     assert r.returncode == 0, r.stderr
     assert "device id:     %s" % dev_hex in r.stdout
-    assert "agent version: 0.1.0" in r.stdout
+    assert "agent version: %s" % agent_version() in r.stdout
     assert "free flash:" in r.stdout and "free heap:" in r.stdout
     assert identity["sk"] not in r.stdout
 
@@ -141,8 +144,8 @@ def test_board_mismatch(device, bundles):
 def test_flash_full(tmp_path, bundles):
     with open(tmp_path / "vd.log", "ab") as log, \
             VirtualDevice(str(tmp_path / "flash"), board="pebble", log=log) as dev:
-        r = subprocess.run([sys.executable, "-m", "mpremote", "connect", dev.port, "exec",
-                            "b = bytes(4096)\nf = open('photos.bin', 'wb')\nfor i in range(50): f.write(b)\nf.close()"],
+        fill = "b = bytes(4096)\nf = open('photos.bin', 'wb')\nfor i in range(50): f.write(b)\nf.close()"
+        r = subprocess.run([sys.executable, "-m", "mpremote", "connect", dev.port, "exec", fill],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         assert_error(flash("deploy", "--port", dev.port, "--release-key", bundles["pub"],

@@ -4,10 +4,15 @@ import json
 import os
 import time
 
+import pytest
+
 from gateway.integrations import discovery
 from gateway.integrations.homeassistant import Bridge
 from gateway.store.database import Store
-from tests.conftest import Subscriber, wait_for
+from tests.helpers.mqtt import Subscriber
+from tests.helpers.wait import wait_for
+
+pytestmark = pytest.mark.integration
 
 A = "a1" * 8
 B = "b2" * 8

@@ -9,11 +9,14 @@ import pytest
 from agent import cbor, cose, message
 from agent.identity import Identity
 from agent.proto import ACK_SEQ
-from gateway.wire import protocol
 from gateway.ingest.pipeline import Ingest
-from gateway.wire.protocol import Reject
 from gateway.store.database import Store
-from tests.conftest import Subscriber, wait_for
+from gateway.wire import protocol
+from gateway.wire.protocol import Reject
+from tests.helpers.mqtt import Subscriber
+from tests.helpers.wait import wait_for
+
+pytestmark = pytest.mark.integration
 
 
 class Device:

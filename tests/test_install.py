@@ -14,9 +14,11 @@ import tomllib
 
 import pytest
 
-from gateway.mqtt.broker import GATEWAY_USER, Credentials
 from gateway.localhost import free_port, wait_port
-from tests.test_broker_acl import Client
+from gateway.mqtt.broker import GATEWAY_USER, Credentials
+from tests.helpers.mqtt import Client
+
+pytestmark = pytest.mark.integration
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "hw", "rpi", "install.sh")

@@ -14,20 +14,20 @@ from agent import message
 from agent.identity import Identity
 from agent.objects import manifest
 from gateway.anchor import epochs as anchor
-from gateway.cli import main as cli
-from gateway.keeper import audit as keeper
-from gateway.keeper import challenges
-from gateway.wire import merkle
-from gateway.wire import objects
-from gateway.wire import protocol
-from gateway.store import provider
-from gateway.chain import registry
 from gateway.anchor.epochs import Anchorer
+from gateway.chain import registry
 from gateway.chain.client import DEFAULT_DEV_KEY, Chain
 from gateway.chain.node import Anvil
+from gateway.cli import main as cli
 from gateway.ingest.objects import ObjectStore
+from gateway.keeper import audit as keeper
+from gateway.keeper import challenges
+from gateway.store import provider
 from gateway.store.database import Store
-from tests.conftest import wait_for
+from gateway.wire import merkle, objects, protocol
+from tests.helpers.wait import wait_for
+
+pytestmark = pytest.mark.integration
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHUNKS = 6

@@ -2,6 +2,10 @@
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.integration
+
 # Frees 4 MB of 64 KiB blocks (malloc's own heap, under its mmap threshold) and prints how
 # much free heap top malloc keeps (mallinfo2's keepcost).
 PROBE = """

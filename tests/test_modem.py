@@ -13,7 +13,10 @@ from agent.modem import SLM
 from agent.mqtt import MQTTClient
 from agent.spool import Spool
 from tests.fakes.slm_modem import FakeSLM
-from tests.test_device_mqtt import Gateway, Peer, Sensors, broker, poll_until  # noqa: F401
+from tests.helpers.device import Sensors, poll_until
+from tests.helpers.mqtt import Gateway, Peer
+
+pytestmark = pytest.mark.integration
 
 # Bytes that would confuse a naive AT driver: the data-mode terminator, a trailing "+",
 # response lines, NUL, CR/LF.

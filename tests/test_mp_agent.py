@@ -7,15 +7,26 @@ import sys
 import textwrap
 
 import cbor2
+import pytest
 
 from agent.runtime.micropython import MicroPythonDevice
-from gateway.wire import protocol
 from gateway.chain import node
-from tests.test_e2e import (ENV, REPO, assert_stored_exactly_once, assert_verify_all, cli,
-                            ledger, simulated_trackers, start_gateway, write_config)
+from gateway.wire import protocol
+from tests.helpers.e2e import (
+    assert_stored_exactly_once,
+    assert_verify_all,
+    cli,
+    ledger,
+    simulated_trackers,
+    start_gateway,
+    write_config,
+)
+from tests.helpers.paths import ENV, REPO
+from tests.helpers.vectors import load as load_vectors
+
+pytestmark = pytest.mark.integration
 
 HEAP = 65536
-VECTORS = os.path.join(REPO, "tests", "vectors", "messages.json")
 
 # tests/vectors/make_messages.py's construction, on the device.
 VECTOR_CODE = """
@@ -58,8 +69,7 @@ def run_on_device(tmp_path, code, timeout=60):
 
 def test_device_reproduces_the_protocol_vectors(tmp_path):
     (tmp_path / "flash").mkdir()
-    with open(VECTORS) as f:
-        vectors = json.load(f)
+    vectors = load_vectors("messages.json")
     (tmp_path / "flash" / "cases.json").write_text(json.dumps(vectors))
     out = run_on_device(tmp_path, VECTOR_CODE)
     telemetry, status = vectors["cases"]

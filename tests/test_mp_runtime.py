@@ -8,7 +8,10 @@ import pytest
 
 from agent.runtime.micropython import EXIT_RESET, MicroPythonDevice
 from gateway.localhost import free_port
-from tests.conftest import Subscriber, wait_for
+from tests.helpers.mqtt import Subscriber
+from tests.helpers.wait import wait_for
+
+pytestmark = pytest.mark.integration
 
 HEAP = 65536
 

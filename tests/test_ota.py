@@ -25,11 +25,14 @@ from agent.identity import Identity
 from agent.runtime.micropython import EXIT_RESET, MicroPythonDevice
 from firmware import bundle, signing
 from firmware.boards import ROOT, source_files
-from gateway.ingest.pipeline import Ingest
 from gateway.ingest.ota import Release, Transfer
+from gateway.ingest.pipeline import Ingest
 from gateway.store.database import Store
-from tests.conftest import Subscriber, wait_for
-from tests.test_e2e import ENV, REPO
+from tests.helpers.mqtt import Subscriber
+from tests.helpers.paths import ENV, REPO
+from tests.helpers.wait import wait_for
+
+pytestmark = pytest.mark.integration
 
 HEAP = 98304
 EXIT_CRASH = 1

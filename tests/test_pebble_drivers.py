@@ -19,11 +19,14 @@ from hw.pebble.bme680 import BME680, heater_duration_code
 from hw.pebble.icm42605 import ICM42605
 from hw.pebble.sensors import KEYS
 from hw.pebble.tsl2572 import GAINS, TSL2572
-from tests.fakes.bme680 import PIMORONI_CALIBRATION as CAL, FakeBME680
+from tests.fakes.bme680 import PIMORONI_CALIBRATION as CAL
+from tests.fakes.bme680 import FakeBME680
 from tests.fakes.i2c import FakeI2C
 from tests.fakes.icm42605 import FakeICM42605
 from tests.fakes.tsl2572 import FakeTSL2572
 from tests.fakes.uart import FakeADC, FakeUART
+
+pytestmark = pytest.mark.integration
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

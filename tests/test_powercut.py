@@ -30,6 +30,8 @@ import pytest
 
 from agent.runtime.micropython import MicroPythonDevice
 
+pytestmark = pytest.mark.integration
+
 HEAP = 65536
 DEVICE_CODE = open(os.path.join(os.path.dirname(__file__), "powercut_device.py")).read()
 # The wasm build collects garbage only between calls from JS, never inside the device's

@@ -15,6 +15,8 @@ from gateway.chain.client import DEFAULT_DEV_KEY, Chain
 from gateway.chain.node import Anvil
 from gateway.store.database import Store
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def anchored(tmp_path):

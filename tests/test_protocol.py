@@ -14,6 +14,8 @@ from agent.readings import unpack
 from gateway.wire import protocol
 from tests.vectors import make_messages
 
+pytestmark = pytest.mark.unit
+
 VECTORS = json.load(open(os.path.join(os.path.dirname(__file__), "vectors", "messages.json")))
 CASES = VECTORS["cases"]
 

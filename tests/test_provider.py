@@ -11,6 +11,8 @@ from gateway.store import packs
 from gateway.store import provider
 from gateway.store.provider import Provider, Unrecoverable
 
+pytestmark = pytest.mark.unit
+
 
 def blob(n, seed=0):
     data = hashlib.sha256(b"%d" % seed).digest() * (n // 32 + 1)

@@ -5,6 +5,8 @@ import pytest
 
 from agent.spool import Spool
 
+pytestmark = pytest.mark.unit
+
 RECORD = 13  # header bytes in front of each payload
 
 

@@ -11,8 +11,10 @@ import pytest
 
 from gateway.config import Config
 from gateway.store.database import Store
-from tests.conftest import wait_for
+from tests.helpers.wait import wait_for
 from tools.virtual_device import VirtualDevice
+
+pytestmark = pytest.mark.integration
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")

@@ -17,17 +17,19 @@ from agent.identity import Identity
 from agent.message import Nonces
 from agent.objects import KIND_CHUNK, KIND_MANIFEST, ObjectQueue, manifest
 from agent.proto import up_topic
-from gateway.wire import merkle
 from gateway.cli.main import main as cli_main
 from gateway.config import Config
 from gateway.ingest.pipeline import Ingest
 from gateway.store.database import Store
 from gateway.web import auth
 from gateway.web.app import PUBLIC, WebServer, create_app
+from gateway.wire import merkle
+from tests.helpers.vectors import load as load_vectors
+
+pytestmark = pytest.mark.unit
 
 PASSWORD = "correct horse battery"
-with open("tests/vectors/messages.json") as _f:
-    CASE = json.load(_f)["cases"][0]
+CASE = load_vectors("messages.json")["cases"][0]
 DEV = CASE["device_id"]
 
 

@@ -18,16 +18,12 @@ from agent.proto import ENV_CIPHERTEXT
 from agent.simcamera import Scene
 from gateway.owner.export import envelope_of
 from gateway.owner.keyring import Keyring
+from tests.helpers.vectors import load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VECTORS = os.path.join(ROOT, "tests", "vectors")
 
-pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
-
-
-def load(name):
-    with open(os.path.join(VECTORS, name)) as f:
-        return json.load(f)
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")]
 
 
 def clip_frames():
@@ -62,13 +58,15 @@ def js(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("webcrypto")
     telemetry = load("messages.json")["cases"][0]
     raw = bytes.fromhex(telemetry["message"])
-    ring = Keyring(str(tmp / "ring.json"), "correct horse", {telemetry["device_id"]: bytes.fromhex(telemetry["data_key"])})
+    ring = Keyring(str(tmp / "ring.json"), "correct horse",
+                   {telemetry["device_id"]: bytes.fromhex(telemetry["data_key"])})
     ring.save()
     inputs = {
         "ccm": load("ccm.json")["vectors"],
         "encrypt0": {"key": telemetry["data_key"], "ciphertext": envelope_of(raw)[ENV_CIPHERTEXT].hex()},
         "message": {"raw": telemetry["message"], "keys": {telemetry["device_id"]: telemetry["data_key"]}},
-        "scrypt": {"password": "pässword", "salt": "00112233445566778899aabbccddeeff", "n": 1024, "r": 8, "p": 1},
+        "scrypt": {"password": "pässword", "salt": "00112233445566778899aabbccddeeff", "n": 1024,
+                   "r": 8, "p": 1},
         "keyring": {"text": open(ring.path).read(), "passphrase": "correct horse"},
         "object": camera_object(tmp),
     }

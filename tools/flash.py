@@ -47,9 +47,11 @@ def cmd_ports(args):
 def cmd_firmware(args):
     board = BOARDS[args.board]
     if board.get("runtime") != "micropython":
-        raise FlashError("%s runs CPython, not MicroPython" % args.board, "install it as docs/flashing.md says")
+        raise FlashError("%s runs CPython, not MicroPython" % args.board,
+                         "install it as docs/flashing.md says")
     if board["chip"] is None:
-        raise FlashError("%s: %s" % (args.board, NRF_ROUTE), "follow the nRF9160 route in docs/flashing.md")
+        raise FlashError("%s: %s" % (args.board, NRF_ROUTE),
+                         "follow the nRF9160 route in docs/flashing.md")
     from tools.flashlib.device import Device, check_port
     check_port(args.port)
     try:
@@ -114,7 +116,8 @@ INFO = """
 import binascii, hashlib, json
 r = {}
 try:
-    r['device'] = binascii.hexlify(hashlib.sha256(binascii.unhexlify(json.load(open('identity.json'))['pk'])).digest()[:8]).decode()
+    pk = binascii.unhexlify(json.load(open('identity.json'))['pk'])
+    r['device'] = binascii.hexlify(hashlib.sha256(pk).digest()[:8]).decode()
 except OSError:
     r['device'] = None
 try:

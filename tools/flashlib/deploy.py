@@ -52,7 +52,7 @@ def deploy(dev, bundle_dir, manifest, release_public=None, log=print):
         with open(os.path.join(bundle_dir, rel), "rb") as f:
             data = f.read()
         start = bar.done
-        dev.write_file(rel, data, progress=lambda done, total: bar.update(start + done))
+        dev.write_file(rel, data, progress=lambda done, total, start=start: bar.update(start + done))
         bar.update(start + len(data))
     bar.close()
     if release_public is not None:
