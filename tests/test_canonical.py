@@ -333,6 +333,7 @@ def test_ingest_rejects_every_negative_vector_and_stores_the_control(tmp_path, b
         ingest.stop()
 
     from prometheus_client import CollectorRegistry, generate_latest
+
     from gateway.integrations.metrics import SnapshotCollector
 
     class Monitor:
