@@ -27,8 +27,6 @@ from tests.helpers.mqtt import Subscriber
 from tests.helpers.wait import wait_for
 from tests.vectors import make_messages, make_noncanonical
 
-pytestmark = pytest.mark.integration
-
 # Pure tests are marked unit one by one; the MQTT and MicroPython ones are integration.
 unit = pytest.mark.unit
 
