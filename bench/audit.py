@@ -51,11 +51,11 @@ TRACKER_BATCHES = 10
 
 
 def fill(data, chain, megabytes):
-    store = Store(data)
+    store = Store.open(data)
     cam, tracker = Identity.create(os.urandom), Identity.create(os.urandom)
     registry.register(store, chain, cam.public, "cam", "camera")
     registry.register(store, chain, tracker.public, "t1")
-    objs = ObjectStore(data, store.db)
+    objs = ObjectStore.open(store)
     syncs = os.fsync, os.fdatasync
     os.fsync = os.fdatasync = lambda fd: None
     try:
@@ -77,7 +77,7 @@ def fill(data, chain, megabytes):
                                time.time())
             objs.flush()
             store.db.execute("COMMIT")
-            Anchorer(data, chain).anchor(anchor.seal_epoch(store.db))
+            Anchorer(Store.connect(data), chain).anchor(anchor.seal_epoch(store))
     finally:
         os.fsync, os.fdatasync = syncs
     chain.w3.provider.make_request("evm_mine", [])
@@ -103,7 +103,7 @@ def measure(megabytes, samples):
         with Anvil(data, block_time=0) as anvil:
             chain = Chain(anvil.rpc_url, DEFAULT_DEV_KEY, os.path.join(data, "chain", "deployment.json"))
             stored = fill(data, chain, megabytes)
-            k = keeper.Keeper(data, chain)
+            k = keeper.Keeper.open(Store.open(data), chain)
             k.protect()
             _, chs = challenges.draw(chain, samples)
             by_kind = {"chunk": [0, 0, 0], "batch": [0, 0, 0]}

@@ -143,7 +143,7 @@ def main():
         return device(args)
     size = int(args.mb * 1024 * 1024)
     with tempfile.TemporaryDirectory() as tmp, Mosquitto(tmp + "/broker") as broker:
-        store = Store(tmp + "/gw")
+        store = Store.open(tmp + "/gw")
         ingest = Ingest(tmp + "/gw", broker.url, epoch_seconds=3600)
         ingest.start()
         runs = {name: [] for name, _ in PROFILES}

@@ -24,7 +24,7 @@ from gateway.web.app import WebServer, create_app  # noqa: E402
 
 
 def populate(data_dir, n):
-    store = Store(data_dir)
+    store = Store.open(data_dir)
     now = time.time()
     store.db.execute("BEGIN")
     for i in range(n):

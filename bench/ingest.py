@@ -85,7 +85,7 @@ def main():
             for run in range(args.runs):
                 data = os.path.join(tmp, "gw%d" % run)
                 devices = make_devices(args.devices)
-                store = Store(data)
+                store = Store.open(data)
                 for d in devices:
                     store.add_device(d.hex, d.public)
                 register_sessions(broker, data)

@@ -65,7 +65,7 @@ def run(args):
     threads = []
     try:
         gw.start()
-        store = Store(data_dir)
+        store = Store.connect(data_dir)  # gw.start() opened (migrated) it
         passphrase, passfile = owner_passphrase(sim_dir)
         keyring = os.path.join(sim_dir, "owner-keyring.json")
         ring = Keyring.open_or_create(keyring, passphrase)
@@ -126,7 +126,7 @@ def _print_where(cfg, gw, url, sim_dir, keyring, passfile):
 
 
 def _print_summary(data_dir):
-    store = Store(data_dir)
+    store = Store.connect(data_dir)
     epochs = store.epochs()
     mined = sum(1 for e in epochs if e["status"] == "mined")
     print("stored %d messages from %d devices; %d epochs, %d anchored" % (

@@ -9,7 +9,8 @@ from gateway.chain import node
 from gateway.chain.client import DEFAULT_DEV_KEY, Chain
 from gateway.integrations.homeassistant import Bridge
 from gateway.ingest.pipeline import Ingest
-from gateway.keeper.audit import KeeperLoop
+from gateway.keeper.audit import Keeper, KeeperLoop
+from gateway.store.database import Store
 
 log = logging.getLogger("edgekeep")
 
@@ -48,11 +49,14 @@ class Gateway:
 
     def start(self):
         cfg = self.cfg
-        os.makedirs(cfg.data_dir, exist_ok=True)
+        # The one place the running gateway migrates its store; every thread below opens a
+        # connection of its own with Store.connect. The Anchorer takes this one.
+        store = Store.open(cfg.data_dir)
         self.chain = open_chain(cfg)
-        self.anchorer = Anchorer(cfg.data_dir, self.chain)
+        self.anchorer = Anchorer(store, self.chain)
         provider.configure(cfg.data_dir, cfg.storage_roots, cfg.ec_k, cfg.ec_m)
-        self.keeper = KeeperLoop(cfg.data_dir, self.chain, cfg.audit_seconds, cfg.audit_samples)
+        self.keeper = KeeperLoop(Keeper.open(Store.connect(cfg.data_dir), self.chain),
+                                 cfg.audit_seconds, cfg.audit_samples)
         self.ingest = Ingest(cfg.data_dir, cfg.broker, cfg.max_message_bytes, cfg.epoch_seconds,
                              username=cfg.broker_username or None,
                              password=cfg.broker_password(), on_sealed=self.sealed,

@@ -29,7 +29,7 @@ def chain_env(tmp_path):
     data = str(tmp_path / "gw")
     anvil = Anvil(data, block_time=0).start()
     chain = Chain(anvil.rpc_url, DEFAULT_DEV_KEY, os.path.join(data, "chain", "deployment.json"))
-    store = Store(data)
+    store = Store.open(data)
     yield data, anvil, chain, store
     anvil.stop()
 
@@ -37,12 +37,12 @@ def chain_env(tmp_path):
 def test_one_transaction_per_epoch_whatever_the_count(chain_env):
     data, anvil, chain, store = chain_env
     nonce0 = chain.w3.eth.get_transaction_count(chain.address)
-    a = Anchorer(data, chain)
+    a = Anchorer(Store.connect(data), chain)
     for n in (1, 50, 700):
         add_messages(store, n, start=store.message_count() + 1)
-        epoch = anchor.seal_epoch(store.db)
+        epoch = anchor.seal_epoch(store)
         a.anchor(epoch)
-    assert anchor.seal_epoch(store.db) is None  # nothing new: no epoch, no tx
+    assert anchor.seal_epoch(store) is None  # nothing new: no epoch, no tx
     assert chain.w3.eth.get_transaction_count(chain.address) - nonce0 == 3
     for e in store.epochs():
         assert e["status"] == "mined" and e["gas"] > 21000
@@ -55,11 +55,11 @@ def test_one_transaction_per_epoch_whatever_the_count(chain_env):
 def test_outbox_retries_until_the_chain_is_back(chain_env):
     data, anvil, chain, store = chain_env
     port = anvil.port
-    a = Anchorer(data, chain)
+    a = Anchorer(Store.connect(data), chain)
     a.start()
     anvil.stop()
     add_messages(store, 5)
-    epoch = anchor.seal_epoch(store.db)
+    epoch = anchor.seal_epoch(store)
     a.notify()
     wait_for(lambda: (store.epoch(epoch)["attempts"] or 0) >= 1, what="a failed attempt")
     assert store.epoch(epoch)["status"] != "mined" and store.epoch(epoch)["last_error"]
@@ -75,8 +75,8 @@ def test_outbox_retries_until_the_chain_is_back(chain_env):
 def test_resend_after_crash_is_recognised_without_a_new_tx(chain_env):
     data, anvil, chain, store = chain_env
     add_messages(store, 3)
-    epoch = anchor.seal_epoch(store.db)
-    a = Anchorer(data, chain)
+    epoch = anchor.seal_epoch(store)
+    a = Anchorer(Store.connect(data), chain)
     a.anchor(epoch)
     # a crash right after sending, before the outcome was recorded
     store.db.execute("UPDATE epochs SET status = 'sent', block = NULL WHERE epoch = ?", (epoch,))
@@ -89,8 +89,8 @@ def test_resend_after_crash_is_recognised_without_a_new_tx(chain_env):
 def test_conflicting_root_is_refused_and_kept_for_inspection(chain_env):
     data, anvil, chain, store = chain_env
     add_messages(store, 2)
-    epoch = anchor.seal_epoch(store.db)
-    a = Anchorer(data, chain)
+    epoch = anchor.seal_epoch(store)
+    a = Anchorer(Store.connect(data), chain)
     a.anchor(epoch)
     store.db.execute("UPDATE epochs SET status = 'pending', root = ? WHERE epoch = ?",
                      (b"\x11" * 32, epoch))

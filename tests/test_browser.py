@@ -102,7 +102,7 @@ def assert_no_secret_sent(page, demo, plaintexts=()):
 
 def complete_object(demo, camera):
     """The newest object of a camera that the gateway holds whole, or None."""
-    store = Store(demo["data"])
+    store = Store.open(demo["data"])
     try:
         row = store.db.execute("SELECT oid FROM objects WHERE device = ? AND stored = count "
                                "ORDER BY time DESC LIMIT 1", (camera,)).fetchone()
@@ -171,7 +171,7 @@ def test_unlock_keyring_and_see_decrypted_readings(page, demo):
     first = page.locator("#readings tbody tr").first
     expect(first).to_be_visible()
     # The newest reading on the page is one the owner's own tool decrypts from the store.
-    store = Store(demo["data"])
+    store = Store.open(demo["data"])
     owner = readings(store, dev, Keyring.open(demo["keyring"], demo["passphrase"]).get(dev))
     store.close()
     cells = first.locator("td").all_inner_texts()
@@ -214,7 +214,7 @@ def test_revoke_a_device(page, demo):
     expect(page.locator('tr[data-device="%s"]' % dev)).to_have_class("revoked", timeout=30000)
     expect(page.locator('tr[data-device="%s"] .status' % dev)).to_have_text("revoked")
     shot(page, "06-revoked")
-    store = Store(demo["data"])
+    store = Store.open(demo["data"])
     assert store.device(dev)["status"] == "revoked"
     # The device's broker account is gone too: the broker dropped the still-running device,
     # so nothing more of it is stored.

@@ -99,7 +99,7 @@ def register(store, ingest, dev):
 @pytest.fixture
 def gateway(tmp_path, broker):
     data = str(tmp_path / "gw")
-    store = Store(data)
+    store = Store.open(data)
     ingest = Ingest(data, broker.url, epoch_seconds=3600)
     ingest.start()
     yield data, store, ingest
@@ -117,7 +117,7 @@ def test_snapshot_is_uploaded_announced_listed_and_exported_byte_identical(
     oid = dev.agent.capture().hex()
     dev.start()
     try:
-        objects = ObjectStore(data, store.db)
+        objects = ObjectStore.open(store)
         done = wait_for(lambda: (objects.list() or [{}])[0].get("completed_at"), what="complete")
         assert done
         wait_for(lambda: not dev.agent.objects.entries, what="the device to drop the upload")
@@ -206,7 +206,7 @@ def test_the_largest_chunk_size_passes_the_gateway_and_a_larger_one_is_refused_a
         wait_for(lambda: not dev.agent.objects.entries, what="the device to finish the upload")
     finally:
         dev.close()
-    assert ObjectStore(data, store.db).get(dev.ident.hex, oid)["stored"] == 3
+    assert ObjectStore.open(store).get(dev.ident.hex, oid)["stored"] == 3
     assert not ingest.rejects
     assert export(tmp_path, data, dev.ident, oid) == dev.camera.captured[0]
 
@@ -230,13 +230,13 @@ def start_gateway(data, url):
 def test_500_chunk_clip_survives_broker_restart_and_gateway_sigkill(tmp_path):
     broker = Mosquitto(str(tmp_path / "broker")).start()
     data = str(tmp_path / "gw")
-    store = Store(data)
+    store = Store.open(data)
     dev = Device(tmp_path, broker.port, Scene(), chunk_size=512, frames=6, frame_gap=0)
     store.add_device(dev.ident.hex, dev.ident.public, "cam", "camera")
     oid = dev.agent.capture().hex()
     count = dev.agent.objects.oldest().count
     assert count >= 500
-    objects = ObjectStore(data, store.db)
+    objects = ObjectStore.open(store)
 
     def stored():
         return (objects.get(dev.ident.hex, oid) or {"stored": 0})["stored"]
@@ -294,7 +294,7 @@ def test_duplicates_bad_hashes_and_foreign_manifests_are_rejected_and_counted(
     want = {"duplicate_chunk": 1, "bad_chunk": 2, "unknown_object": 1, "bad_signature": 1}
     wait_for(lambda: dict(ingest.rejects) == want, what="reject counters %s" % want)
     assert store.reject_counts() == want
-    o = ObjectStore(data, store.db).get(dev.ident.hex, oid.hex())
+    o = ObjectStore.open(store).get(dev.ident.hex, oid.hex())
     assert o["stored"] == 1
     acks = [cbor2.loads(p) for t, p in peer.messages if t.endswith("/down/chunks")]
     assert {0: 1, 1: oid, 2: [0, 0], 3: 0} in acks          # the duplicate is acked again

@@ -53,7 +53,7 @@ def test_camera_agent_runs_on_micropython_under_its_heap_cap(tmp_path, broker):
     scene = Scene(size=(320, 240), offset=1.0)
     write_frames(str(flash / "frames"), scene, [0.5 * i for i in range(6)])
     data = str(tmp_path / "gw")
-    store = Store(data)
+    store = Store.open(data)
     store.add_device(ident.hex, ident.public, "cam", "camera")
     ingest = Ingest(data, broker.url, epoch_seconds=3600)
     ingest.start()
@@ -67,7 +67,7 @@ def test_camera_agent_runs_on_micropython_under_its_heap_cap(tmp_path, broker):
     frame = int(lines[0].split()[-1])
     assert lines == ["captured frame %d" % frame, "queued 0"]
     assert scene.walker(0.5 * frame) is not None  # motion, not a timer, chose the frame
-    (obj,) = ObjectStore(data, store.db).list()
+    (obj,) = ObjectStore.open(store).list()
     assert obj["completed_at"] and obj["count"] > 1
     jpeg = (flash / "frames" / ("%04d.jpg" % frame)).read_bytes()
     assert export(tmp_path, data, ident, obj["oid"]) == jpeg

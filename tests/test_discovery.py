@@ -266,7 +266,7 @@ def test_home_assistant_account_cannot_write_discovery_or_device_topics(broker):
 def test_cli_records_shares_and_publishes_discovery(broker, tmp_path):
     from gateway.store.database import Store
     data = str(tmp_path / "data")
-    store = Store(data)
+    store = Store.open(data)
     store.add_device(A, b"\x04" + bytes(64), "van-3", "tracker")
     store.close()
 

@@ -102,7 +102,7 @@ def test_gateway_sigkill_loses_and_duplicates_nothing(tmp_path, broker):
              "--upload-interval", "1.5", "--record", record],
             cwd=REPO, env=ENV, stdout=log, stderr=subprocess.STDOUT)
 
-        store = Store(data)
+        store = Store.open(data)
         wait_for(lambda: store.message_count() >= 10, timeout=60, what="messages before the kill")
         gw.send_signal(signal.SIGKILL)
         gw.wait()

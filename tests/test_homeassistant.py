@@ -20,7 +20,7 @@ B = "b2" * 8
 
 def test_bridge_publishes_changes_only(tmp_path, broker):
     data = str(tmp_path / "gw")
-    store = Store(data)
+    store = Store.open(data)
     store.add_device(A, b"\x04" + os.urandom(64), "garage")
     store.add_device(B, b"\x04" + os.urandom(64), "attic")
     health = {"fw": "0.1.0", "share": {"temp": 2345, "hum": 4500, "pres": 101325}}

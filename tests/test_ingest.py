@@ -35,7 +35,7 @@ class Device:
 @pytest.fixture
 def setup(tmp_path, broker):
     data = str(tmp_path / "gw")
-    store = Store(data)
+    store = Store.open(data)
     a, revoked, stranger = Device(), Device(), Device()
     store.add_device(a.ident.hex, a.ident.public, "a")
     store.add_device(revoked.ident.hex, revoked.ident.public, "b")
@@ -123,7 +123,7 @@ def test_a_batch_of_chunks_and_signed_messages_keeps_each_outcome_with_its_messa
     still line up with the messages, in order."""
     data = str(tmp_path / "gw")
     a, stranger = Device(), Device()
-    store = Store(data)
+    store = Store.open(data)
     store.add_device(a.ident.hex, a.ident.public, "a")
     store.close()
     ingest = Ingest(data, "mqtt://127.0.0.1:1")  # never connected: only its verification
@@ -134,7 +134,7 @@ def test_a_batch_of_chunks_and_signed_messages_keeps_each_outcome_with_its_messa
         out = ingest._verify_all([(topic, raw, 0, 1) for topic, raw in batch])
     finally:
         ingest.pool.shutdown()
-        ingest.db.close()
+        ingest.store.close()
     assert [o.reason if isinstance(o, Reject) else o[1].seq for o in out] == [
         1, protocol.MALFORMED, 2, protocol.UNKNOWN_DEVICE, 3]
 
@@ -145,7 +145,7 @@ def test_a_device_registered_while_the_worker_reloads_is_never_forgotten(tmp_pat
     replace the keys of one that read it after: the new device's messages would be rejected
     as unknown until the next reload."""
     data = str(tmp_path / "gw")
-    store = Store(data)
+    store = Store.open(data)
     ingest = Ingest(data, "mqtt://127.0.0.1:1")
     stop = threading.Event()
 
@@ -168,7 +168,7 @@ def test_a_device_registered_while_the_worker_reloads_is_never_forgotten(tmp_pat
         stop.set()
         worker.join()
         ingest.pool.shutdown()
-        ingest.db.close()
+        ingest.store.close()
         store.close()
     assert not forgotten, "registered devices dropped by a concurrent reload: %s" % forgotten
 

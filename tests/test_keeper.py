@@ -46,7 +46,7 @@ def gw(tmp_path):
     data = str(tmp_path / "gw")
     with Anvil(data, block_time=0) as anvil:
         chain = Chain(anvil.rpc_url, DEFAULT_DEV_KEY, os.path.join(data, "chain", "deployment.json"))
-        store = Store(data)
+        store = Store.open(data)
         tracker, camera = Identity.create(os.urandom), Identity.create(os.urandom)
         registry.register(store, chain, tracker.public, "t1")
         registry.register(store, chain, camera.public, "cam", "camera")
@@ -54,7 +54,7 @@ def gw(tmp_path):
         for seq in range(1, 4):
             add_message(store, tracker, seq, message.seal(tracker, nonces, seq, 1790000000, "t", seq,
                                                           b"\x82hpebble/1@", 0), "t")
-        Anchorer(data, chain).anchor(anchor.seal_epoch(store.db))
+        Anchorer(Store.connect(data), chain).anchor(anchor.seal_epoch(store))
         for seq in range(4, 6):
             add_message(store, tracker, seq, message.seal(tracker, nonces, seq, 1790000000, "t", seq,
                                                           b"\x82hpebble/1@", 0), "t")
@@ -65,12 +65,12 @@ def gw(tmp_path):
         add_message(store, camera, 1, raw, "m")
         signed = protocol.parse("ek/%s/up/m" % camera.hex, raw, len(raw))
         obj = objects.parse_manifest(signed.payload)
-        objs = ObjectStore(data, store.db)
+        objs = ObjectStore.open(store)
         objs.register(protocol.open_envelope(signed), obj, 0)
         for i, c in enumerate(chunks):
             objs.add_chunk(objects.Chunk(camera.hex, obj.oid, i, c, hashlib.sha256(c).digest()), 0)
         objs.flush()
-        Anchorer(data, chain).anchor(anchor.seal_epoch(store.db))
+        Anchorer(Store.connect(data), chain).anchor(anchor.seal_epoch(store))
         chain.w3.provider.make_request("evm_mine", [])   # audits seed from the latest's parent
         yield data, store, chain, anvil.rpc_url, obj
 
@@ -82,7 +82,7 @@ def run_cli(capsys, *argv):
 
 def test_challenges_are_reproducible_from_the_block_hash_alone(gw):
     data, store, chain, rpc, _ = gw
-    k = keeper.Keeper(data, chain)
+    k = keeper.Keeper.open(Store.open(data), chain)
     audit = k.anchor(k.audit_sample(12))["id"]
     on_chain = chain.audit_of(audit)          # StorageAudit read blockhash(seed) itself
     counts = {}
@@ -103,7 +103,7 @@ def test_challenges_are_reproducible_from_the_block_hash_alone(gw):
 
 def test_a_flipped_byte_is_detected_repaired_and_the_audit_anchored(gw, capsys):
     data, store, chain, rpc, obj = gw
-    k = keeper.Keeper(data, chain)
+    k = keeper.Keeper.open(Store.open(data), chain)
     victim = obj.hashes[32 * 3:32 * 4]                          # chunk 3 of the clip
     path, offset, length = k.provider.share_location(victim, random.randrange(4))
     with open(path, "r+b") as f:
@@ -135,12 +135,12 @@ def test_a_flipped_byte_is_detected_repaired_and_the_audit_anchored(gw, capsys):
 
 def test_a_lost_root_loses_nothing_and_repair_reprotects(gw, capsys):
     data, store, chain, rpc, obj = gw
-    k = keeper.Keeper(data, chain)
+    k = keeper.Keeper.open(Store.open(data), chain)
     k.protect()
     shutil.rmtree(k.provider.roots[1])
     assert run_cli(capsys, "keeper", "status", "--data-dir", data)[0] == 1
-    for o in ObjectStore(data, store.db).list():
-        assert len(b"".join(ObjectStore(data, store.db).chunks(o))) == o["bytes"]
+    for o in ObjectStore.open(store).list():
+        assert len(b"".join(ObjectStore.open(store).chunks(o))) == o["bytes"]
     for m in store.messages():
         assert k.provider.get(hashlib.sha256(m["raw"]).digest()) == m["raw"]
 
@@ -153,7 +153,7 @@ def test_a_lost_root_loses_nothing_and_repair_reprotects(gw, capsys):
 
 def test_a_wrong_chunk_or_a_stale_proof_fails(gw):
     data, store, chain, rpc, obj = gw
-    p = provider.Provider(data)
+    p = provider.Provider.open(Store.open(data))
     last = challenges.latest_epoch(chain.anchor_of, chain.latest_block()["number"])
     assert last == 2
     ch = challenges.Challenge(0, 2, 2, 4)                  # the manifest, chunk 4
@@ -173,7 +173,7 @@ def test_a_wrong_chunk_or_a_stale_proof_fails(gw):
 
 def test_verify_chunk_on_chain_with_a_valid_and_a_forged_proof(gw):
     data, store, chain, rpc, obj = gw
-    p = provider.Provider(data)
+    p = provider.Provider.open(Store.open(data))
     a = p.answer(2, 2, 1)
     offset = a["message"].index(b"\x06\x58\x20" + obj.root) + 3
     proof = {"epoch": 2, "manifest": a["message"], "root_offset": offset, "leaf": 2,
@@ -199,7 +199,7 @@ def test_independent_keeper_against_a_live_demo(tmp_path):
     try:
         url = wait_for(lambda: re.search(r"admin page\s+(http://\S+)", log.read_text()),
                        timeout=60, what="the demo's admin page").group(1)
-        store = Store(data)
+        store = Store.open(data)
         wait_for(lambda: len([e for e in store.epochs() if e["status"] == "mined"]) >= 3,
                  timeout=40, what="three anchored epochs")
         audit = subprocess.run(
@@ -221,6 +221,6 @@ def test_independent_keeper_against_a_live_demo(tmp_path):
         except subprocess.TimeoutExpired:
             demo.kill()
             demo.wait()
-    digests = [r[0] for r in Store(data).db.execute("SELECT digest FROM messages")]
-    held = provider.Provider(data)
+    digests = [r[0] for r in Store.open(data).db.execute("SELECT digest FROM messages")]
+    held = provider.Provider.open(Store.open(data))
     assert digests and all(held.has(d) for d in digests), "the Keeper copies every message"

@@ -165,7 +165,7 @@ def site(tmp_path, broker, releases):
     ident = Identity.create(os.urandom)
     ident.save(str(flash / "identity.json"))
     shutil.copy(releases["key"], flash / "release.pub")
-    store = Store(data)
+    store = Store.open(data)
     store.add_device(ident.hex, ident.public, "t1")
     ingest = Ingest(data, broker.url, epoch_seconds=3600)
     ingest.start()

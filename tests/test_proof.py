@@ -23,7 +23,7 @@ def anchored(tmp_path):
     data = str(tmp_path / "gw")
     with Anvil(data, block_time=0) as anvil:
         chain = Chain(anvil.rpc_url, DEFAULT_DEV_KEY, os.path.join(data, "chain", "deployment.json"))
-        store = Store(data)
+        store = Store.open(data)
         ident = Identity.create(os.urandom)
         registry.register(store, chain, ident.public, "t1")
         nonces = message.Nonces(os.urandom)
@@ -32,7 +32,7 @@ def anchored(tmp_path):
             store.db.execute(
                 "INSERT INTO messages (device, seq, kind, time, count, digest, raw, received_at) "
                 "VALUES (?, ?, 't', 0, 0, ?, ?, 0)", (ident.hex, seq, hashlib.sha256(raw).digest(), raw))
-        Anchorer(data, chain).anchor(anchor.seal_epoch(store.db))
+        Anchorer(Store.connect(data), chain).anchor(anchor.seal_epoch(store))
         yield store, chain, anvil.rpc_url, ident
 
 

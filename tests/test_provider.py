@@ -5,10 +5,9 @@ import shutil
 
 import pytest
 
-from gateway.store import erasure
-from gateway.store import legacy_shares
 from gateway.store import packs
 from gateway.store import provider
+from gateway.store.database import Store
 from gateway.store.provider import Provider, Unrecoverable
 
 pytestmark = pytest.mark.unit
@@ -24,7 +23,16 @@ def blob(n, seed=0):
 def prov(tmp_path):
     data = str(tmp_path / "gw")
     provider.configure(data, [], 2, 4)
-    return Provider(data)
+    return open_provider(data)
+
+
+def open_provider(data):
+    """The Provider of data dir `data` on a Store of its own, as another process would."""
+    return Provider.open(Store.open(data))
+
+
+def reopen(prov):
+    return open_provider(prov.store.data_dir)
 
 
 def flip(prov, digest, j, at=-7):
@@ -54,7 +62,7 @@ def test_many_blobs_share_one_pack_per_root(prov):
     prov.flush()
     for root in prov.roots:
         assert len(os.listdir(os.path.join(root, "packs"))) == 1
-    reopened = Provider(prov.data_dir)
+    reopened = reopen(prov)
     assert all(reopened.get(d) == data for d, data in blobs)
 
 
@@ -78,7 +86,7 @@ def test_appends_are_readable_before_flush_and_survive_short_writes(prov, monkey
     assert prov.get(blobs[0][0]) == blobs[0][1]      # written for the read, not yet synced
     prov.flush()
     assert max(calls) <= packs.IOV_MAX
-    reopened = Provider(prov.data_dir)
+    reopened = reopen(prov)
     assert all(reopened.get(d) == data for d, data in blobs)
 
 
@@ -102,32 +110,16 @@ def test_a_damaged_header_counts_the_share_as_missing(prov):
         prov.get(digest)
 
 
-def test_share_records_of_an_earlier_gateway_are_read_and_checked(prov):
-    """EKP1 records (the share's SHA-256 in the header) stay readable next to EKP2 ones."""
-    digest, data = blob(5000)
-    prov.db.execute("INSERT INTO blobs (digest, size, k, m, stored_at) VALUES (?, ?, 2, 4, 0)",
-                    (digest, len(data)))
-    prov._append(digest, [
-        (j, provider.HEADER_V1.pack(provider.MAGIC_V1, 2, 4, j, len(data), digest,
-                                    hashlib.sha256(body).digest()), body)
-        for j, body in enumerate(erasure.encode(data, 2, 4))])
-    prov.flush()
-    assert prov.get(digest) == data and prov.health(digest) == (4, 4)
-    flip(prov, digest, 0)
-    assert sorted(prov.shares(digest)) == [1, 2, 3] and prov.get(digest) == data
-    assert prov.rebuild(digest) == [0] and prov.health(digest) == (4, 4)
-
-
 def test_a_new_store_has_no_missing_root_and_a_wiped_one_stays_missing(tmp_path):
     data = str(tmp_path / "gw")
     provider.configure(data, [str(tmp_path / "disk1"), str(tmp_path / "disk2")], 2, 4)
-    prov = Provider(data)
+    prov = open_provider(data)
     assert prov.missing_roots() == [] and all(os.path.isdir(r) for r in prov.roots)
     d, blob_data = blob(5000)
     prov.put(d, blob_data)
     prov.close()
     shutil.rmtree(prov.roots[0])
-    again = Provider(data)  # a restart does not paper over a lost disk
+    again = open_provider(data)  # a restart does not paper over a lost disk
     assert again.missing_roots() == [again.roots[0]] and again.get(d) == blob_data
 
 
@@ -173,36 +165,6 @@ def test_layout_checks():
     assert provider.check_layout(["a", "b", "c"], 2, 3) is None
 
 
-def test_single_copy_chunks_of_an_older_gateway_are_migrated(tmp_path):
-    data = str(tmp_path / "gw")
-    digest, chunk = blob(4096)
-    flat = os.path.join(data, "objects", digest.hex()[:2])
-    os.makedirs(flat)
-    open(os.path.join(flat, digest.hex()), "wb").write(chunk)
-    prov = Provider(data)
-    assert prov.get(digest) == chunk
-    assert not os.path.exists(os.path.join(flat, digest.hex()))
-
-
-def test_share_files_of_an_older_gateway_move_into_packs(tmp_path):
-    data = str(tmp_path / "gw")
-    provider.configure(data, [], 2, 4)
-    prov = Provider(data)
-    digest, chunk = blob(5000)
-    size = len(chunk)
-    for j, body in enumerate(erasure.encode(chunk, 2, 4)):
-        d = os.path.join(prov.roots[j % 2], digest.hex()[:2])
-        os.makedirs(d, exist_ok=True)
-        head = legacy_shares.OLD_HEADER.pack(b"EKS1", 2, 4, j, size, hashlib.sha256(body).digest())
-        open(os.path.join(d, "%s.%d" % (digest.hex(), j)), "wb").write(head + body)
-    prov.db.execute("INSERT INTO blobs (digest, size, k, m, stored_at) VALUES (?, ?, 2, 4, 0)",
-                    (digest, size))
-    prov = Provider(data)
-    assert prov.get(digest) == chunk and prov.health(digest) == (4, 4)
-    assert sorted(os.listdir(prov.roots[0])) == ["packs"]
-    assert sorted(os.listdir(prov.roots[1])) == ["packs"]
-
-
 def test_compaction_frees_deleted_shares_and_keeps_the_live_ones(prov):
     blobs = [blob(20000, i) for i in range(20)]
     for d, data in blobs:
@@ -212,7 +174,7 @@ def test_compaction_frees_deleted_shares_and_keeps_the_live_ones(prov):
     before = disk_bytes(prov)
     for d, _ in blobs[:15]:
         prov.delete(d)
-    later = Provider(prov.data_dir)
+    later = reopen(prov)
     assert later.compact() > 0
     assert disk_bytes(later) < before / 2
     for d, data in blobs[15:]:
@@ -224,7 +186,7 @@ def test_compaction_leaves_a_pack_another_writer_is_filling(prov):
     digest, data = blob(3000)
     prov.put(digest, data)               # prov keeps its pack open and locked
     prov.delete(digest)
-    other = Provider(prov.data_dir)
+    other = reopen(prov)
     assert other.compact() == 0
     assert all(os.listdir(os.path.join(r, "packs")) for r in prov.roots)
 
@@ -235,7 +197,7 @@ def test_a_wiped_root_under_a_running_writer_gets_a_new_pack(prov):
     shutil.rmtree(prov.roots[1])
     second = blob(4000, 2)
     prov.put(*second)                   # must not go into the unlinked pack
-    assert Provider(prov.data_dir).health(second[0]) == (4, 4)
+    assert reopen(prov).health(second[0]) == (4, 4)
     assert prov.health(first[0]) == (2, 4)
 
 

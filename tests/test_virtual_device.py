@@ -83,7 +83,7 @@ def test_provision_deploy_boot_reaches_the_gateway_and_verifies(tmp_path, device
         r = flash("deploy", "--port", device.port, "--release-key", release["pub"], release["bundle"])
         assert r.returncode == 0, r.stdout + r.stderr
         assert "deployed esp32 9.9.9" in r.stdout
-        store = Store(data)
+        store = Store.open(data)
         wait_for(lambda: store.message_count() >= 3, timeout=60, what="the device's messages")
         time.sleep(4)  # an epoch closes and is anchored (epoch_seconds = 2, block_time = 1)
         store.close()

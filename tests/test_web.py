@@ -35,7 +35,7 @@ DEV = CASE["device_id"]
 
 def store_vector_message(data_dir):
     """The telemetry vector as the ingest would have stored it, sealed into epoch 1."""
-    store = Store(data_dir)
+    store = Store.open(data_dir)
     store.add_device(DEV, bytes.fromhex(CASE["public_key"]), "tracker-1")
     raw = bytes.fromhex(CASE["message"])
     store.db.execute("INSERT INTO messages (device, seq, kind, time, count, digest, raw, received_at) "
@@ -166,7 +166,7 @@ def camera_upload(data_dir, flash):
     manifest), registered with the gateway; returns (identity, oid, plaintext, messages to
     ingest: the manifest and then each chunk, as they arrive over MQTT)."""
     ident = Identity.create(os.urandom)
-    store = Store(data_dir)
+    store = Store.open(data_dir)
     store.add_device(ident.hex, ident.public, "porch", "camera")
     store.close()
     queue = ObjectQueue(flash)
@@ -188,7 +188,7 @@ def ingest(data_dir, messages):
         gw.process([(topic, raw, 0, 0) for topic, raw in messages])
     finally:
         gw.pool.shutdown()
-        gw.db.close()
+        gw.store.close()
 
 
 def test_api_hands_out_a_camera_objects_signed_manifest_and_stored_chunks(client, data_dir, tmp_path):
@@ -248,7 +248,7 @@ def test_live_update_over_sse_from_a_real_server(data_dir):
             with c.stream("GET", "/api/events", timeout=10) as events:
                 lines = events.iter_lines()
                 assert next(lines) == "event: status"
-                store = Store(data_dir)
+                store = Store.open(data_dir)
                 store.db.execute("INSERT INTO messages (device, seq, kind, time, digest, raw, received_at) "
                                  "VALUES (?, 9, 's', 0, x'00', x'00', 0)", (DEV,))
                 store.close()

@@ -10,7 +10,6 @@ import threading
 import time
 
 from gateway.wire import merkle
-from gateway.store import database as store
 
 log = logging.getLogger("edgekeep.anchor")
 
@@ -18,32 +17,24 @@ RECEIPT_TIMEOUT = 60
 BACKOFF_MAX = 60
 
 
-def seal_epoch(db):
-    """Give every unsealed message a leaf in the next epoch's tree; the epoch, or None."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        rows = db.execute("SELECT id, digest FROM messages WHERE epoch IS NULL "
-                          "ORDER BY id").fetchall()
+def seal_epoch(store):
+    """Give every unsealed message a leaf in the next epoch's tree; the epoch, or None.
+    store: the ingest's Store (gateway/store/database.py)."""
+    with store.transaction():
+        rows = store.unsealed()
         if not rows:
-            db.execute("COMMIT")
             return None
-        epoch = db.execute("SELECT coalesce(max(epoch), 0) + 1 FROM epochs").fetchone()[0]
+        epoch = store.next_epoch()
         root = merkle.root([d for _, d in rows])
-        db.executemany("UPDATE messages SET epoch = ?, leaf = ? WHERE id = ?",
-                       [(epoch, i, mid) for i, (mid, _) in enumerate(rows)])
-        db.execute("INSERT INTO epochs (epoch, root, count, sealed_at) VALUES (?, ?, ?, ?)",
-                   (epoch, root, len(rows), time.time()))
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
+        store.add_epoch(epoch, root, [mid for mid, _ in rows], time.time())
     log.info("sealed epoch %d: %d messages, root %s", epoch, len(rows), root.hex())
     return epoch
 
 
 class Anchorer:
-    def __init__(self, data_dir, chain):
-        self.db = store.connect(data_dir)
+    def __init__(self, store, chain):
+        """The outbox over a Store of its own (Store.connect: this thread's connection)."""
+        self.store = store
         self.chain = chain
         self.wake = threading.Event()
         self._stop = threading.Event()
@@ -71,8 +62,7 @@ class Anchorer:
         self.thread.join()
 
     def pending(self):
-        return [r[0] for r in self.db.execute(
-            "SELECT epoch FROM epochs WHERE status != 'mined' ORDER BY epoch")]
+        return self.store.unmined_epochs()
 
     def _run(self):
         while not self._stop.is_set():
@@ -85,8 +75,7 @@ class Anchorer:
                     self.anchor(epoch)
                     self.backoff = 1
                 except Exception as e:  # the chain may be down: keep the outbox, retry later
-                    self.db.execute("UPDATE epochs SET last_error = ?, attempts = attempts + 1 "
-                                    "WHERE epoch = ?", (str(e)[:500], epoch))
+                    self.store.epoch_failed(epoch, str(e)[:500])
                     log.warning("anchoring epoch %d failed (%s); retry in %d s", epoch, e,
                                 self.backoff)
                     self._stop.wait(self.backoff)
@@ -94,17 +83,15 @@ class Anchorer:
                     break
 
     def anchor(self, epoch):
-        row = self.db.execute("SELECT root, count, tx_hash FROM epochs WHERE epoch = ?",
-                              (epoch,)).fetchone()
-        root, count, tx_hash = row
+        row = self.store.epoch(epoch)
+        root, count, tx_hash = row["root"], row["count"], row["tx_hash"]
         on_chain = self.chain.anchor_of(epoch)
         if on_chain and on_chain["root"] != root:
             raise RuntimeError("epoch %d holds another root on chain: %s" % (
                 epoch, on_chain["root"].hex()))
         if on_chain is None:
             tx_hash = self.chain.send_anchor(epoch, root, count)
-            self.db.execute("UPDATE epochs SET status = 'sent', tx_hash = ?, "
-                            "attempts = attempts + 1 WHERE epoch = ?", (tx_hash, epoch))
+            self.store.epoch_sent(epoch, tx_hash)
             receipt = self.chain.wait_receipt(tx_hash, RECEIPT_TIMEOUT)
             if not receipt["status"]:
                 raise RuntimeError("anchor tx %s for epoch %d reverted" % (tx_hash, epoch))
@@ -112,7 +99,5 @@ class Anchorer:
         else:  # mined before a crash, or by an earlier run
             block, gas = on_chain["block_number"], None
             block_hash = self.chain.block_hash(block)
-        self.db.execute("UPDATE epochs SET status = 'mined', block = ?, block_hash = ?, "
-                        "gas = coalesce(?, gas), mined_at = ?, last_error = NULL WHERE epoch = ?",
-                        (block, block_hash, gas, time.time(), epoch))
+        self.store.epoch_mined(epoch, block, block_hash, gas, time.time())
         log.info("epoch %d anchored in block %d (tx %s, %s messages)", epoch, block, tx_hash, count)

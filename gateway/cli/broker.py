@@ -49,7 +49,7 @@ def cmd_share(args):
 def cmd_discovery(args):
     from gateway.integrations import discovery
     from gateway.store.database import Store
-    store = Store(args.data_dir)
+    store = Store.open(args.data_dir)
     password = None
     if args.password_file:
         with open(args.password_file) as f:

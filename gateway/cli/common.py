@@ -23,7 +23,8 @@ def chain_for(data_dir: str, rpc: str | None) -> Iterator[Chain]:
 
 
 def open_store(data_dir: str, create: bool = False) -> Store:
-    """The store of an existing gateway data directory (or a new one, with create)."""
+    """The store of an existing gateway data directory (or a new one, with create), migrated
+    to this EdgeKeep's schema: a command's one Store.open."""
     if not create and not os.path.exists(db_path(data_dir)):
         raise SystemExit("error: %s is not a gateway data directory (no store.db)" % data_dir)
-    return Store(data_dir)
+    return Store.open(data_dir)

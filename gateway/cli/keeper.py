@@ -55,9 +55,9 @@ def cmd_audit(args):
         if args.all or args.object:
             raise SystemExit("error: --all and --object audit a local --data-dir")
         return audit_remote(args)
-    open_store(args.data_dir)
+    store = open_store(args.data_dir)
     with chain_for(args.data_dir, args.rpc) as chain:
-        k = keeper.Keeper(args.data_dir, chain)
+        k = keeper.Keeper.open(store, chain)
         try:
             audit = (k.audit_all(args.object) if args.all or args.object
                      else k.audit_sample(args.samples))
@@ -167,8 +167,7 @@ class Remote:
 
 
 def cmd_repair(args):
-    open_store(args.data_dir)
-    k = keeper.Keeper(args.data_dir, None)
+    k = keeper.Keeper.open(open_store(args.data_dir), None)
     missing = k.provider.missing_roots()
     if missing:
         print("storage root(s) lost: %s" % ", ".join(missing))
@@ -183,8 +182,7 @@ def cmd_repair(args):
 
 
 def cmd_status(args):
-    open_store(args.data_dir)
-    s = keeper.Keeper(args.data_dir, None).status()
+    s = keeper.Keeper.open(open_store(args.data_dir), None).status()
     print("storage roots  %s" % ", ".join(s["roots"]))
     print("erasure code   k=%d of m=%d shares%s" % (s["k"], s["m"], "; " + (provider.check_layout(
         s["roots"], s["k"], s["m"]) or "survives losing any one root")))

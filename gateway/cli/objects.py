@@ -17,7 +17,7 @@ def add_commands(sub):
 
 def _objects(data_dir):
     from gateway.ingest.objects import ObjectStore
-    return ObjectStore(data_dir, open_store(data_dir).db)
+    return ObjectStore.open(open_store(data_dir))
 
 
 def cmd_objects(args):

@@ -10,6 +10,9 @@ never holds the key that opens it.
 After each committed batch the ingest calls `publish`: every object touched gets a chunk
 ack (the ranges stored) on ek/<device>/down/chunks, and a Frigate-style event on
 ek/<device>/event when it starts ("new") and when its last chunk is stored ("end").
+
+The rows are the store's (gateway/store/objects.py, `store.objects`); the blobs the
+Provider's. Both work on the ingest's connection, inside its transaction.
 """
 import logging
 import time
@@ -20,7 +23,6 @@ from agent.objects import (CACK_ID, CACK_RANGES, CACK_STATE, CACK_VERSION, COMPL
                            PARTIAL, UNKNOWN)
 from agent.proto import VERSION, down_topic
 from gateway.ingest import events
-from gateway.store import database as store
 from gateway.store import provider
 from gateway.wire.objects import BAD_CHUNK, DUPLICATE_CHUNK, UNKNOWN_OBJECT, ranges
 from gateway.wire.protocol import Reject
@@ -28,37 +30,6 @@ from gateway.wire.protocol import Reject
 log = logging.getLogger("edgekeep.objects")
 
 STALE_AFTER = 86400                  # s without a chunk before an incomplete object is abandoned
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS objects (
-    device TEXT NOT NULL,
-    oid TEXT NOT NULL,               -- hex object id
-    seq INTEGER NOT NULL,            -- the manifest's message sequence
-    time INTEGER NOT NULL,           -- capture time (Unix s)
-    event TEXT,
-    type TEXT,
-    size INTEGER NOT NULL,           -- plaintext bytes
-    chunk_size INTEGER NOT NULL,
-    count INTEGER NOT NULL,          -- chunks
-    root BLOB NOT NULL,              -- Merkle root of the chunk hashes
-    hashes BLOB NOT NULL,
-    stored INTEGER NOT NULL DEFAULT 0,
-    bytes INTEGER NOT NULL DEFAULT 0, -- ciphertext bytes stored
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    completed_at REAL,
-    PRIMARY KEY (device, oid)
-);
-CREATE TABLE IF NOT EXISTS object_chunks (
-    device TEXT NOT NULL,
-    oid TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    digest BLOB NOT NULL,
-    PRIMARY KEY (device, oid, idx)
-);
-CREATE INDEX IF NOT EXISTS object_chunks_digest ON object_chunks (digest);
-"""
-
 
 class _Upload:
     """An object's chunk count inside one ingest transaction, written back by flush()."""
@@ -72,27 +43,28 @@ class _Upload:
 
 
 class ObjectStore:
-    def __init__(self, data_dir, db=None, keep_days=30, max_bytes=None):
-        self.data_dir = data_dir
-        self.db = db or store.connect(data_dir)
-        self.db.executescript(SCHEMA)
-        self.provider = provider.Provider(data_dir, self.db)
+    def __init__(self, store, provider, keep_days=30, max_bytes=None):
+        """Objects over a Store and its Provider (provider.Provider.open(store)); no I/O."""
+        self.store = store
+        self.rows = store.objects
+        self.provider = provider
         self.keep_days = keep_days
         self.max_bytes = max_bytes
         self.touched = set()             # (device, oid) to ack after the commit
         self.pending_events = []         # (device, type, oid) to publish after the commit
         self._uploads = {}               # (device, oid) -> _Upload, in this transaction
 
+    @classmethod
+    def open(cls, store, keep_days=30, max_bytes=None):
+        """The objects of a Store's data directory, with its Provider."""
+        return cls(store, provider.Provider.open(store), keep_days, max_bytes)
+
     # -- ingest, inside its transaction ------------------------------------------
 
     def register(self, env, m, now):
         """A new manifest message was stored: its object now awaits its chunks."""
-        self.db.execute(
-            "INSERT INTO objects (device, oid, seq, time, event, type, size, chunk_size, count, "
-            "root, hashes, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT DO NOTHING",
-            (env.device, m.oid, env.seq, env.time, m.event, m.type, m.size, m.chunk_size,
-             m.count, m.root, m.hashes, now, now))
+        self.rows.register(env.device, m.oid, env.seq, env.time, m.event, m.type, m.size,
+                           m.chunk_size, m.count, m.root, m.hashes, now)
         self.pending_events.append((env.device, "new", m.oid))
 
     def prepare(self, c):
@@ -115,8 +87,7 @@ class ObjectStore:
                                     != c.digest):
             raise Reject(BAD_CHUNK, "chunk %d of object %s is not in its signed manifest"
                          % (c.index, c.oid))
-        if not self.db.execute("INSERT OR IGNORE INTO object_chunks (device, oid, idx, digest) "
-                               "VALUES (?, ?, ?, ?)", key + (c.index, c.digest)).rowcount:
+        if not self.rows.add_chunk(c.device, c.oid, c.index, c.digest):
             raise Reject(DUPLICATE_CHUNK, "chunk %d of object %s again" % (c.index, c.oid))
         self.provider.put(c.digest, c.data, sync=False, records=c.records)  # flush() before commit
         obj.stored += 1
@@ -129,8 +100,7 @@ class ObjectStore:
         """The object's row as this transaction has changed it so far; None if none."""
         obj = self._uploads.get(key)
         if obj is None:
-            row = self.db.execute("SELECT count, hashes, stored FROM objects "
-                                  "WHERE device = ? AND oid = ?", key).fetchone()
+            row = self.rows.upload_state(*key)
             if row is not None:
                 obj = self._uploads[key] = _Upload(*row)
         return obj
@@ -138,12 +108,9 @@ class ObjectStore:
     def flush(self):
         """Write this transaction's chunk counts and make its chunks durable; the ingest
         calls it just before COMMIT."""
-        for key, obj in self._uploads.items():
-            if obj.at is not None:
-                done = obj.at if obj.stored == obj.count else None
-                self.db.execute("UPDATE objects SET stored = ?, bytes = bytes + ?, "
-                                "updated_at = ?, completed_at = ? WHERE device = ? AND oid = ?",
-                                (obj.stored, obj.added, obj.at, done) + key)
+        self.rows.set_progress([
+            key + (obj.stored, obj.added, obj.at, obj.at if obj.stored == obj.count else None)
+            for key, obj in self._uploads.items() if obj.at is not None])
         self._uploads.clear()
         self.provider.flush()
 
@@ -163,36 +130,23 @@ class ObjectStore:
         self.discard()
 
     def chunk_ack(self, device, oid):
-        row = self.db.execute("SELECT count, stored FROM objects WHERE device = ? AND oid = ?",
-                              (device, oid)).fetchone()
-        have = [r[0] for r in self.db.execute(
-            "SELECT idx FROM object_chunks WHERE device = ? AND oid = ? ORDER BY idx",
-            (device, oid))]
-        state = UNKNOWN if row is None else COMPLETE if row[1] == row[0] else PARTIAL
+        row = self.rows.upload_state(device, oid)
+        have = self.rows.chunk_indexes(device, oid)
+        state = UNKNOWN if row is None else COMPLETE if row[2] == row[0] else PARTIAL
         return cbor2.dumps({CACK_VERSION: VERSION, CACK_ID: bytes.fromhex(oid),
                             CACK_RANGES: ranges(have), CACK_STATE: state})
 
     # -- queries ---------------------------------------------------------------------
 
     def list(self):
-        cur = self.db.execute("SELECT * FROM objects ORDER BY time, created_at, seq")
-        cols = [c[0] for c in cur.description]
-        return [dict(zip(cols, r)) for r in cur]
+        return self.rows.list()
 
     def get(self, device, oid):
-        cur = self.db.execute("SELECT * FROM objects WHERE device = ? AND oid = ?", (device, oid))
-        row = cur.fetchone()
-        return dict(zip([c[0] for c in cur.description], row)) if row else None
+        return self.rows.get(device, oid)
 
     def find(self, ident):
         """An object by `<oid>` or `<device>-<oid>` (hex)."""
-        device, _, oid = ident.rpartition("-")
-        rows = [o for o in self.list() if o["oid"] == oid.lower()
-                and (not device or o["device"] == device.lower())]
-        if len(rows) != 1:
-            raise KeyError("no object %s" % ident if not rows else
-                           "object id %s is ambiguous: give <device>-<oid>" % ident)
-        return rows[0]
+        return self.rows.find(ident)
 
     def chunks(self, obj):
         """The stored COSE_Encrypt0 of each chunk, in order, each checked against the manifest
@@ -215,14 +169,9 @@ class ObjectStore:
         deleted. The manifest message stays: epochs and their proofs need it.
         """
         now = time.time() if now is None else now
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            rows = db.execute(
-                "SELECT device, oid, time, bytes FROM objects "
-                "WHERE completed_at IS NOT NULL OR updated_at < ? ORDER BY time, created_at, seq",
-                (now - STALE_AFTER,)).fetchall()
-            total = db.execute("SELECT coalesce(sum(bytes), 0) FROM objects").fetchone()[0]
+        with self.store.transaction():
+            rows = self.rows.retention_candidates(now - STALE_AFTER)
+            total = self.rows.total_bytes()
             doomed = []
             for device, oid, t, size in rows:
                 too_old = self.keep_days is not None and t < now - self.keep_days * 86400
@@ -230,18 +179,8 @@ class ObjectStore:
                     doomed.append((device, oid))
                     total -= size
             for key in doomed:
-                digests = [r[0] for r in db.execute(
-                    "SELECT digest FROM object_chunks WHERE device = ? AND oid = ?", key)]
-                db.execute("DELETE FROM object_chunks WHERE device = ? AND oid = ?", key)
-                db.execute("DELETE FROM objects WHERE device = ? AND oid = ?", key)
-                for d in digests:  # unless another object shares the chunk
-                    if not db.execute("SELECT 1 FROM object_chunks WHERE digest = ?",
-                                      (d,)).fetchone():
-                        self.provider.delete(d)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+                for d in self.rows.delete(*key):  # the chunks no other object shares
+                    self.provider.delete(d)
         if doomed:
             self.provider.compact()  # gives the deleted chunks' disk space back
             log.info("retention deleted %d object(s)", len(doomed))

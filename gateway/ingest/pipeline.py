@@ -9,7 +9,6 @@ have 1024 unacked messages out to the gateway (`max_inflight_messages`, gateway/
 so the next batch arrives while one commits.
 """
 import itertools
-import json
 import logging
 import os
 import queue
@@ -63,8 +62,8 @@ class Ingest:
     def __init__(self, data_dir, broker, max_bytes=65536, epoch_seconds=10.0,
                  client_id="edgekeep-gateway", username=None, password=None,
                  on_sealed=None, object_keep_days=30, object_max_bytes=None):
-        self.db = store.connect(data_dir)
-        self.objects = objects.ObjectStore(data_dir, self.db, object_keep_days, object_max_bytes)
+        self.store = store.Store.connect(data_dir)  # the write connection
+        self.objects = objects.ObjectStore.open(self.store, object_keep_days, object_max_bytes)
         self.max_bytes = max_bytes
         self.epoch_seconds = epoch_seconds
         self.on_sealed = on_sealed or (lambda epoch: None)
@@ -74,7 +73,7 @@ class Ingest:
         self.reject_log = RateLimitedLog(log)
         self.keys = {}
         self.acked = {}
-        self._devices_db = store.connect(data_dir)  # reloads come from other threads too
+        self._devices_store = store.Store.connect(data_dir)  # reloads come from other threads too
         self._devices_lock = threading.Lock()
         self._load_devices()
         self.pool = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="verify")
@@ -114,7 +113,7 @@ class Ingest:
         self.pool.shutdown()
         self.seal_epoch()
         self.objects.provider.close()
-        self._devices_db.close()
+        self._devices_store.close()
 
     def is_connected(self):
         return self.client.is_connected()
@@ -184,35 +183,30 @@ class Ingest:
                 verified.append(outcome)
         now = time.time()
         to_ack = set()
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
         try:
-            bases = {}
-            for item in verified:
-                try:
-                    if isinstance(item, wire_objects.Chunk):
-                        self.objects.add_chunk(item, now)
-                        continue
-                    signed, env = item
-                    manifest = (wire_objects.parse_manifest(signed.payload)
-                                if env.kind == KIND_MANIFEST else None)
-                    if self._store(signed, env, now):
-                        bases[env.device] = max(bases.get(env.device, 0), env.base)
-                        if manifest:
-                            self.objects.register(env, manifest, now)
-                    to_ack.add(env.device)
-                except Reject as r:
-                    rejects[r.reason] += 1
-                    self.reject_log.warn(r.reason, r.detail)
-            acked = {dev: self._advance(dev, bases.get(dev, 0), now) for dev in to_ack}
-            for dev, seq in acked.items():
-                db.execute("UPDATE devices SET acked = ?, last_seen = ? WHERE id = ?",
-                           (seq, now, dev))
-            store.add_rejects(db, rejects)
-            self.objects.flush()
-            db.execute("COMMIT")
+            with self.store.transaction():
+                bases = {}
+                for item in verified:
+                    try:
+                        if isinstance(item, wire_objects.Chunk):
+                            self.objects.add_chunk(item, now)
+                            continue
+                        signed, env = item
+                        manifest = (wire_objects.parse_manifest(signed.payload)
+                                    if env.kind == KIND_MANIFEST else None)
+                        if self._store(signed, env, now):
+                            bases[env.device] = max(bases.get(env.device, 0), env.base)
+                            if manifest:
+                                self.objects.register(env, manifest, now)
+                        to_ack.add(env.device)
+                    except Reject as r:
+                        rejects[r.reason] += 1
+                        self.reject_log.warn(r.reason, r.detail)
+                acked = {dev: self._advance(dev, bases.get(dev, 0), now) for dev in to_ack}
+                self.store.set_acked(acked, now)
+                self.store.add_rejects(rejects)
+                self.objects.flush()
         except BaseException:
-            db.execute("ROLLBACK")
             self.objects.discard()
             raise
         self.objects.publish(self.client)
@@ -267,10 +261,9 @@ class Ingest:
     def _store(self, signed, env, now):
         """Insert a new message; False for a duplicate (acked and dropped)."""
         digest = signed.digest
-        row = self.db.execute("SELECT digest FROM messages WHERE device = ? AND seq = ?",
-                              (env.device, env.seq)).fetchone()
-        if row is not None:
-            if row[0] != digest:
+        stored = self.store.message_digest(env.device, env.seq)
+        if stored is not None:
+            if stored != digest:
                 raise Reject(REPLAY, "device %s reused sequence %d with other content"
                              % (env.device, env.seq))
             self.stats["duplicates"] += 1
@@ -278,13 +271,10 @@ class Ingest:
         if env.seq <= self.acked.get(env.device, 0):
             raise Reject(REPLAY, "device %s sequence %d is behind its acked %d"
                          % (env.device, env.seq, self.acked[env.device]))
-        self.db.execute(
-            "INSERT INTO messages (device, seq, kind, time, count, digest, raw, received_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (env.device, env.seq, env.kind, env.time, env.count, digest, signed.raw, now))
+        self.store.add_message(env.device, env.seq, env.kind, env.time, env.count, digest,
+                               signed.raw, now)
         if env.kind == KIND_STATUS and env.health is not None:
-            self.db.execute("UPDATE devices SET health = ? WHERE id = ?",
-                            (json.dumps(dict(env.health), default=str), env.device))
+            self.store.set_health(env.device, dict(env.health))
         self.stats["stored"] += 1
         return True
 
@@ -292,28 +282,20 @@ class Ingest:
         """The new highest contiguous sequence; what the device says it dropped is a gap."""
         acked = self.acked.get(dev, 0)
         if base - 1 > acked:
-            stored = [r[0] for r in self.db.execute(
-                "SELECT seq FROM messages WHERE device = ? AND seq > ? AND seq < ? ORDER BY seq",
-                (dev, acked, base))]
+            stored = self.store.stored_seqs(dev, acked, base)
             prev = acked
             for seq in stored + [base]:
                 if seq > prev + 1:
-                    self.db.execute("INSERT INTO gaps (device, first, last, recorded_at) "
-                                    "VALUES (?, ?, ?, ?)", (dev, prev + 1, seq - 1, now))
+                    self.store.add_gap(dev, prev + 1, seq - 1, now)
                     log.warning("device %s: sequences %d..%d lost on the device", dev,
                                 prev + 1, seq - 1)
                 prev = seq
             acked = base - 1
-        for (seq,) in self.db.execute(
-                "SELECT seq FROM messages WHERE device = ? AND seq > ? ORDER BY seq", (dev, acked)):
-            if seq != acked + 1:
-                break
-            acked = seq
-        return acked
+        return self.store.contiguous_seq(dev, acked)
 
     def seal_epoch(self):
         self.objects.retain()
-        epoch = anchor.seal_epoch(self.db)
+        epoch = anchor.seal_epoch(self.store)
         if epoch is not None:
             self.on_sealed(epoch)
         return epoch
@@ -324,8 +306,7 @@ class Ingest:
         of one that read it after (the new device would be unknown until the next)."""
         with self._devices_lock:
             keys, acked = {}, {}
-            for dev, pub, status, seq in self._devices_db.execute(
-                    "SELECT id, public_key, status, acked FROM devices"):
+            for dev, pub, status, seq in self._devices_store.device_keys():
                 old = self.keys.get(dev)
                 if status != "active":
                     keys[dev] = protocol.REVOKED

@@ -40,7 +40,7 @@ class Bridge:
         self.publisher.stop()
 
     def _run(self):
-        store = Store(self.data_dir)
+        store = Store.connect(self.data_dir)  # the service opened (migrated) it
         try:
             while not self._stop.is_set():
                 try:

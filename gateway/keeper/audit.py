@@ -17,60 +17,13 @@ import threading
 import time
 
 from agent.objects import KIND_MANIFEST
-from gateway.ingest.objects import ObjectStore
 from gateway.keeper.challenges import Challenge, Outcome, check, draw, record_hash, seed_block
-from gateway.store import database as store
 from gateway.store.provider import Provider, Unrecoverable
 from gateway.wire import merkle, objects, protocol
 
 log = logging.getLogger("edgekeep.keeper")
 
 RECEIPT_TIMEOUT = 60
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS audits (
-    id INTEGER PRIMARY KEY,
-    time REAL NOT NULL,
-    mode TEXT NOT NULL,              -- sample (chain seed), all, object
-    seed_block INTEGER,
-    seed_hash TEXT,
-    challenges INTEGER NOT NULL DEFAULT 0,
-    failed INTEGER NOT NULL DEFAULT 0,
-    skipped INTEGER NOT NULL DEFAULT 0,   -- chunks deleted by retention or not uploaded yet
-    repaired INTEGER NOT NULL DEFAULT 0,
-    ok INTEGER,                      -- 1: nothing failed, or all that failed is repaired
-    root TEXT,                       -- hex Merkle root over the records
-    status TEXT NOT NULL DEFAULT 'open',  -- open, anchored, empty, error
-    tx_hash TEXT,
-    block INTEGER,
-    alarm TEXT                       -- what could not be repaired
-);
-CREATE TABLE IF NOT EXISTS audit_records (
-    audit INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    epoch INTEGER NOT NULL,
-    leaf INTEGER NOT NULL,
-    chunk INTEGER NOT NULL,          -- -1: the message itself
-    digest BLOB,                     -- what was proven (chunk or message SHA-256)
-    outcome TEXT NOT NULL,           -- ok, failed, skipped
-    detail TEXT,
-    hash BLOB NOT NULL,              -- the record's leaf in the audit tree
-    PRIMARY KEY (audit, idx)
-);
-CREATE TABLE IF NOT EXISTS repairs (
-    id INTEGER PRIMARY KEY,
-    time REAL NOT NULL,
-    digest BLOB NOT NULL,
-    good INTEGER NOT NULL,           -- good shares before the repair
-    outcome TEXT NOT NULL,           -- repaired, lost
-    detail TEXT
-);
-CREATE TABLE IF NOT EXISTS keeper_state (
-    key TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-"""
-
 
 # -- challenges: a function of the chain alone ---------------------------------------
 
@@ -81,24 +34,29 @@ CREATE TABLE IF NOT EXISTS keeper_state (
 # -- the gateway's own Keeper ----------------------------------------------------------------
 
 class Keeper:
-    def __init__(self, data_dir, chain, db=None):
-        self.db = db or store.connect(data_dir)
-        self.db.executescript(SCHEMA)
-        self.provider = Provider(data_dir, self.db)
+    def __init__(self, store, provider, chain):
+        """A Keeper over a Store (its `audits` rows) and that store's Provider; no I/O."""
+        self.store = store
+        self.audits = store.audits
+        self.provider = provider
         self.chain = chain
+
+    @classmethod
+    def open(cls, store, chain):
+        """The Keeper of a Store's data directory, with its Provider."""
+        return cls(store, Provider.open(store), chain)
 
     def protect(self):
         """Copy messages the Provider does not hold yet into it; how many."""
-        since = self._state("protected_id")
-        rows = self.db.execute("SELECT id, digest, raw FROM messages WHERE id > ? ORDER BY id",
-                               (since,)).fetchall()
+        since = self.audits.state("protected_id")
+        rows = self.store.messages_from(since)
         for mid, digest, raw in rows:
             if hashlib.sha256(raw).digest() != digest:
                 log.error("message %d is corrupt in the store; not copied", mid)
                 continue
             self.provider.put(digest, raw)
         if rows:
-            self._set_state("protected_id", rows[-1][0])
+            self.audits.set_state("protected_id", rows[-1][0])
         return len(rows)
 
     # audits
@@ -115,12 +73,12 @@ class Keeper:
 
     def _targets(self, target):
         if target is None:
-            rows = self.db.execute("SELECT device, seq, kind, raw, epoch, leaf FROM messages "
-                                   "WHERE epoch IS NOT NULL ORDER BY epoch, leaf").fetchall()
+            rows = self.store.sealed_messages()
         else:
             rows = self._target_rows(target)
         out = []
-        for device, seq, kind, raw, epoch, leaf in rows:
+        for m in rows:
+            device, kind, raw, epoch, leaf = m["device"], m["kind"], m["raw"], m["epoch"], m["leaf"]
             count = 1
             if kind == KIND_MANIFEST:
                 signed = protocol.parse("ek/%s/up/%s" % (device, kind), raw, len(raw))
@@ -129,36 +87,32 @@ class Keeper:
         return out
 
     def _target_rows(self, target):
-        sql = "SELECT device, seq, kind, raw, epoch, leaf FROM messages WHERE device = ? AND seq = ?"
         device, _, tail = target.rpartition("-")
         if tail.isdigit():
-            rows = self.db.execute(sql, (device, int(tail))).fetchall()
+            m = self.store.message(device, int(tail))
         else:
-            obj = ObjectStore(self.provider.data_dir, self.db).find(target)
-            rows = self.db.execute(sql, (obj["device"], obj["seq"])).fetchall()
-        if not rows or rows[0][4] is None:
+            obj = self.store.objects.find(target)
+            m = self.store.message(obj["device"], obj["seq"])
+        if m is None or m["epoch"] is None:
             raise LookupError("%s is not a sealed message or object here" % target)
-        return rows
+        return [m]
 
     def _audit(self, mode, block, chs):
         self.protect()
-        cur = self.db.execute("INSERT INTO audits (time, mode, seed_block, seed_hash) "
-                              "VALUES (?, ?, ?, ?)", (time.time(), mode, block["number"], block["hash"]))
-        audit, seed = cur.lastrowid, bytes.fromhex(block["hash"][2:])
+        audit = self.audits.start(time.time(), mode, block["number"], block["hash"])
+        seed = bytes.fromhex(block["hash"][2:])
         damaged, records = set(), []
         for ch in chs:
             o, bad = self.challenge(ch)
             damaged |= bad
             h = record_hash(audit, block["number"], seed, ch, o)
-            records.append((audit, ch.index, ch.epoch, ch.leaf, o.chunk, o.digest, o.outcome,
+            records.append((ch.index, ch.epoch, ch.leaf, o.chunk, o.digest, o.outcome,
                             o.detail, h))
-        self.db.executemany("INSERT INTO audit_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", records)
-        failed = sum(r[6] == "failed" for r in records)
-        root = merkle.root([r[8] for r in records]).hex() if records else None
-        self.db.execute("UPDATE audits SET challenges = ?, failed = ?, skipped = ?, root = ?, "
-                        "ok = ? WHERE id = ?", (len(records), failed,
-                                                sum(r[6] == "skipped" for r in records), root,
-                                                int(failed == 0), audit))
+        self.audits.add_records(audit, records)
+        failed = sum(r[5] == "failed" for r in records)
+        root = merkle.root([r[7] for r in records]).hex() if records else None
+        self.audits.finish(audit, len(records), failed, sum(r[5] == "skipped" for r in records),
+                           root, int(failed == 0))
         if damaged:
             self._after_repair(audit, self.repair(sorted(damaged)))
         log.info("audit %d (%s): %d challenges, %d failed", audit, mode, len(records), failed)
@@ -190,14 +144,13 @@ class Keeper:
         lost = [r for r in repairs if r["outcome"] == "lost"]
         alarm = ("%d blob(s) below k shares, not repairable: %s" % (
             len(lost), ", ".join(r["digest"].hex()[:16] for r in lost))) if lost else None
-        self.db.execute("UPDATE audits SET repaired = ?, ok = ?, alarm = ? WHERE id = ?",
-                        (len(repairs) - len(lost), int(not lost), alarm, audit))
+        self.audits.set_repaired(audit, len(repairs) - len(lost), int(not lost), alarm)
 
     def anchor(self, audit):
         """Put the audit's root on chain (StorageAudit.record); the audit row after it."""
         a = self.audit_row(audit)
         if not a["root"]:
-            self.db.execute("UPDATE audits SET status = 'empty' WHERE id = ?", (audit,))
+            self.audits.set_empty(audit)
             return self.audit_row(audit)
         try:
             tx = self.chain.send_audit(audit, a["seed_block"], bytes.fromhex(a["root"]),
@@ -205,22 +158,18 @@ class Keeper:
             receipt = self.chain.wait_receipt(tx, RECEIPT_TIMEOUT)
             if not receipt["status"]:
                 raise RuntimeError("audit tx %s reverted" % tx)
-            self.db.execute("UPDATE audits SET status = 'anchored', tx_hash = ?, block = ? "
-                            "WHERE id = ?", (tx, receipt["block_number"], audit))
+            self.audits.set_anchored(audit, tx, receipt["block_number"])
         except Exception as e:  # the chain may be down: the record stays, marked
             log.warning("anchoring audit %d failed: %s", audit, e)
-            self.db.execute("UPDATE audits SET status = 'error', alarm = coalesce(alarm, ?) "
-                            "WHERE id = ?", ("not anchored: %s" % str(e)[:200], audit))
+            self.audits.set_error(audit, "not anchored: %s" % str(e)[:200])
         return self.audit_row(audit)
 
     def audit_row(self, audit):
-        cur = self.db.execute("SELECT * FROM audits WHERE id = ?", (audit,))
-        row = cur.fetchone()
-        return dict(zip([c[0] for c in cur.description], row)) if row else None
+        return self.audits.get(audit)
 
     def records(self, audit):
-        return self.db.execute("SELECT idx, epoch, leaf, chunk, digest, outcome, detail, hash "
-                               "FROM audit_records WHERE audit = ? ORDER BY idx", (audit,)).fetchall()
+        """[(idx, epoch, leaf, chunk, digest, outcome, detail, hash)] of an audit."""
+        return self.audits.records(audit)
 
     # repair
 
@@ -240,39 +189,25 @@ class Keeper:
             except Unrecoverable as e:
                 outcome, detail = "lost", str(e)
                 log.error("ALARM: %s", e)
-            self.db.execute("INSERT INTO repairs (time, digest, good, outcome, detail) "
-                            "VALUES (?, ?, ?, ?, ?)", (time.time(), d, good, outcome, detail))
+            self.audits.add_repair(time.time(), d, good, outcome, detail)
             out.append({"digest": d, "good": good, "outcome": outcome, "detail": detail})
         return out
 
     def status(self):
         """Roots, blobs, the last audit and the repairs that failed: `gateway keeper status`."""
-        lost = self.db.execute(
-            "SELECT count(DISTINCT r.digest) FROM repairs r JOIN blobs b ON b.digest = r.digest "
-            "WHERE r.outcome = 'lost' AND r.id = (SELECT max(id) FROM repairs WHERE digest = r.digest)"
-        ).fetchone()[0]
-        last = self.db.execute("SELECT max(id) FROM audits").fetchone()[0]
         return {"roots": self.provider.roots, "missing_roots": self.provider.missing_roots(),
                 "k": self.provider.k, "m": self.provider.m,
-                "blobs": len(self.provider.digests()), "unrepairable": lost,
-                "last_audit": self.audit_row(last) if last else None,
-                "repairs": self.db.execute("SELECT count(*) FROM repairs").fetchone()[0]}
-
-    def _state(self, key):
-        row = self.db.execute("SELECT value FROM keeper_state WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else 0
-
-    def _set_state(self, key, value):
-        self.db.execute("INSERT INTO keeper_state (key, value) VALUES (?, ?) ON CONFLICT (key) "
-                        "DO UPDATE SET value = excluded.value", (key, value))
+                "blobs": len(self.provider.digests()), "unrepairable": self.audits.unrepairable(),
+                "last_audit": self.audits.last(), "repairs": self.audits.repair_count()}
 
 
 class KeeperLoop:
     """The running gateway's Keeper: copies sealed messages into the Provider as epochs seal,
     re-protects a lost root at once, and audits every `period` seconds."""
 
-    def __init__(self, data_dir, chain, period=600, samples=16):
-        self.keeper = Keeper(data_dir, chain)
+    def __init__(self, keeper, period=600, samples=16):
+        """keeper: a Keeper on a Store of its own (Store.connect: this thread's connection)."""
+        self.keeper = keeper
         self.period, self.samples = period, samples
         self.wake = threading.Event()
         self._stop = threading.Event()

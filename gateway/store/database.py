@@ -2,95 +2,95 @@
 
 Messages are stored as received (signed envelope + ciphertext); the gateway holds no key
 that opens them.
+
+`Store.open(data_dir)` is the start: it makes the directory and the file and migrates the
+schema (gateway/store/schema.py). Every other connection of the process (the ingest's, the
+anchor outbox's, the web app's) comes from `Store.connect(data_dir)`, which only checks the
+schema version. Constructors do nothing but keep what they are given. Callers use methods
+and plain values; a transaction is `with store.transaction():`. Objects (store/objects.py)
+and the Keeper's audits (store/audits.py) share the Store's connection: `store.objects`,
+`store.audits`.
 """
+import contextlib
 import json
 import os
 import sqlite3
 import time
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS devices (
-    id TEXT PRIMARY KEY,            -- hex device id
-    public_key BLOB NOT NULL,       -- 65-byte uncompressed P-256
-    name TEXT,
-    kind TEXT NOT NULL DEFAULT 'tracker',
-    owner TEXT,
-    status TEXT NOT NULL DEFAULT 'active',
-    registered_at REAL NOT NULL,
-    acked INTEGER NOT NULL DEFAULT 0,   -- highest contiguous durable sequence
-    last_seen REAL,
-    health TEXT                      -- JSON of the last status message
-);
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY,
-    device TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    time INTEGER NOT NULL,
-    count INTEGER,
-    digest BLOB NOT NULL,
-    raw BLOB NOT NULL,
-    received_at REAL NOT NULL,
-    epoch INTEGER,
-    leaf INTEGER,
-    UNIQUE (device, seq)
-);
-CREATE INDEX IF NOT EXISTS messages_unsealed ON messages (epoch) WHERE epoch IS NULL;
-CREATE INDEX IF NOT EXISTS messages_epoch ON messages (epoch, leaf);
-CREATE TABLE IF NOT EXISTS gaps (
-    device TEXT NOT NULL,
-    first INTEGER NOT NULL,
-    last INTEGER NOT NULL,
-    recorded_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS epochs (
-    epoch INTEGER PRIMARY KEY,
-    root BLOB NOT NULL,
-    count INTEGER NOT NULL,
-    sealed_at REAL NOT NULL,
-    status TEXT NOT NULL DEFAULT 'pending',   -- pending, sent, mined
-    tx_hash TEXT,
-    block INTEGER,
-    block_hash TEXT,
-    gas INTEGER,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    mined_at REAL
-);
-CREATE TABLE IF NOT EXISTS rejects (
-    reason TEXT PRIMARY KEY,
-    count INTEGER NOT NULL
-);
-"""
+from gateway.store import schema
+from gateway.store.audits import Audits
+from gateway.store.objects import Objects
 
 
 def db_path(data_dir):
     return os.path.join(data_dir, "store.db")
 
 
-def connect(data_dir):
-    os.makedirs(data_dir, exist_ok=True)
-    db = sqlite3.connect(db_path(data_dir), timeout=30, isolation_level=None,
-                         check_same_thread=False)
+def _connect(path):
+    db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
-    db.executescript(SCHEMA)
     return db
 
 
-def add_rejects(db, counts):
-    for reason, n in counts.items():
-        db.execute("INSERT INTO rejects (reason, count) VALUES (?, ?) "
-                   "ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count", (reason, n))
-
-
 class Store:
-    def __init__(self, data_dir):
+    def __init__(self, db, data_dir=None):
+        """A store over an open connection (autocommit mode); no I/O."""
+        self.db = db
         self.data_dir = data_dir
-        self.db = connect(data_dir)
+        self.objects = Objects(db)
+        self.audits = Audits(db)
+
+    @classmethod
+    def open(cls, data_dir):
+        """The store of data_dir, made if need be and migrated to the latest schema: once, at
+        start (the gateway service, the CLI, tests)."""
+        os.makedirs(data_dir, exist_ok=True)
+        db = _connect(db_path(data_dir))
+        try:
+            schema.migrate(db, db_path(data_dir))
+        except BaseException:
+            db.close()
+            raise
+        return cls(db, data_dir)
+
+    @classmethod
+    def connect(cls, data_dir):
+        """Another connection to a store already opened (migrated) with Store.open."""
+        path = db_path(data_dir)
+        if not os.path.exists(path):
+            raise schema.SchemaError("%s does not exist: open it with Store.open first" % path)
+        db = _connect(path)
+        try:
+            schema.check(db, path)
+        except BaseException:
+            db.close()
+            raise
+        return cls(db, data_dir)
 
     def close(self):
         self.db.close()
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """One write transaction (taken at once: BEGIN IMMEDIATE); rolled back if the block
+        raises."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _rows(self, sql, args=()):
+        cur = self.db.execute(sql, args)
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, row)) for row in cur]
+
+    def _row(self, sql, args=()):
+        rows = self._rows(sql, args)
+        return rows[0] if rows else None
 
     # -- devices ---------------------------------------------------------------
 
@@ -215,10 +215,114 @@ class Store:
         return self.db.execute("SELECT count(*) FROM epochs WHERE status != 'mined'").fetchone()[0]
 
     def last_audit(self):
-        """The newest row of the Keeper's `audits` table, or None while there is none."""
-        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
-                               "AND name = 'audits'").fetchone():
-            return None
-        cur = self.db.execute("SELECT * FROM audits ORDER BY rowid DESC LIMIT 1")
-        row = cur.fetchone()
-        return dict(zip([c[0] for c in cur.description], row)) if row else None
+        """The Keeper's newest audit, or None while there is none."""
+        return self.audits.last()
+
+    # -- the ingest, inside its transaction --------------------------------------
+
+    def device_keys(self):
+        """[(id, public key, status, acked)] of every device."""
+        return self.db.execute("SELECT id, public_key, status, acked FROM devices").fetchall()
+
+    def message_digest(self, device, seq):
+        """The digest stored for (device, seq), or None."""
+        row = self.db.execute("SELECT digest FROM messages WHERE device = ? AND seq = ?",
+                              (device, seq)).fetchone()
+        return row and row[0]
+
+    def add_message(self, device, seq, kind, time, count, digest, raw, received_at):
+        self.db.execute(
+            "INSERT INTO messages (device, seq, kind, time, count, digest, raw, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (device, seq, kind, time, count, digest, raw, received_at))
+
+    def set_health(self, device, health):
+        """A device's last status report (a dict, kept as JSON)."""
+        self.db.execute("UPDATE devices SET health = ? WHERE id = ?",
+                        (json.dumps(health, default=str), device))
+
+    def stored_seqs(self, device, above, below):
+        """The device's stored sequences strictly between above and below, ascending."""
+        return [r[0] for r in self.db.execute(
+            "SELECT seq FROM messages WHERE device = ? AND seq > ? AND seq < ? ORDER BY seq",
+            (device, above, below))]
+
+    def contiguous_seq(self, device, acked):
+        """The highest sequence s >= acked with every one of acked+1..s stored."""
+        for (seq,) in self.db.execute(
+                "SELECT seq FROM messages WHERE device = ? AND seq > ? ORDER BY seq",
+                (device, acked)):
+            if seq != acked + 1:
+                break
+            acked = seq
+        return acked
+
+    def add_gap(self, device, first, last, recorded_at):
+        self.db.execute("INSERT INTO gaps (device, first, last, recorded_at) VALUES (?, ?, ?, ?)",
+                        (device, first, last, recorded_at))
+
+    def set_acked(self, acked, last_seen):
+        """{device: highest contiguous durable sequence}, all heard from at last_seen."""
+        self.db.executemany("UPDATE devices SET acked = ?, last_seen = ? WHERE id = ?",
+                            [(seq, last_seen, dev) for dev, seq in acked.items()])
+
+    def add_rejects(self, counts):
+        """Add {reason: count} to the reject counters."""
+        self.db.executemany(
+            "INSERT INTO rejects (reason, count) VALUES (?, ?) "
+            "ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count",
+            list(counts.items()))
+
+    # -- epochs: sealing (in a transaction) and the anchor outbox -----------------
+
+    def unsealed(self):
+        """[(message id, digest)] of the messages in no epoch yet, in arrival order."""
+        return self.db.execute("SELECT id, digest FROM messages WHERE epoch IS NULL "
+                               "ORDER BY id").fetchall()
+
+    def next_epoch(self):
+        return self.db.execute("SELECT coalesce(max(epoch), 0) + 1 FROM epochs").fetchone()[0]
+
+    def add_epoch(self, epoch, root, message_ids, sealed_at):
+        """Epoch `epoch` over message_ids (leaf i is message_ids[i]), pending anchoring."""
+        self.db.executemany("UPDATE messages SET epoch = ?, leaf = ? WHERE id = ?",
+                            [(epoch, i, mid) for i, mid in enumerate(message_ids)])
+        self.db.execute("INSERT INTO epochs (epoch, root, count, sealed_at) VALUES (?, ?, ?, ?)",
+                        (epoch, root, len(message_ids), sealed_at))
+
+    def unmined_epochs(self):
+        """The numbers of the epochs not anchored yet, oldest first."""
+        return [r[0] for r in self.db.execute(
+            "SELECT epoch FROM epochs WHERE status != 'mined' ORDER BY epoch")]
+
+    def epoch_sent(self, epoch, tx_hash):
+        self.db.execute("UPDATE epochs SET status = 'sent', tx_hash = ?, "
+                        "attempts = attempts + 1 WHERE epoch = ?", (tx_hash, epoch))
+
+    def epoch_failed(self, epoch, error):
+        self.db.execute("UPDATE epochs SET last_error = ?, attempts = attempts + 1 "
+                        "WHERE epoch = ?", (error, epoch))
+
+    def epoch_mined(self, epoch, block, block_hash, gas, mined_at):
+        """Epoch anchored in block; gas None keeps what was recorded."""
+        self.db.execute("UPDATE epochs SET status = 'mined', block = ?, block_hash = ?, "
+                        "gas = coalesce(?, gas), mined_at = ?, last_error = NULL WHERE epoch = ?",
+                        (block, block_hash, gas, mined_at, epoch))
+
+    # -- what the Keeper and the Provider read --------------------------------------
+
+    def messages_from(self, after_id):
+        """[(id, digest, raw)] of the messages stored after row id after_id, oldest first."""
+        return self.db.execute("SELECT id, digest, raw FROM messages WHERE id > ? ORDER BY id",
+                               (after_id,)).fetchall()
+
+    def sealed_messages(self):
+        """Every sealed message as a dict (device, seq, kind, raw, epoch, leaf), by epoch and
+        leaf."""
+        return self._rows("SELECT device, seq, kind, raw, epoch, leaf FROM messages "
+                          "WHERE epoch IS NOT NULL ORDER BY epoch, leaf")
+
+    def message_at(self, epoch, leaf):
+        """The message at leaf `leaf` of epoch `epoch` (device, seq, kind, digest, raw), or None."""
+        return self._row("SELECT device, seq, kind, digest, raw FROM messages "
+                         "WHERE epoch = ? AND leaf = ?", (epoch, leaf))

@@ -8,6 +8,10 @@ behind a header holding the blob's name and the share's own checksum (XXH3-128),
 damaged share is known without decoding. Any k good shares rebuild the blob, and every read
 checks the blob against its name. The layout (roots, k, m) is the data directory's, in
 provider.json, written by the running gateway from its config.
+
+`Provider.open(store)` reads the layout and makes the roots that hold nothing yet; the
+constructor only keeps what it is given. The Provider works on the Store's connection, so a
+put inside the caller's transaction commits or rolls back with it.
 """
 import base64
 import hashlib
@@ -21,8 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import xxhash
 
 from agent.objects import KIND_MANIFEST
-from gateway.store import database as store
-from gateway.store import erasure, legacy_shares
+from gateway.store import erasure
 from gateway.store.packs import Packs
 from gateway.wire import merkle, objects, protocol
 
@@ -36,31 +39,7 @@ DEFAULT_K, DEFAULT_M = 2, 4      # two roots, two shares each: losing either roo
 # twice a chunk's bytes on every write: a fifth of a camera upload's time.)
 HEADER = struct.Struct(">4sBBBxQ32s16s")
 MAGIC = b"EKP2"
-# Records of gateways before EKP2: the same, with the share body's SHA-256.
-HEADER_V1 = struct.Struct(">4sBBBxQ32s32s")
-MAGIC_V1 = b"EKP1"
-_FORMATS = {MAGIC: (HEADER, xxhash.xxh3_128), MAGIC_V1: (HEADER_V1, hashlib.sha256)}
 COMPACT_DEAD = 0.5               # a pack at least this much deleted shares is rewritten
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS blobs (
-    digest BLOB PRIMARY KEY,          -- SHA-256 of the blob
-    size INTEGER NOT NULL,
-    k INTEGER NOT NULL,
-    m INTEGER NOT NULL,
-    stored_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS shares (
-    digest BLOB NOT NULL,
-    idx INTEGER NOT NULL,             -- share index j: in root j % R
-    pack TEXT NOT NULL,               -- pack file name in that root
-    offset INTEGER NOT NULL,          -- of the record (header, then body)
-    length INTEGER NOT NULL,
-    PRIMARY KEY (digest, idx)
-);
-CREATE INDEX IF NOT EXISTS shares_pack ON shares (pack);
-"""
-
 
 def _records(digest, k, m, size, bodies):
     """[(share index, header, body)] for (share index, body) pairs: a share's record is its
@@ -71,11 +50,10 @@ def _records(digest, k, m, size, bodies):
 
 def _share_body(raw, digest, j, k, m, size):
     """The body of record raw if it is share j of that blob, undamaged; else None."""
-    header, checksum = _FORMATS.get(raw[:4], (None, None))
-    if header is None or len(raw) < header.size:
+    if len(raw) < HEADER.size:
         return None
-    body = raw[header.size:]
-    if header.unpack_from(raw) != (raw[:4], k, m, j, size, digest, checksum(body).digest()):
+    body = raw[HEADER.size:]
+    if HEADER.unpack_from(raw) != (MAGIC, k, m, j, size, digest, xxhash.xxh3_128_digest(body)):
         return None
     return body
 
@@ -124,18 +102,24 @@ def load_layout(data_dir):
 
 
 class Provider:
-    def __init__(self, data_dir, db=None):
-        self.data_dir = data_dir
-        self.roots, self.k, self.m = load_layout(data_dir)
-        check_layout(self.roots, self.k, self.m)
-        self.db = db or store.connect(data_dir)
-        self.db.executescript(SCHEMA)
+    def __init__(self, store, roots, k, m):
+        """A Provider over a Store (gateway/store/database.py) with this layout; no I/O."""
+        check_layout(roots, k, m)
+        self.store = store
+        self.db = store.db
+        self.roots, self.k, self.m = roots, k, m
         self.packs = [Packs(r) for r in self.roots]
         self._syncers = None     # threads syncing the other roots' packs, made when needed
         self.bytes_read = 0      # share and leaf bytes read from disk, for bench/audit
         self._tree = (None, None)  # the last epoch's tree: audits walk epochs in order
-        legacy_shares.migrate(self)
-        self._make_unused_roots()
+
+    @classmethod
+    def open(cls, store, data_dir=None):
+        """The Provider of a data directory (the store's by default), in the layout its
+        provider.json records."""
+        p = cls(store, *load_layout(data_dir or store.data_dir))
+        p._make_unused_roots()
+        return p
 
     # -- blobs -------------------------------------------------------------------
 
@@ -328,15 +312,9 @@ class Provider:
             if raw is not None:  # unreadable: left missing, for the Keeper to rebuild
                 moved.append(packs.append(raw) + (digest, j, name))
         packs.sync()
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.executemany("UPDATE shares SET pack = ?, offset = ? "
-                           "WHERE digest = ? AND idx = ? AND pack = ?", moved)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        with self.store.transaction():
+            self.db.executemany("UPDATE shares SET pack = ?, offset = ? "
+                                "WHERE digest = ? AND idx = ? AND pack = ?", moved)
         packs.remove(name)
 
     # -- challenges ------------------------------------------------------------------
@@ -349,9 +327,8 @@ class Provider:
         tree = self._epoch_tree(epoch)
         if not tree or leaf >= len(tree[0]):
             raise LookupError("epoch %d has no leaf %d here" % (epoch, leaf))
-        device, seq, kind, digest, raw = self.db.execute(
-            "SELECT device, seq, kind, digest, raw FROM messages WHERE epoch = ? AND leaf = ?",
-            (epoch, leaf)).fetchone()
+        row = self.store.message_at(epoch, leaf)
+        device, seq, kind, digest, raw = (row[c] for c in ("device", "seq", "kind", "digest", "raw"))
         out = {"epoch": epoch, "leaf": leaf, "size": len(tree[0]), "device": device, "kind": kind,
                "message": self.message(digest, raw),
                "path": merkle.proof_from_levels(tree, leaf), "chunk": None, "skipped": None}
@@ -371,13 +348,10 @@ class Provider:
         manifest = objects.parse_manifest(signed.payload)
         index = select % manifest.count
         digest = manifest.hashes[index * 32:(index + 1) * 32]
-        row = self.db.execute("SELECT seq FROM objects WHERE device = ? AND oid = ?",
-                              (device, manifest.oid)).fetchone()
-        if row is None:
+        if self.store.objects.get(device, manifest.oid) is None:
             out["skipped"] = "object %s was deleted by retention" % manifest.oid
             return
-        if not self.db.execute("SELECT 1 FROM object_chunks WHERE device = ? AND oid = ? "
-                               "AND idx = ?", (device, manifest.oid, index)).fetchone():
+        if not self.store.objects.has_chunk(device, manifest.oid, index):
             out["skipped"] = "chunk %d of object %s is not uploaded yet" % (index, manifest.oid)
             return
         hashes = [manifest.hashes[i:i + 32] for i in range(0, len(manifest.hashes), 32)]
@@ -386,8 +360,7 @@ class Provider:
 
     def _epoch_tree(self, epoch):
         if self._tree[0] != epoch:
-            leaves = [r[0] for r in self.db.execute(
-                "SELECT digest FROM messages WHERE epoch = ? ORDER BY leaf", (epoch,))]
+            leaves = self.store.epoch_leaves(epoch)
             self.bytes_read += 32 * len(leaves)
             self._tree = (epoch, merkle.levels(leaves) if leaves else None)
         return self._tree[1]

@@ -78,7 +78,7 @@ async def on_chain(request, fn, *args):
         raise ApiError(503, "this process has no chain connection (is the gateway running?)")
 
     def call():
-        store = Store(state(request).data_dir)
+        store = Store.connect(state(request).data_dir)
         try:
             return fn(store, chain, *args)
         finally:
@@ -213,7 +213,7 @@ async def message_proof(request):
 # -- camera objects ------------------------------------------------------------------
 
 def object_row(o):
-    """An `objects` row (gateway/ingest/objects.py) as the pages and the API show it."""
+    """An `objects` row (gateway/store/objects.py) as the pages and the API show it."""
     row = {k: o[k] for k in OBJECT_COLUMNS}
     done = o["stored"] == o["count"]
     row.update(complete=done, has_snapshot=done and o["type"].startswith("image/"),
@@ -223,9 +223,7 @@ def object_row(o):
 
 def recent_objects(store, device, limit):
     """A camera's newest objects, newest first."""
-    cur = store.db.execute("SELECT %s FROM objects WHERE device = ? ORDER BY time DESC, seq DESC "
-                           "LIMIT ?" % ", ".join(OBJECT_COLUMNS), (device, limit))
-    return [object_row(dict(zip(OBJECT_COLUMNS, r))) for r in cur]
+    return [object_row(o) for o in store.objects.recent(device, limit, OBJECT_COLUMNS)]
 
 
 def object_or_404(request):
@@ -326,11 +324,8 @@ async def storage_challenge(request):
     select = int_param(request, "select", 0, 0, 2 ** 64 - 1)
 
     def answer():
-        p = provider.Provider(state(request).data_dir)
-        try:
-            return provider.answer_to_wire(p.answer(epoch, leaf, select))
-        finally:
-            p.db.close()
+        with state(request).challenge_lock:  # one Provider, one connection: one at a time
+            return provider.answer_to_wire(state(request).challenges.answer(epoch, leaf, select))
     try:
         return JSONResponse(await run_in_threadpool(answer))
     except LookupError as e:

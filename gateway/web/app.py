@@ -13,6 +13,7 @@ from starlette.staticfiles import StaticFiles
 from gateway.integrations import metrics
 from gateway.ingest.objects import ObjectStore
 from gateway.store.database import Store
+from gateway.store.provider import Provider
 from gateway.web import api, auth, pages
 from gateway.web.sse import Broadcaster
 from gateway.web.status import Monitor
@@ -38,22 +39,27 @@ async def on_error(request, exc):
 
 
 def create_app(cfg, gateway=None):
-    """The ASGI app over cfg.data_dir; `gateway` (a started service.Gateway) adds chain and broker."""
+    """The ASGI app over cfg.data_dir, a store already opened (migrated) with Store.open;
+    `gateway` (a started service.Gateway) adds chain and broker."""
     broadcaster = Broadcaster()
     monitor = Monitor(cfg.data_dir, gateway, broadcaster)
     sessions = auth.Sessions()
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        app.state.store = Store(cfg.data_dir)
-        app.state.objects = ObjectStore(cfg.data_dir, app.state.store.db)
+        store = app.state.store = Store.connect(cfg.data_dir)
+        app.state.objects = ObjectStore.open(store)
+        # storage challenges are answered in worker threads, on a connection of their own
+        app.state.challenges = Provider.open(Store.connect(cfg.data_dir))
+        app.state.challenge_lock = threading.Lock()
         monitor.start()
         try:
             yield
         finally:
             broadcaster.close()
             monitor.stop()
-            app.state.store.close()
+            app.state.challenges.store.close()
+            store.close()
 
     routes = pages.ROUTES + api.ROUTES + [
         Route("/metrics", metrics.endpoint(monitor)),

@@ -60,7 +60,7 @@ class Monitor:
         self.thread = threading.Thread(target=self._run, name="web-monitor", daemon=True)
 
     def start(self):
-        self.store = Store(self.data_dir)
+        self.store = Store.connect(self.data_dir)
         self.last_id = self.store.latest_message_id()
         self.tick()
         self.thread.start()

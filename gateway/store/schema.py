@@ -1,0 +1,227 @@
+"""The whole schema of the gateway's database, as numbered migrations.
+
+MIGRATIONS[n - 1] takes a database from version n - 1 to version n; the version is SQLite's
+`PRAGMA user_version` (0 for a new file). `migrate` applies the missing ones in order inside
+one transaction, so a crash midway leaves the database at its old version. It runs once at
+start (`Store.open`: the gateway service, every CLI command, the tests), never per request
+and never in a constructor. A database newer than this code is refused: an older EdgeKeep
+must not write to tables it does not know.
+
+Migration 1 is the schema as it stood when migrations began (IF NOT EXISTS: a database made
+before then, at version 0 with its tables present, is taken to version 1 as it is). Add a
+migration by appending to MIGRATIONS; never edit one that has shipped.
+"""
+import sqlite3
+
+MIGRATIONS = [
+    # 1: devices, messages, gaps, epochs, rejects (the store); objects and their chunks (camera
+    # uploads); audits, audit_records, repairs, keeper_state (the Keeper); blobs and shares
+    # (the Provider).
+    """
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY,            -- hex device id
+    public_key BLOB NOT NULL,       -- 65-byte uncompressed P-256
+    name TEXT,
+    kind TEXT NOT NULL DEFAULT 'tracker',
+    owner TEXT,
+    status TEXT NOT NULL DEFAULT 'active',
+    registered_at REAL NOT NULL,
+    acked INTEGER NOT NULL DEFAULT 0,   -- highest contiguous durable sequence
+    last_seen REAL,
+    health TEXT                      -- JSON of the last status message
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    count INTEGER,
+    digest BLOB NOT NULL,
+    raw BLOB NOT NULL,
+    received_at REAL NOT NULL,
+    epoch INTEGER,
+    leaf INTEGER,
+    UNIQUE (device, seq)
+);
+CREATE INDEX IF NOT EXISTS messages_unsealed ON messages (epoch) WHERE epoch IS NULL;
+CREATE INDEX IF NOT EXISTS messages_epoch ON messages (epoch, leaf);
+CREATE TABLE IF NOT EXISTS gaps (
+    device TEXT NOT NULL,
+    first INTEGER NOT NULL,
+    last INTEGER NOT NULL,
+    recorded_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS epochs (
+    epoch INTEGER PRIMARY KEY,
+    root BLOB NOT NULL,
+    count INTEGER NOT NULL,
+    sealed_at REAL NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',   -- pending, sent, mined
+    tx_hash TEXT,
+    block INTEGER,
+    block_hash TEXT,
+    gas INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    mined_at REAL
+);
+CREATE TABLE IF NOT EXISTS rejects (
+    reason TEXT PRIMARY KEY,
+    count INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS objects (
+    device TEXT NOT NULL,
+    oid TEXT NOT NULL,               -- hex object id
+    seq INTEGER NOT NULL,            -- the manifest's message sequence
+    time INTEGER NOT NULL,           -- capture time (Unix s)
+    event TEXT,
+    type TEXT,
+    size INTEGER NOT NULL,           -- plaintext bytes
+    chunk_size INTEGER NOT NULL,
+    count INTEGER NOT NULL,          -- chunks
+    root BLOB NOT NULL,              -- Merkle root of the chunk hashes
+    hashes BLOB NOT NULL,
+    stored INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0, -- ciphertext bytes stored
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    completed_at REAL,
+    PRIMARY KEY (device, oid)
+);
+CREATE TABLE IF NOT EXISTS object_chunks (
+    device TEXT NOT NULL,
+    oid TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    PRIMARY KEY (device, oid, idx)
+);
+CREATE INDEX IF NOT EXISTS object_chunks_digest ON object_chunks (digest);
+
+CREATE TABLE IF NOT EXISTS audits (
+    id INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    mode TEXT NOT NULL,              -- sample (chain seed), all, object
+    seed_block INTEGER,
+    seed_hash TEXT,
+    challenges INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    skipped INTEGER NOT NULL DEFAULT 0,   -- chunks deleted by retention or not uploaded yet
+    repaired INTEGER NOT NULL DEFAULT 0,
+    ok INTEGER,                      -- 1: nothing failed, or all that failed is repaired
+    root TEXT,                       -- hex Merkle root over the records
+    status TEXT NOT NULL DEFAULT 'open',  -- open, anchored, empty, error
+    tx_hash TEXT,
+    block INTEGER,
+    alarm TEXT                       -- what could not be repaired
+);
+CREATE TABLE IF NOT EXISTS audit_records (
+    audit INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    leaf INTEGER NOT NULL,
+    chunk INTEGER NOT NULL,          -- -1: the message itself
+    digest BLOB,                     -- what was proven (chunk or message SHA-256)
+    outcome TEXT NOT NULL,           -- ok, failed, skipped
+    detail TEXT,
+    hash BLOB NOT NULL,              -- the record's leaf in the audit tree
+    PRIMARY KEY (audit, idx)
+);
+CREATE TABLE IF NOT EXISTS repairs (
+    id INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    digest BLOB NOT NULL,
+    good INTEGER NOT NULL,           -- good shares before the repair
+    outcome TEXT NOT NULL,           -- repaired, lost
+    detail TEXT
+);
+CREATE TABLE IF NOT EXISTS keeper_state (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS blobs (
+    digest BLOB PRIMARY KEY,          -- SHA-256 of the blob
+    size INTEGER NOT NULL,
+    k INTEGER NOT NULL,
+    m INTEGER NOT NULL,
+    stored_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS shares (
+    digest BLOB NOT NULL,
+    idx INTEGER NOT NULL,             -- share index j: in root j % R
+    pack TEXT NOT NULL,               -- pack file name in that root
+    offset INTEGER NOT NULL,          -- of the record (header, then body)
+    length INTEGER NOT NULL,
+    PRIMARY KEY (digest, idx)
+);
+CREATE INDEX IF NOT EXISTS shares_pack ON shares (pack);
+""",
+]
+
+LATEST = len(MIGRATIONS)
+
+
+class SchemaError(RuntimeError):
+    """The database is not at the version this code works with."""
+
+
+class SchemaTooNew(SchemaError):
+    """The database was migrated by a newer EdgeKeep than this one."""
+
+
+def version(db):
+    return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+def too_new(found, where="the database"):
+    return SchemaTooNew(
+        "%s is at schema version %d, but this EdgeKeep knows only up to version %d: it was "
+        "written by a newer EdgeKeep; upgrade EdgeKeep to open it" % (where, found, LATEST))
+
+
+def check(db, where="the database"):
+    """SchemaError unless db is at exactly LATEST (a connection opened after `migrate`)."""
+    found = version(db)
+    if found > LATEST:
+        raise too_new(found, where)
+    if found < LATEST:
+        raise SchemaError("%s is at schema version %d, this EdgeKeep needs %d: start the gateway "
+                          "(or run any `python -m gateway` command on it) to migrate it"
+                          % (where, found, LATEST))
+
+
+def statements(script):
+    """The statements of an SQL script, one by one (executescript would COMMIT first)."""
+    out, part = [], ""
+    for line in script.splitlines(keepends=True):
+        part += line
+        if sqlite3.complete_statement(part):
+            out.append(part.strip())
+            part = ""
+    if part.strip():
+        raise ValueError("incomplete SQL statement in a migration: %r" % part.strip()[:80])
+    return out
+
+
+def migrate(db, where="the database"):
+    """Bring db to LATEST: the missing migrations in order, in one transaction. Returns the
+    migrations applied (0 when it is current). SchemaTooNew for a database newer than this
+    code. db: a connection in autocommit mode (isolation_level=None)."""
+    if version(db) == LATEST:
+        return 0
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        found = version(db)  # again under the write lock: another process may have migrated
+        if found > LATEST:
+            raise too_new(found, where)
+        for n in range(found, LATEST):
+            for stmt in statements(MIGRATIONS[n]):
+                db.execute(stmt)
+        db.execute("PRAGMA user_version = %d" % LATEST)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return LATEST - found

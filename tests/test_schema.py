@@ -1,0 +1,125 @@
+"""The schema: numbered migrations run once by Store.open, a newer database refused, and
+constructors that touch nothing."""
+import os
+import sqlite3
+
+import pytest
+
+from gateway.ingest.objects import ObjectStore
+from gateway.keeper.audit import Keeper
+from gateway.store import schema
+from gateway.store.database import Store, db_path
+from gateway.store.provider import Provider
+
+pytestmark = pytest.mark.unit
+
+TABLES = {"devices", "messages", "gaps", "epochs", "rejects", "objects", "object_chunks",
+          "audits", "audit_records", "repairs", "keeper_state", "blobs", "shares"}
+
+
+def traced(db):
+    """The statements db runs from now on."""
+    seen = []
+    db.set_trace_callback(seen.append)
+    return seen
+
+
+def ddl(statements):
+    return [s for s in statements if s.lstrip().upper().startswith(("CREATE", "ALTER", "DROP"))]
+
+
+def tables(db):
+    return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def test_a_fresh_database_is_migrated_to_the_latest_version_once(tmp_path):
+    data = str(tmp_path / "gw")
+    store = Store.open(data)
+    assert schema.version(store.db) == schema.LATEST
+    assert tables(store.db) == TABLES
+    assert store.last_audit() is None           # the audits table is simply there
+    store.close()
+    db = sqlite3.connect(db_path(data), isolation_level=None)
+    seen = traced(db)
+    assert schema.migrate(db) == 0              # already current: nothing applied
+    assert ddl(seen) == [] and not any("BEGIN" in s for s in seen)
+    db.close()
+
+
+def test_opening_an_already_migrated_store_runs_no_ddl(tmp_path, monkeypatch):
+    data = str(tmp_path / "gw")
+    Store.open(data).close()
+    applied = []
+    real = schema.statements
+    monkeypatch.setattr(schema, "statements", lambda script: applied.append(script) or real(script))
+    Store.open(data).close()
+    Store.connect(data).close()
+    assert applied == []
+
+
+def test_migrations_apply_in_order_in_one_transaction(tmp_path, monkeypatch):
+    db = sqlite3.connect(str(tmp_path / "x.db"), isolation_level=None)
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS + [
+        "CREATE TABLE later (x INTEGER);", "INSERT INTO later VALUES (1);"])
+    monkeypatch.setattr(schema, "LATEST", len(schema.MIGRATIONS))
+    assert schema.migrate(db) == schema.LATEST
+    assert schema.version(db) == schema.LATEST
+    assert db.execute("SELECT x FROM later").fetchall() == [(1,)]
+
+    broken = sqlite3.connect(str(tmp_path / "y.db"), isolation_level=None)
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:-1] + ["INSERT INTO nowhere VALUES (1);"])
+    with pytest.raises(sqlite3.OperationalError):
+        schema.migrate(broken)
+    assert schema.version(broken) == 0 and tables(broken) == set()  # all or nothing
+
+
+def test_a_database_from_before_migrations_is_taken_to_version_1_as_it_is(tmp_path):
+    """A gateway made before migrations left its tables at user_version 0."""
+    data = str(tmp_path / "gw")
+    os.makedirs(data)
+    db = sqlite3.connect(db_path(data), isolation_level=None)
+    db.execute("CREATE TABLE devices (id TEXT PRIMARY KEY, public_key BLOB NOT NULL, name TEXT, "
+               "kind TEXT NOT NULL DEFAULT 'tracker', owner TEXT, status TEXT NOT NULL DEFAULT "
+               "'active', registered_at REAL NOT NULL, acked INTEGER NOT NULL DEFAULT 0, "
+               "last_seen REAL, health TEXT)")
+    db.execute("INSERT INTO devices (id, public_key, registered_at) VALUES ('aa', x'04', 0)")
+    db.close()
+    store = Store.open(data)
+    assert schema.version(store.db) == schema.LATEST and tables(store.db) == TABLES
+    assert [d["id"] for d in store.devices()] == ["aa"]
+
+
+def test_a_database_newer_than_this_edgekeep_is_refused(tmp_path):
+    data = str(tmp_path / "gw")
+    Store.open(data).close()
+    db = sqlite3.connect(db_path(data), isolation_level=None)
+    db.execute("PRAGMA user_version = %d" % (schema.LATEST + 1))
+    db.close()
+    for opener in (Store.open, Store.connect):
+        with pytest.raises(schema.SchemaTooNew, match="upgrade EdgeKeep"):
+            opener(data)
+
+
+def test_connect_wants_a_migrated_store(tmp_path):
+    data = str(tmp_path / "gw")
+    with pytest.raises(schema.SchemaError, match="Store.open"):
+        Store.connect(data)
+    assert not os.path.exists(data)
+    os.makedirs(data)
+    sqlite3.connect(db_path(data)).close()      # an empty file: version 0
+    with pytest.raises(schema.SchemaError, match="migrate"):
+        Store.connect(data)
+
+
+def test_constructors_create_no_files_and_run_no_sql(tmp_path):
+    data = tmp_path / "gw"
+    data.mkdir()
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    seen = traced(db)
+    store = Store(db, str(data))
+    prov = Provider(store, [str(data / "a"), str(data / "b")], 2, 4)
+    objects = ObjectStore(store, prov)
+    keeper = Keeper(store, prov, chain=None)
+    assert (keeper.store, objects.provider) == (store, prov)
+    assert seen == []
+    assert list(data.iterdir()) == []
