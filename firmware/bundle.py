@@ -11,6 +11,7 @@ every port, ESP32, nRF and the WebAssembly build alike. mpy-cross 1.29 writes .m
 6.3; MicroPython 1.27 (the wasm build) reads version 6 (sys.implementation._mpy == 0x306).
 """
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -33,11 +34,15 @@ class BundleError(Exception):
 
 
 def agent_version():
-    with open(os.path.join(ROOT, "pyproject.toml")) as f:
-        for line in f:
-            if line.startswith("version"):
-                return line.split("=", 1)[1].strip().strip('"')
-    return "0.0.0"
+    """The project's version: pyproject.toml's in a checkout, the installed package's else."""
+    try:
+        with open(os.path.join(ROOT, "pyproject.toml")) as f:
+            for line in f:
+                if line.startswith("version"):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except FileNotFoundError:
+        pass
+    return importlib.metadata.version("edgekeep")
 
 
 def build(board_name, out_dir, version=None, sign_key=None):

@@ -1,4 +1,4 @@
-"""`python -m gateway admin set-password`: set the admin web page's password (stored hashed)."""
+"""`edgekeep admin set-password`: set the admin web page's password (stored hashed)."""
 import getpass
 
 from gateway.config import Config

@@ -1,4 +1,4 @@
-"""`python -m gateway broker ...`: broker accounts and Home Assistant discovery.
+"""`edgekeep broker ...`: broker accounts and Home Assistant discovery.
 
 Passwords are printed on stdout alone, so that scripts can capture them; they are not
 stored anywhere in clear except the gateway's own (`<dir>/gateway.secret`).

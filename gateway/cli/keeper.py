@@ -1,10 +1,10 @@
 """The Keeper from the command line.
 
-    python -m gateway audit --data-dir DIR [--all | --object ID] [--samples N] [--rpc URL]
-    python -m gateway audit --remote URL [--rpc URL] [--samples N] [--password-file F]
+    edgekeep audit --data-dir DIR [--all | --object ID] [--samples N] [--rpc URL]
+    edgekeep audit --remote URL [--rpc URL] [--samples N] [--password-file F]
                             [--deployment FILE]
-    python -m gateway repair --data-dir DIR
-    python -m gateway keeper status --data-dir DIR
+    edgekeep repair --data-dir DIR
+    edgekeep keeper status --data-dir DIR
 
 `audit --remote` is the independent Keeper: it logs in to a gateway's API, draws challenges
 from the chain, and checks every answer against the chain alone.

@@ -171,7 +171,7 @@ def cmd_keyring(args):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m gateway", description="EdgeKeep gateway")
+    p = argparse.ArgumentParser(prog="edgekeep", description="EdgeKeep gateway")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
 

@@ -3,7 +3,7 @@
 Every `interval` seconds: discovery configs for devices that were registered, an empty
 retained config for those revoked, availability from when each device was last heard, and
 the readings a device shares in plaintext (its status message's `share` map; docs/protocol.md)
-when the owner also opted in for that device (`python -m gateway broker share`). Only
+when the owner also opted in for that device (`edgekeep broker share`). Only
 changes are published.
 """
 import logging

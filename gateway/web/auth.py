@@ -2,7 +2,7 @@
 
 The password hash lives in <data_dir>/admin-password.argon2. On the first run with no hash a
 random password is written to <data_dir>/admin-password (0600) for the owner to read;
-`python -m gateway admin set-password` replaces it and deletes that file.
+`edgekeep admin set-password` replaces it and deletes that file.
 
 Every visitor gets a session (an anonymous one on the login page) holding a CSRF token.
 Logging in replaces it with a fresh authenticated session, so a planted cookie is useless.

@@ -104,7 +104,7 @@ def provision(dev, args, passphrase, log=print):
     if args.gateway_data_dir:
         config.update(register(args.gateway_data_dir, public_hex, name, log))
     else:
-        log("register it on the gateway host with:\n  python -m gateway devices add --data-dir DIR "
+        log("register it on the gateway host with:\n  edgekeep devices add --data-dir DIR "
             "--public-key %s --name %s --credentials-out FILE" % (public_hex, name))
     dev.write_file("config.json", json.dumps(config).encode())
     log("config written (%s, broker %s%s)" % (config["board"], args.gateway,
