@@ -26,7 +26,7 @@ from gateway.ingest import malloc
 from gateway.ingest import objects
 from gateway.wire import objects as wire_objects
 from gateway.mqtt.client import new_client
-from gateway.wire import protocol
+from gateway.wire import protocol, verify
 from gateway.store import database as store
 from gateway.wire.protocol import REPLAY, Reject
 
@@ -236,27 +236,21 @@ class Ingest:
         out = []
         for topic, raw, _, _ in items:
             try:
-                out.append(self._verify(topic, raw))
+                out.append(self.check(topic, raw))
             except Reject as r:
                 out.append(r)
         return out
 
-    def _verify(self, topic, raw):
+    def check(self, topic, raw):
+        """The ingest's check of one uplink: a chunk ready to store, or (signed, envelope)
+        through the one verification path; Reject with the reason otherwise."""
         if topic.endswith(CHUNK_TOPIC):  # not signed: bound by its signed manifest
             chunk = wire_objects.parse_chunk(topic, raw, self.max_bytes)
-            self._key(chunk.device)
+            verify.check_key(chunk.device, self.keys.get(chunk.device))
             return self.objects.prepare(chunk)
-        signed = protocol.parse(topic, raw, self.max_bytes)
-        protocol.verify_signature(signed, self._key(signed.device))
+        signed = verify.check_message(topic, raw, self.keys.get(_device_of(topic)),
+                                      self.max_bytes)
         return signed, protocol.open_envelope(signed)
-
-    def _key(self, device):
-        key = self.keys.get(device)
-        if key is None:
-            raise Reject(protocol.UNKNOWN_DEVICE, "no registered device %s" % device)
-        if key == protocol.REVOKED:
-            raise Reject(protocol.REVOKED, "device %s is revoked" % device)
-        return key
 
     def _store(self, signed, env, now):
         """Insert a new message; False for a duplicate (acked and dropped)."""
@@ -318,3 +312,9 @@ class Ingest:
             self.keys = keys
             for dev, seq in acked.items():
                 self.acked.setdefault(dev, seq)
+
+
+def _device_of(topic):
+    """The device id an uplink topic names ("" if none: the parse rejects the topic)."""
+    m = protocol.UP_TOPIC.match(topic)
+    return m.group(1) if m else ""
