@@ -70,18 +70,17 @@ def fill(data, chain, megabytes):
             insert(store, cam, n + 1, "m", raw)
             signed = protocol.parse("ek/%s/up/m" % cam.hex, raw, len(raw))
             obj = objects.parse_manifest(signed.payload)
-            store.db.execute("BEGIN")
-            objs.register(protocol.open_envelope(signed), obj, time.time())
-            for i, c in enumerate(chunks):
-                objs.add_chunk(objects.Chunk(cam.hex, obj.oid, i, c, hashlib.sha256(c).digest()),
-                               time.time())
-            objs.flush()
-            store.db.execute("COMMIT")
+            with store.transaction():
+                objs.register(protocol.open_envelope(signed), obj, time.time())
+                for i, c in enumerate(chunks):
+                    objs.add_chunk(objects.Chunk(cam.hex, obj.oid, i, c,
+                                                 hashlib.sha256(c).digest()), time.time())
+                objs.flush()
             Anchorer(Store.connect(data), chain).anchor(anchor.seal_epoch(store))
     finally:
         os.fsync, os.fdatasync = syncs
     chain.w3.provider.make_request("evm_mine", [])
-    return store.db.execute("SELECT sum(bytes) FROM objects").fetchone()[0]
+    return store.objects.total_bytes()
 
 
 def tracker_batch(ident, seq):
@@ -91,9 +90,7 @@ def tracker_batch(ident, seq):
 
 
 def insert(store, ident, seq, kind, raw):
-    store.db.execute("INSERT INTO messages (device, seq, kind, time, count, digest, raw, received_at) "
-                     "VALUES (?, ?, ?, 0, 0, ?, ?, 0)",
-                     (ident.hex, seq, kind, hashlib.sha256(raw).digest(), raw))
+    store.add_message(ident.hex, seq, kind, 0, 0, hashlib.sha256(raw).digest(), raw, 0)
 
 
 def measure(megabytes, samples):

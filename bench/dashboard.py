@@ -7,7 +7,6 @@ list. Prints one line.
     .venv/bin/python bench/dashboard.py [--devices 1000] [--runs 5]
 """
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -26,14 +25,13 @@ from gateway.web.app import WebServer, create_app  # noqa: E402
 def populate(data_dir, n):
     store = Store.open(data_dir)
     now = time.time()
-    store.db.execute("BEGIN")
-    for i in range(n):
-        dev = os.urandom(8).hex()
-        store.add_device(dev, b"\x04" + os.urandom(64), "device-%04d" % i)
-        health = {"fw": "0.1.0", "up": 3600, "q": i % 7, "qb": 2048, "drop": 0, "batt": 3900 + i % 200}
-        store.db.execute("UPDATE devices SET acked = ?, last_seen = ?, health = ? WHERE id = ?",
-                         (i, now - (i % 300), json.dumps(health), dev))
-    store.db.execute("COMMIT")
+    with store.transaction():
+        for i in range(n):
+            dev = os.urandom(8).hex()
+            store.add_device(dev, b"\x04" + os.urandom(64), "device-%04d" % i)
+            store.set_health(dev, {"fw": "0.1.0", "up": 3600, "q": i % 7, "qb": 2048, "drop": 0,
+                                   "batt": 3900 + i % 200})
+            store.set_acked({dev: i}, now - (i % 300))
     store.close()
 
 

@@ -13,8 +13,8 @@ import time
 
 from agent import sim, simcamera
 from gateway.chain import registry
-from gateway.mqtt.broker import Mosquitto
 from gateway.config import ChainConfig, Config
+from gateway.mqtt.broker import Mosquitto
 from gateway.owner.keyring import Keyring
 from gateway.service import Gateway
 from gateway.store.database import Store

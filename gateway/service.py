@@ -3,13 +3,13 @@ together."""
 import logging
 import os
 
-from gateway.store import provider
 from gateway.anchor.epochs import Anchorer
 from gateway.chain import node
 from gateway.chain.client import DEFAULT_DEV_KEY, Chain
-from gateway.integrations.homeassistant import Bridge
 from gateway.ingest.pipeline import Ingest
+from gateway.integrations.homeassistant import Bridge
 from gateway.keeper.audit import Keeper, KeeperLoop
+from gateway.store import provider
 from gateway.store.database import Store
 
 log = logging.getLogger("edgekeep")

@@ -5,8 +5,7 @@ import shutil
 
 import pytest
 
-from gateway.store import packs
-from gateway.store import provider
+from gateway.store import packs, provider
 from gateway.store.database import Store
 from gateway.store.provider import Provider, Unrecoverable
 

@@ -16,10 +16,10 @@ import urllib.error
 import urllib.request
 
 from gateway.chain.reader import ChainReader
+from gateway.cli.common import chain_for, open_store
 from gateway.keeper import audit as keeper
 from gateway.keeper import challenges
 from gateway.store import provider
-from gateway.cli.common import chain_for, open_store
 
 
 def add_commands(sub):

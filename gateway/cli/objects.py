@@ -2,8 +2,8 @@
 import sys
 import time
 
-from gateway.owner.export import decrypt_encrypt0
 from gateway.cli.common import open_store
+from gateway.owner.export import decrypt_encrypt0
 
 
 def add_commands(sub):

@@ -19,8 +19,16 @@ import time
 
 import cbor2
 
-from agent.objects import (CACK_ID, CACK_RANGES, CACK_STATE, CACK_VERSION, COMPLETE, HASH_LEN,
-                           PARTIAL, UNKNOWN)
+from agent.objects import (
+    CACK_ID,
+    CACK_RANGES,
+    CACK_STATE,
+    CACK_VERSION,
+    COMPLETE,
+    HASH_LEN,
+    PARTIAL,
+    UNKNOWN,
+)
 from agent.proto import VERSION, down_topic
 from gateway.ingest import events
 from gateway.store import provider

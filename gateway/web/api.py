@@ -12,13 +12,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agent.objects import HASH_LEN
-from gateway.wire import merkle
-from gateway.store import provider
 from gateway.chain import registry
 from gateway.mqtt.broker import managed_credentials
+from gateway.store import provider
 from gateway.store.database import Store
 from gateway.web import auth, sse
 from gateway.web.status import device_row
+from gateway.wire import merkle
 
 DEVICE_ID = re.compile(r"^[0-9a-f]{16}$")
 OBJECT_ID = re.compile(r"^[0-9a-f]{16}$")  # 8 random bytes

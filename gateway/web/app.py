@@ -10,14 +10,13 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from gateway.integrations import metrics
 from gateway.ingest.objects import ObjectStore
+from gateway.integrations import metrics
 from gateway.store.database import Store
 from gateway.store.provider import Provider
 from gateway.web import api, auth, pages
 from gateway.web.sse import Broadcaster
 from gateway.web.status import Monitor
-
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 # No inline script or style, nothing from elsewhere: the keyring page only talks to this origin.
