@@ -8,11 +8,11 @@ import pytest
 from agent import message
 from agent.identity import Identity
 from gateway.anchor import epochs as anchor
-from gateway.keeper import proof
-from gateway.chain import registry
 from gateway.anchor.epochs import Anchorer
+from gateway.chain import registry
 from gateway.chain.client import DEFAULT_DEV_KEY, Chain
 from gateway.chain.node import Anvil
+from gateway.keeper import proof
 from gateway.store.database import Store
 
 pytestmark = pytest.mark.integration

@@ -64,7 +64,8 @@ class Chain(ChainReader):
         except FileNotFoundError:
             return None
         except ValueError as e:
-            raise ChainError("%s is not valid JSON (%s); fix or remove it" % (self.deployment_file, e)) from None
+            raise ChainError("%s is not valid JSON (%s); fix or remove it"
+                             % (self.deployment_file, e)) from None
         if deployment.get("chain_id") != self.chain_id:
             return None
         for address in deployment["contracts"].values():

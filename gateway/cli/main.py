@@ -1,6 +1,5 @@
 """python -m gateway: run, demo, verify, devices, export, keyring."""
 import argparse
-import contextlib
 import importlib
 import json
 import logging
@@ -92,7 +91,8 @@ def cmd_devices(args):
     store = open_store(args.data_dir) if args.action == "list" else open_store(args.data_dir, create=True)
     if args.action == "list":
         devices = store.devices()
-        print("%-16s  %-12s  %-8s  %-7s  %6s  %s" % ("DEVICE", "NAME", "KIND", "STATUS", "ACKED", "LAST SEEN"))
+        print("%-16s  %-12s  %-8s  %-7s  %6s  %s"
+              % ("DEVICE", "NAME", "KIND", "STATUS", "ACKED", "LAST SEEN"))
         for d in devices:
             print("%-16s  %-12s  %-8s  %-7s  %6d  %s" % (
                 d["id"], d["name"] or "-", d["kind"], d["status"], d["acked"],

@@ -11,9 +11,8 @@ import os
 import queue
 import time
 
-import paho.mqtt.client as mqtt
-
-from agent import cbor, ota, ota_receive as rx
+from agent import cbor, ota
+from agent import ota_receive as rx
 from agent.proto import down_topic
 from firmware import bundle
 from gateway.mqtt.client import new_client

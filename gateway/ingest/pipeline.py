@@ -21,13 +21,12 @@ from agent import cbor
 from agent.objects import KIND_CHUNK, KIND_MANIFEST
 from agent.proto import ACK_SEQ, ACK_VERSION, KIND_STATUS, VERSION, down_topic
 from gateway.anchor import epochs as anchor
-from gateway.store import erasure
-from gateway.ingest import malloc
-from gateway.ingest import objects
-from gateway.wire import objects as wire_objects
+from gateway.ingest import malloc, objects
 from gateway.mqtt.client import new_client
-from gateway.wire import protocol, verify
 from gateway.store import database as store
+from gateway.store import erasure
+from gateway.wire import objects as wire_objects
+from gateway.wire import protocol, verify
 from gateway.wire.protocol import REPLAY, Reject
 
 log = logging.getLogger("edgekeep.ingest")

@@ -21,8 +21,6 @@ import os
 import re
 import threading
 
-import paho.mqtt.client as mqtt
-
 from gateway.mqtt.client import new_client
 
 log = logging.getLogger("edgekeep.discovery")

@@ -1,4 +1,4 @@
-"""Keeps Home Assistant's view in step with the gateway (gateway/integrations/discovery.py builds the payloads).
+"""Keeps Home Assistant's view in step with the gateway (discovery.py builds the payloads).
 
 Every `interval` seconds: discovery configs for devices that were registered, an empty
 retained config for those revoked, availability from when each device was last heard, and

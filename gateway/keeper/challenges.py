@@ -13,7 +13,6 @@ from agent.objects import KIND_MANIFEST
 from agent.proto import up_topic
 from gateway.wire import merkle, objects, protocol, verify
 
-
 SEED_DOMAIN = b"edgekeep-audit/1"
 
 

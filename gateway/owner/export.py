@@ -6,8 +6,16 @@ import sys
 import cbor2
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
-from agent.proto import (ALG_AES_CCM_16_128_128, COSE_ALG, COSE_IV, ENV_CIPHERTEXT, ENV_TIME,
-                         KIND_TELEMETRY, READING_FIELDS, TAG_ENCRYPT0)
+from agent.proto import (
+    ALG_AES_CCM_16_128_128,
+    COSE_ALG,
+    COSE_IV,
+    ENV_CIPHERTEXT,
+    ENV_TIME,
+    KIND_TELEMETRY,
+    READING_FIELDS,
+    TAG_ENCRYPT0,
+)
 from agent.readings import unpack
 
 

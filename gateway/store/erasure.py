@@ -47,7 +47,7 @@ def _isal_parity(data, n, k, m):
     return [mv[r * n:(r + 1) * n] for r in range(rows)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _isal_tables(k, m):
     """ISA-L's multiplication tables for zfec's coefficients: parity share r is the sum of
     coefficient[r][j] times block j, read off zfec by coding unit blocks."""

@@ -61,7 +61,7 @@ async def events(request):
             while True:
                 try:
                     event, data = await asyncio.wait_for(q.get(), KEEPALIVE_SECONDS)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     yield ": keepalive\n\n"
                     continue
                 if event == "close":
