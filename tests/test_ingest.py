@@ -74,6 +74,7 @@ def test_duplicate_is_acked_and_dropped(setup):
     wait_for(lambda: acks_for(client, a) == [1, 1], what="the copy acked too")
     assert store.message_count() == 1
     assert not ingest.rejects
+    assert store.counts()["duplicates"] == 1     # kept across restarts: /metrics reads it
 
 
 def test_device_dropped_batches_become_a_gap(setup):

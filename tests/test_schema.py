@@ -14,7 +14,7 @@ from gateway.store.provider import Provider
 pytestmark = pytest.mark.unit
 
 TABLES = {"devices", "messages", "gaps", "epochs", "rejects", "objects", "object_chunks",
-          "audits", "audit_records", "repairs", "keeper_state", "blobs", "shares"}
+          "audits", "audit_records", "repairs", "keeper_state", "blobs", "shares", "counters"}
 
 
 def traced(db):
@@ -87,6 +87,22 @@ def test_a_database_from_before_migrations_is_taken_to_version_1_as_it_is(tmp_pa
     store = Store.open(data)
     assert schema.version(store.db) == schema.LATEST and tables(store.db) == TABLES
     assert [d["id"] for d in store.devices()] == ["aa"]
+
+
+def test_a_database_at_an_older_version_gets_only_the_missing_migrations(tmp_path):
+    data = str(tmp_path / "gw")
+    os.makedirs(data)
+    db = sqlite3.connect(db_path(data), isolation_level=None)
+    for stmt in schema.statements(schema.MIGRATIONS[0]):
+        db.execute(stmt)
+    db.execute("PRAGMA user_version = 1")
+    db.execute("INSERT INTO rejects (reason, count) VALUES ('malformed', 4)")
+    db.close()
+    store = Store.open(data)
+    assert schema.version(store.db) == schema.LATEST and tables(store.db) == TABLES
+    assert store.reject_counts() == {"malformed": 4}
+    store.add_counts({"duplicates": 2})
+    assert store.counts()["duplicates"] == 2
 
 
 def test_a_database_newer_than_this_edgekeep_is_refused(tmp_path):

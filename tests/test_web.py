@@ -41,7 +41,8 @@ def store_vector_message(data_dir):
     store.db.execute("INSERT INTO messages (device, seq, kind, time, count, digest, raw, received_at) "
                      "VALUES (?, ?, 't', ?, 3, ?, ?, ?)",
                      (DEV, CASE["seq"], CASE["time"], hashlib.sha256(raw).digest(), raw, time.time()))
-    store.db.execute("INSERT INTO rejects (reason, count) VALUES ('bad_signature', 2)")
+    store.add_rejects({"bad_signature": 2})
+    store.add_counts({"duplicates": 3})
     store.close()
     Ingest(data_dir, "mqtt://127.0.0.1:1").seal_epoch()
 
@@ -234,6 +235,7 @@ def test_metrics_are_public_aggregates(client):
     text = client.get("/metrics").text
     assert "edgekeep_messages_stored_total 1.0" in text
     assert 'edgekeep_rejects_total{reason="bad_signature"} 2.0' in text
+    assert "edgekeep_duplicates_total 3.0" in text
     assert 'edgekeep_storage_bytes{kind="used"}' in text
     assert 'edgekeep_devices{state="offline"} 1.0' in text
     assert DEV not in text

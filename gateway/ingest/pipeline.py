@@ -182,6 +182,7 @@ class Ingest:
                 verified.append(outcome)
         now = time.time()
         to_ack = set()
+        duplicates = 0
         try:
             with self.store.transaction():
                 bases = {}
@@ -197,6 +198,8 @@ class Ingest:
                             bases[env.device] = max(bases.get(env.device, 0), env.base)
                             if manifest:
                                 self.objects.register(env, manifest, now)
+                        else:
+                            duplicates += 1
                         to_ack.add(env.device)
                     except Reject as r:
                         rejects[r.reason] += 1
@@ -204,6 +207,7 @@ class Ingest:
                 acked = {dev: self._advance(dev, bases.get(dev, 0), now) for dev in to_ack}
                 self.store.set_acked(acked, now)
                 self.store.add_rejects(rejects)
+                self.store.add_counts({"duplicates": duplicates})
                 self.objects.flush()
         except BaseException:
             self.objects.discard()
@@ -211,6 +215,7 @@ class Ingest:
         self.objects.publish(self.client)
         self.acked.update(acked)
         self.rejects.update(rejects)
+        self.stats["duplicates"] += duplicates
         for dev, seq in acked.items():
             payload = cbor.dumps({ACK_VERSION: VERSION, ACK_SEQ: seq})
             self.client.publish(down_topic(dev, "ack"), payload, qos=1)
@@ -259,7 +264,6 @@ class Ingest:
             if stored != digest:
                 raise Reject(REPLAY, "device %s reused sequence %d with other content"
                              % (env.device, env.seq))
-            self.stats["duplicates"] += 1
             return False
         if env.seq <= self.acked.get(env.device, 0):
             raise Reject(REPLAY, "device %s sequence %d is behind its acked %d"

@@ -23,6 +23,9 @@ class SnapshotCollector:
         for reason, n in sorted(s["rejects"].items()):
             rejects.add_metric([reason], n)
         yield rejects
+        yield CounterMetricFamily("edgekeep_duplicates",
+                                  "Messages received again with the same bytes: acked, not stored",
+                                  value=s["duplicates"])
         devices = GaugeMetricFamily("edgekeep_devices", "Registered devices by state",
                                     labels=["state"])
         for state in ("online", "offline", "revoked"):

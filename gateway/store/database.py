@@ -168,6 +168,10 @@ class Store:
     def reject_counts(self):
         return dict(self.db.execute("SELECT reason, count FROM rejects"))
 
+    def counts(self):
+        """{name: count} of the counters; duplicates is 0 until the first one."""
+        return {"duplicates": 0, **dict(self.db.execute("SELECT name, count FROM counters"))}
+
 
     # -- views for the admin page (read-only but for rename) ---------------------
 
@@ -265,6 +269,13 @@ class Store:
         """{device: highest contiguous durable sequence}, all heard from at last_seen."""
         self.db.executemany("UPDATE devices SET acked = ?, last_seen = ? WHERE id = ?",
                             [(seq, last_seen, dev) for dev, seq in acked.items()])
+
+    def add_counts(self, counts):
+        """Add {name: count} to the counters (duplicates)."""
+        self.db.executemany(
+            "INSERT INTO counters (name, count) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET count = count + excluded.count",
+            [(k, n) for k, n in counts.items() if n])
 
     def add_rejects(self, counts):
         """Add {reason: count} to the reject counters."""

@@ -158,6 +158,14 @@ CREATE TABLE IF NOT EXISTS shares (
 );
 CREATE INDEX IF NOT EXISTS shares_pack ON shares (pack);
 """,
+    # 2: counters of what the ingest accepted without storing (duplicates: a message sent
+    # again with the same bytes, acked again and dropped).
+    """
+CREATE TABLE counters (
+    name TEXT PRIMARY KEY,
+    count INTEGER NOT NULL
+);
+""",
 ]
 
 LATEST = len(MIGRATIONS)
@@ -188,7 +196,7 @@ def check(db, where="the database"):
         raise too_new(found, where)
     if found < LATEST:
         raise SchemaError("%s is at schema version %d, this EdgeKeep needs %d: start the gateway "
-                          "(or run any `python -m gateway` command on it) to migrate it"
+                          "(or run any `edgekeep` command on it) to migrate it"
                           % (where, found, LATEST))
 
 

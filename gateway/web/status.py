@@ -106,6 +106,7 @@ class Monitor:
             "messages": store.message_count(),
             "rate": (id1 - id0) / (t1 - t0) if t1 > t0 else 0.0,
             "rejects": store.reject_counts(),
+            "duplicates": store.counts()["duplicates"],
             "queued": sum(r["queue"] or 0 for r in active),
             "drops": sum(r["drops"] or 0 for r in active),
             "anchor": anchor,
