@@ -37,9 +37,11 @@ class ChainReader:
 
     def bind(self, contracts: dict[str, str]) -> None:
         """Talk to the contracts at these addresses."""
+        # (load_artifact: gateway/chain/compile.py is not annotated; the ABI is JSON)
         c: dict[str, Contract] = {
-            name: self.w3.eth.contract(address=Web3.to_checksum_address(contracts[name]),
-                                       abi=load_artifact(name)["abi"])
+            name: self.w3.eth.contract(
+                address=Web3.to_checksum_address(contracts[name]),
+                abi=load_artifact(name)["abi"])  # type: ignore[no-untyped-call]
             for name in CONTRACTS}
         self.registry, self.proof_anchor, self.storage_audit = (
             c["DeviceRegistry"], c["ProofAnchor"], c["StorageAudit"])

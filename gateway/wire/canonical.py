@@ -19,6 +19,9 @@ the item's heads without building anything and raises
 `loads` is check, then cbor2's decoder (which is fast but keeps the last of duplicate keys
 and does not check order or minimal heads). Pure: no I/O.
 """
+from collections.abc import Set
+from typing import Any
+
 import cbor2
 
 MAX_DEPTH = 16  # EdgeKeep's structures nest 4 deep at most (Sign1 > map > map > value)
@@ -42,13 +45,13 @@ class Malformed(ValueError):
 class NotCanonical(ValueError):
     """Well-formed CBOR that is not in deterministic form; `rule` says which rule, `pos` where."""
 
-    def __init__(self, rule, pos, detail):
+    def __init__(self, rule: str, pos: int, detail: str) -> None:
         super().__init__("%s at byte %d" % (detail, pos))
         self.rule = rule
         self.pos = pos
 
 
-NO_TAGS = frozenset()
+NO_TAGS: frozenset[int] = frozenset()
 # Size of an item told by its first byte alone (0: look further): integers -24..23,
 # strings of 0..23 bytes, false, true, null. Map keys may not be simple values.
 _KEY_SIZE = tuple((1 if ib < 0x40 else 1 + (ib & 0x1F)) if ib < 0x80 and ib & 0x1F < 24 else 0
@@ -57,7 +60,7 @@ _SIZE = tuple(1 if 0xF4 <= ib <= 0xF6 else _KEY_SIZE[ib] for ib in range(256))
 _MIN = (0, 24, 0x100, 0x10000, 0x100000000)  # smallest argument for info 24..27
 
 
-def check(data, tags=NO_TAGS):
+def check(data: bytes | bytearray | memoryview, tags: Set[int] = NO_TAGS) -> None:
     """Raise NotCanonical or Malformed unless data is exactly one CBOR item in deterministic
     form. tags: the tag numbers allowed anywhere in it (EdgeKeep: 18 on a COSE_Sign1)."""
     if not isinstance(data, bytes):
@@ -67,7 +70,7 @@ def check(data, tags=NO_TAGS):
         raise NotCanonical(TRAILING, end, "%d bytes after the item" % (len(data) - end))
 
 
-def loads(data, tags=NO_TAGS):
+def loads(data: bytes | bytearray | memoryview, tags: Set[int] = NO_TAGS) -> Any:
     """The item, decoded, once check() passes; Malformed if cbor2 cannot decode it (such as
     text that is not UTF-8)."""
     check(data, tags)
@@ -77,7 +80,7 @@ def loads(data, tags=NO_TAGS):
         raise Malformed("cbor2 could not decode it (%s: %s)" % (type(e).__name__, e))
 
 
-def _item(buf, pos, n, depth, tags):
+def _item(buf: bytes, pos: int, n: int, depth: int, tags: Set[int]) -> int:
     """Check the item at pos; return where it ends. buf is bytes, n its length."""
     if pos >= n:
         raise Malformed("truncated at byte %d" % pos)

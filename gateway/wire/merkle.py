@@ -4,18 +4,19 @@ leaf hash = SHA-256(0x00 || leaf), node hash = SHA-256(0x01 || left || right). T
 the RFC's left-balanced shape: build it bottom-up, pairing neighbours and carrying a
 lone last node up unchanged. ProofAnchor.verifyInclusion checks the same proofs on chain.
 """
+from collections.abc import Sequence
 from hashlib import sha256
 
 
-def leaf_hash(leaf):
+def leaf_hash(leaf: bytes) -> bytes:
     return sha256(b"\x00" + leaf).digest()
 
 
-def node_hash(left, right):
+def node_hash(left: bytes, right: bytes) -> bytes:
     return sha256(b"\x01" + left + right).digest()
 
 
-def levels(leaves):
+def levels(leaves: Sequence[bytes]) -> list[list[bytes]]:
     """All levels of the tree, leaf hashes first, the root level last."""
     if not leaves:
         raise ValueError("merkle: no leaves")
@@ -30,11 +31,11 @@ def levels(leaves):
     return out
 
 
-def root(leaves):
+def root(leaves: Sequence[bytes]) -> bytes:
     return levels(leaves)[-1][0]
 
 
-def proof_from_levels(tree, index):
+def proof_from_levels(tree: Sequence[Sequence[bytes]], index: int) -> list[bytes]:
     """The audit path for leaf index, bottom up."""
     path = []
     for level in tree[:-1]:
@@ -45,11 +46,12 @@ def proof_from_levels(tree, index):
     return path
 
 
-def inclusion_proof(leaves, index):
+def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:
     return proof_from_levels(levels(leaves), index)
 
 
-def verify_inclusion(leaf, index, size, proof, expected_root):
+def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes],
+                     expected_root: bytes) -> bool:
     """RFC 9162 section 2.1.3.2."""
     if index >= size:
         return False

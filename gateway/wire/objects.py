@@ -5,13 +5,24 @@ gateway holds); it is not signed, and is accepted only if its SHA-256 is the one
 object's signed manifest lists at its index. Both must be canonical CBOR (protocol.decode).
 """
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from agent.objects import (ENV_OBJECT, HASH_LEN, OBJ_CHUNK_SIZE, OBJ_COUNT, OBJ_EVENT,
-                           OBJ_HASHES, OBJ_ID, OBJ_ROOT, OBJ_SIZE, OBJ_TYPE, OID_LEN)
+from agent.objects import (
+    ENV_OBJECT,
+    HASH_LEN,
+    OBJ_CHUNK_SIZE,
+    OBJ_COUNT,
+    OBJ_EVENT,
+    OBJ_HASHES,
+    OBJ_ID,
+    OBJ_ROOT,
+    OBJ_SIZE,
+    OBJ_TYPE,
+    OID_LEN,
+)
 from gateway.wire import merkle
 from gateway.wire.protocol import MALFORMED, OVERSIZE, UP_TOPIC, Reject, decode
-
 
 BAD_CHUNK = "bad_chunk"              # index out of range, or hash not in the manifest
 
@@ -29,7 +40,8 @@ class Chunk:
     index: int | None      # None: the device asks which chunks the gateway holds
     data: bytes | None     # the COSE_Encrypt0
     digest: bytes | None   # its SHA-256
-    records: list | None = None  # its Provider share records, if made already
+    # its Provider share records (share index, header, body), if made already
+    records: list[tuple[int, bytes, bytes | memoryview]] | None = None
 
 
 @dataclass
@@ -44,7 +56,7 @@ class Manifest:
     hashes: bytes
 
 
-def parse_chunk(topic, raw, max_bytes):
+def parse_chunk(topic: str, raw: bytes, max_bytes: int) -> Chunk:
     """A chunk message: CBOR [oid, index, COSE_Encrypt0 bytes], or [oid] to ask for ranges."""
     if len(raw) > max_bytes:
         raise Reject(OVERSIZE, "%d bytes > %d" % (len(raw), max_bytes))
@@ -63,7 +75,7 @@ def parse_chunk(topic, raw, max_bytes):
     return Chunk(m.group(1), item[0].hex(), index, data, hashlib.sha256(data).digest())
 
 
-def parse_manifest(payload):
+def parse_manifest(payload: bytes) -> Manifest:
     """The object map of a verified manifest envelope."""
     env = decode(payload, "manifest envelope")
     try:
@@ -83,9 +95,9 @@ def parse_manifest(payload):
     return Manifest(oid.hex(), event, ctype, size, chunk_size, count, root, hashes)
 
 
-def ranges(indexes):
+def ranges(indexes: Iterable[int]) -> list[int]:
     """Sorted chunk indexes -> [first, last, first, last, ...], inclusive."""
-    out = []
+    out: list[int] = []
     for i in indexes:
         if out and out[-1] == i - 1:
             out[-1] = i

@@ -8,8 +8,9 @@ the reason the ingest counts. Every CBOR item a device sends must be in determin
 """
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
+from typing import Any, Final, Literal, TypeVar, overload
 
 import cbor2
 from cryptography.exceptions import InvalidSignature
@@ -17,15 +18,29 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from agent.proto import (ALG_ES256, COSE_ALG, COSE_KID, DEVICE_ID_LEN, ENV_BASE, ENV_CIPHERTEXT,
-                         ENV_COUNT, ENV_DEVICE, ENV_HEALTH, ENV_KIND, ENV_SEQ, ENV_TIME,
-                         ENV_VERSION, TAG_SIGN1, VERSION)
+from agent.proto import (
+    ALG_ES256,
+    COSE_ALG,
+    COSE_KID,
+    DEVICE_ID_LEN,
+    ENV_BASE,
+    ENV_CIPHERTEXT,
+    ENV_COUNT,
+    ENV_DEVICE,
+    ENV_HEALTH,
+    ENV_KIND,
+    ENV_SEQ,
+    ENV_TIME,
+    ENV_VERSION,
+    TAG_SIGN1,
+    VERSION,
+)
 from gateway.wire import canonical
 
 MALFORMED = "malformed"
 BAD_SIGNATURE = "bad_signature"
 UNKNOWN_DEVICE = "unknown_device"
-REVOKED = "revoked"
+REVOKED: Final = "revoked"      # also the key the ingest holds for a revoked device
 REPLAY = "replay"
 OVERSIZE = "oversize"
 UNSUPPORTED_VERSION = "unsupported_version"
@@ -41,13 +56,13 @@ _PROTECTED_ES256 = cbor2.dumps({COSE_ALG: ALG_ES256})
 
 
 class Reject(Exception):
-    def __init__(self, reason, detail):
+    def __init__(self, reason: str, detail: str) -> None:
         super().__init__("%s: %s" % (reason, detail))
         self.reason = reason
         self.detail = detail
 
 
-def check_canonical(data, what, tags=canonical.NO_TAGS):
+def check_canonical(data: bytes, what: str, tags: Set[int] = canonical.NO_TAGS) -> None:
     """Reject unless data is one CBOR item in deterministic form: NONCANONICAL if it is
     well-formed but not deterministic, MALFORMED if it is not CBOR."""
     try:
@@ -58,7 +73,7 @@ def check_canonical(data, what, tags=canonical.NO_TAGS):
         raise Reject(MALFORMED, "%s is not CBOR (%s)" % (what, e))
 
 
-def decode(data, what, tags=canonical.NO_TAGS):
+def decode(data: bytes, what: str, tags: Set[int] = canonical.NO_TAGS) -> Any:
     """The CBOR item a device sent, decoded once check_canonical passes."""
     check_canonical(data, what, tags)
     try:
@@ -77,10 +92,10 @@ class Signed:
     raw: bytes
 
     @property
-    def digest(self):
+    def digest(self) -> bytes:
         return hashlib.sha256(self.raw).digest()
 
-    def to_be_signed(self):
+    def to_be_signed(self) -> bytes:
         return cbor2.dumps(["Signature1", self.protected, b"", self.payload])
 
 
@@ -93,10 +108,10 @@ class Envelope:
     base: int
     count: int | None
     ciphertext: bytes | None
-    health: dict | None
+    health: Mapping[Any, Any] | None
 
 
-def parse(topic, raw, max_bytes):
+def parse(topic: str, raw: bytes, max_bytes: int) -> Signed:
     """Split an uplink into its signed parts; nothing in it is trusted yet."""
     if len(raw) > max_bytes:
         raise Reject(OVERSIZE, "%d bytes > %d" % (len(raw), max_bytes))
@@ -128,11 +143,11 @@ def parse(topic, raw, max_bytes):
     return Signed(m.group(1), m.group(2), protected, payload, signature, raw)
 
 
-def load_public_key(public_key):
+def load_public_key(public_key: bytes) -> ec.EllipticCurvePublicKey:
     return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public_key)
 
 
-def verify_signature(signed, public_key):
+def verify_signature(signed: Signed, public_key: ec.EllipticCurvePublicKey) -> None:
     """public_key: a cryptography EC public key (see load_public_key)."""
     r = int.from_bytes(signed.signature[:32], "big")
     s = int.from_bytes(signed.signature[32:], "big")
@@ -142,7 +157,7 @@ def verify_signature(signed, public_key):
         raise Reject(BAD_SIGNATURE, "signature does not verify with device %s's key" % signed.device)
 
 
-def open_envelope(signed):
+def open_envelope(signed: Signed) -> Envelope:
     """Read the signed envelope; call only after verify_signature. parse() has checked
     that it is canonical CBOR."""
     try:
@@ -163,7 +178,7 @@ def open_envelope(signed):
             base=_typed(env, ENV_BASE, int),
             count=_typed(env, ENV_COUNT, int, optional=True),
             ciphertext=_typed(env, ENV_CIPHERTEXT, bytes, optional=True),
-            health=_typed(env, ENV_HEALTH, Mapping, optional=True),
+            health=_typed(env, ENV_HEALTH, _MAPPING, optional=True),
         )
     except (KeyError, TypeError) as exc:
         raise Reject(MALFORMED, "envelope field %s" % exc)
@@ -174,7 +189,18 @@ def open_envelope(signed):
     return e
 
 
-def _typed(env, key, typ, optional=False):
+_T = TypeVar("_T")
+# _typed only isinstance()s typ; mypy refuses an abstract class where type[_T] is expected.
+_MAPPING: type[Mapping[Any, Any]] = Mapping  # type: ignore[type-abstract]
+
+
+@overload
+def _typed(env: Mapping[Any, Any], key: int, typ: type[_T]) -> _T: ...
+@overload
+def _typed(env: Mapping[Any, Any], key: int, typ: type[_T],
+           optional: Literal[True]) -> _T | None: ...
+def _typed(env: Mapping[Any, Any], key: int, typ: type[_T],
+           optional: bool = False) -> _T | None:
     if key not in env:
         if optional:
             return None

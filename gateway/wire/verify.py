@@ -11,7 +11,7 @@ A message that is not sealed into an epoch yet, or sealed but not anchored yet, 
 """
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -37,7 +37,7 @@ class Verdict:
 
 # A device's registered key: the 65-byte point or the loaded key; None if it has none;
 # protocol.REVOKED where new messages from it are refused (the ingest's view).
-DeviceKey = bytes | ec.EllipticCurvePublicKey | str | None
+DeviceKey = bytes | ec.EllipticCurvePublicKey | Literal["revoked"] | None
 
 
 def check_key(device: str, key: DeviceKey) -> ec.EllipticCurvePublicKey:
