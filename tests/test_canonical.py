@@ -337,7 +337,7 @@ def test_ingest_rejects_every_negative_vector_and_stores_the_control(tmp_path, b
     from gateway.integrations.metrics import SnapshotCollector
 
     class Monitor:
-        snapshot = {"messages": 2, "rejects": Store.open(data).reject_counts(),
+        snapshot = {"messages": 2, "rejects": Store.open(data).reject_counts(), "duplicates": 0,
                     "devices": {"online": 1, "offline": 0, "revoked": 0}, "queued": 0,
                     "drops": 0, "pending_epochs": 0, "anchor": None, "audit": None,
                     "storage": {"used": 0, "free": 0}, "broker": {"ok": None},

@@ -17,8 +17,7 @@ Provider's. Both work on the ingest's connection, inside its transaction.
 import logging
 import time
 
-import cbor2
-
+from agent import cbor
 from agent.objects import (
     CACK_ID,
     CACK_RANGES,
@@ -141,8 +140,8 @@ class ObjectStore:
         row = self.rows.upload_state(device, oid)
         have = self.rows.chunk_indexes(device, oid)
         state = UNKNOWN if row is None else COMPLETE if row[2] == row[0] else PARTIAL
-        return cbor2.dumps({CACK_VERSION: VERSION, CACK_ID: bytes.fromhex(oid),
-                            CACK_RANGES: ranges(have), CACK_STATE: state})
+        return cbor.dumps({CACK_VERSION: VERSION, CACK_ID: bytes.fromhex(oid),
+                           CACK_RANGES: ranges(have), CACK_STATE: state})
 
     # -- queries ---------------------------------------------------------------------
 
