@@ -113,7 +113,7 @@ def _wait(threads, duration, stop):
 def _print_where(cfg, gw, url, sim_dir, keyring, passfile):
     print("EdgeKeep demo", flush=True)
     print("  broker        %s" % url)
-    print("  chain         %s (chain id %d)" % (gw.chain.w3.provider.endpoint_uri, gw.chain.chain_id))
+    print("  chain         %s (chain id %d)" % (gw.chain.rpc_url, gw.chain.chain_id))
     for name, address in gw.chain.deployment["contracts"].items():
         print("  %-13s %s" % (name, address))
     print("  gateway data  %s" % cfg.data_dir)

@@ -71,7 +71,7 @@ class Gateway:
             self.homeassistant = Bridge(cfg.data_dir, cfg.broker, cfg.gateway_id,
                                         cfg.broker_username or None, cfg.broker_password()).start()
         log.info("gateway up: data %s, broker %s, chain %s (chain id %d)", cfg.data_dir,
-                 cfg.broker, self.chain.w3.provider.endpoint_uri, self.chain.chain_id)
+                 cfg.broker, self.chain.rpc_url, self.chain.chain_id)
         return self
 
     def sealed(self, epoch):

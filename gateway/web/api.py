@@ -306,7 +306,7 @@ async def storage_chain(request):
     chain = state(request).gateway and state(request).gateway.chain
     if chain is None:
         raise ApiError(503, "this process has no chain connection (is the gateway running?)")
-    return JSONResponse({"chain_id": chain.chain_id, "rpc_url": chain.w3.provider.endpoint_uri,
+    return JSONResponse({"chain_id": chain.chain_id, "rpc_url": chain.rpc_url,
                          "contracts": chain.deployment["contracts"]})
 
 
