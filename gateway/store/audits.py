@@ -2,86 +2,104 @@
 audit_records, repairs, keeper_state), on the Store's connection (`store.audits`).
 """
 
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
 RECORD_COLUMNS = ("idx", "epoch", "leaf", "chunk", "digest", "outcome", "detail", "hash")
+
+# One audit record, in RECORD_COLUMNS order: (idx, epoch, leaf, chunk (-1: the message itself),
+# digest proven or None, outcome (ok, failed, skipped), detail or None, hash (its leaf in the
+# audit tree)).
+Record = tuple[int, int, int, int, bytes | None, str, str | None, bytes]
+Row = dict[str, Any]  # an audits row, by column name
 
 
 class Audits:
-    def __init__(self, db):
+    def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
 
-    def _row(self, sql, args=()):
+    def _row(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
         cur = self.db.execute(sql, args)
         row = cur.fetchone()
         return dict(zip([c[0] for c in cur.description], row)) if row else None
 
     # -- audits ------------------------------------------------------------------------
 
-    def start(self, time, mode, seed_block, seed_hash):
+    def start(self, time: float, mode: str, seed_block: int, seed_hash: str) -> int:
         """A new open audit; its id."""
-        return self.db.execute("INSERT INTO audits (time, mode, seed_block, seed_hash) "
-                               "VALUES (?, ?, ?, ?)", (time, mode, seed_block, seed_hash)).lastrowid
+        audit = self.db.execute("INSERT INTO audits (time, mode, seed_block, seed_hash) "
+                                "VALUES (?, ?, ?, ?)",
+                                (time, mode, seed_block, seed_hash)).lastrowid
+        assert audit is not None  # an INSERT's cursor always has it
+        return audit
 
-    def add_records(self, audit, records):
+    def add_records(self, audit: int, records: Iterable[Record]) -> None:
         """records: [(idx, epoch, leaf, chunk, digest, outcome, detail, hash)] of the audit."""
         self.db.executemany("INSERT INTO audit_records (audit, idx, epoch, leaf, chunk, digest, "
                             "outcome, detail, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             [(audit,) + tuple(r) for r in records])
 
-    def finish(self, audit, challenges, failed, skipped, root, ok):
+    def finish(self, audit: int, challenges: int, failed: int, skipped: int, root: str | None,
+               ok: int) -> None:
         self.db.execute("UPDATE audits SET challenges = ?, failed = ?, skipped = ?, root = ?, "
                         "ok = ? WHERE id = ?", (challenges, failed, skipped, root, ok, audit))
 
-    def set_repaired(self, audit, repaired, ok, alarm):
+    def set_repaired(self, audit: int, repaired: int, ok: int, alarm: str | None) -> None:
         self.db.execute("UPDATE audits SET repaired = ?, ok = ?, alarm = ? WHERE id = ?",
                         (repaired, ok, alarm, audit))
 
-    def set_empty(self, audit):
+    def set_empty(self, audit: int) -> None:
         self.db.execute("UPDATE audits SET status = 'empty' WHERE id = ?", (audit,))
 
-    def set_anchored(self, audit, tx_hash, block):
+    def set_anchored(self, audit: int, tx_hash: str, block: int) -> None:
         self.db.execute("UPDATE audits SET status = 'anchored', tx_hash = ?, block = ? "
                         "WHERE id = ?", (tx_hash, block, audit))
 
-    def set_error(self, audit, alarm):
+    def set_error(self, audit: int, alarm: str) -> None:
         """Not anchored: status error, and alarm unless the audit has one already."""
         self.db.execute("UPDATE audits SET status = 'error', alarm = coalesce(alarm, ?) "
                         "WHERE id = ?", (alarm, audit))
 
-    def get(self, audit):
+    def get(self, audit: int) -> Row | None:
         """An audit's row as a dict, or None."""
         return self._row("SELECT * FROM audits WHERE id = ?", (audit,))
 
-    def last(self):
+    def last(self) -> Row | None:
         """The newest audit's row, or None while there is none."""
         return self._row("SELECT * FROM audits ORDER BY id DESC LIMIT 1")
 
-    def records(self, audit):
+    def records(self, audit: int) -> list[Record]:
         """[(idx, epoch, leaf, chunk, digest, outcome, detail, hash)] of an audit, in order."""
         return self.db.execute("SELECT %s FROM audit_records WHERE audit = ? ORDER BY idx"
                                % ", ".join(RECORD_COLUMNS), (audit,)).fetchall()
 
     # -- repairs -----------------------------------------------------------------------
 
-    def add_repair(self, time, digest, good, outcome, detail):
+    def add_repair(self, time: float, digest: bytes, good: int, outcome: str,
+                   detail: str | None) -> None:
         self.db.execute("INSERT INTO repairs (time, digest, good, outcome, detail) "
                         "VALUES (?, ?, ?, ?, ?)", (time, digest, good, outcome, detail))
 
-    def repair_count(self):
-        return self.db.execute("SELECT count(*) FROM repairs").fetchone()[0]
+    def repair_count(self) -> int:
+        n: int = self.db.execute("SELECT count(*) FROM repairs").fetchone()[0]
+        return n
 
-    def unrepairable(self):
+    def unrepairable(self) -> int:
         """Blobs still held whose last repair found them lost."""
-        return self.db.execute(
+        n: int = self.db.execute(
             "SELECT count(DISTINCT r.digest) FROM repairs r JOIN blobs b ON b.digest = r.digest "
             "WHERE r.outcome = 'lost' AND r.id = (SELECT max(id) FROM repairs WHERE digest = r.digest)"
         ).fetchone()[0]
+        return n
 
     # -- the Keeper's counters ----------------------------------------------------------
 
-    def state(self, key):
+    def state(self, key: str) -> int:
         row = self.db.execute("SELECT value FROM keeper_state WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else 0
+        value: int = row[0] if row else 0
+        return value
 
-    def set_state(self, key, value):
+    def set_state(self, key: str, value: int) -> None:
         self.db.execute("INSERT INTO keeper_state (key, value) VALUES (?, ?) ON CONFLICT (key) "
                         "DO UPDATE SET value = excluded.value", (key, value))

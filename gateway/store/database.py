@@ -16,17 +16,21 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Self
 
 from gateway.store import schema
 from gateway.store.audits import Audits
 from gateway.store.objects import Objects
 
+Row = dict[str, Any]  # a row by column name (a device's health decoded from its JSON)
 
-def db_path(data_dir):
+
+def db_path(data_dir: str) -> str:
     return os.path.join(data_dir, "store.db")
 
 
-def _connect(path):
+def _connect(path: str) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
@@ -34,7 +38,7 @@ def _connect(path):
 
 
 class Store:
-    def __init__(self, db, data_dir=None):
+    def __init__(self, db: sqlite3.Connection, data_dir: str | None = None) -> None:
         """A store over an open connection (autocommit mode); no I/O."""
         self.db = db
         self.data_dir = data_dir
@@ -42,7 +46,7 @@ class Store:
         self.audits = Audits(db)
 
     @classmethod
-    def open(cls, data_dir):
+    def open(cls, data_dir: str) -> Self:
         """The store of data_dir, made if need be and migrated to the latest schema: once, at
         start (the gateway service, the CLI, tests)."""
         os.makedirs(data_dir, exist_ok=True)
@@ -55,7 +59,7 @@ class Store:
         return cls(db, data_dir)
 
     @classmethod
-    def connect(cls, data_dir):
+    def connect(cls, data_dir: str) -> Self:
         """Another connection to a store already opened (migrated) with Store.open."""
         path = db_path(data_dir)
         if not os.path.exists(path):
@@ -68,11 +72,11 @@ class Store:
             raise
         return cls(db, data_dir)
 
-    def close(self):
+    def close(self) -> None:
         self.db.close()
 
     @contextlib.contextmanager
-    def transaction(self):
+    def transaction(self) -> Iterator[Self]:
         """One write transaction (taken at once: BEGIN IMMEDIATE); rolled back if the block
         raises."""
         self.db.execute("BEGIN IMMEDIATE")
@@ -83,35 +87,36 @@ class Store:
             raise
         self.db.execute("COMMIT")
 
-    def _rows(self, sql, args=()):
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         cur = self.db.execute(sql, args)
         cols = [c[0] for c in cur.description]
         return [dict(zip(cols, row)) for row in cur]
 
-    def _row(self, sql, args=()):
+    def _row(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
         rows = self._rows(sql, args)
         return rows[0] if rows else None
 
     # -- devices ---------------------------------------------------------------
 
-    def add_device(self, dev_hex, public_key, name=None, kind="tracker", owner=None):
+    def add_device(self, dev_hex: str, public_key: bytes, name: str | None = None,
+                   kind: str = "tracker", owner: str | None = None) -> None:
         self.db.execute(
             "INSERT INTO devices (id, public_key, name, kind, owner, registered_at) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
             (dev_hex, public_key, name, kind, owner, time.time()))
 
-    def revoke_device(self, dev_hex):
+    def revoke_device(self, dev_hex: str) -> bool:
         cur = self.db.execute("UPDATE devices SET status = 'revoked' WHERE id = ?", (dev_hex,))
         return cur.rowcount == 1
 
-    def devices(self):
+    def devices(self) -> list[Row]:
         return self._devices("ORDER BY name, id")
 
-    def device(self, dev_hex):
+    def device(self, dev_hex: str) -> Row | None:
         found = self._devices("WHERE id = ?", (dev_hex,))
         return found[0] if found else None
 
-    def _devices(self, clause, args=()):
+    def _devices(self, clause: str, args: Sequence[Any] = ()) -> list[Row]:
         cur = self.db.execute(
             "SELECT id, name, kind, status, acked, last_seen, health, public_key, registered_at "
             "FROM devices " + clause, args)
@@ -125,12 +130,14 @@ class Store:
 
     # -- messages --------------------------------------------------------------
 
-    def message_count(self):
-        return self.db.execute("SELECT count(*) FROM messages").fetchone()[0]
+    def message_count(self) -> int:
+        n: int = self.db.execute("SELECT count(*) FROM messages").fetchone()[0]
+        return n
 
-    def messages(self, device=None, kind=None):
+    def messages(self, device: str | None = None, kind: str | None = None) -> list[Row]:
         sql = "SELECT id, device, seq, kind, time, count, raw, epoch, leaf FROM messages"
-        where, args = [], []
+        where: list[str] = []
+        args: list[str] = []
         if device:
             where.append("device = ?")
             args.append(device)
@@ -143,11 +150,11 @@ class Store:
         cols = [c[0] for c in cur.description]
         return [dict(zip(cols, row)) for row in cur]
 
-    def epoch_leaves(self, epoch):
+    def epoch_leaves(self, epoch: int) -> list[bytes]:
         return [r[0] for r in self.db.execute(
             "SELECT digest FROM messages WHERE epoch = ? ORDER BY leaf", (epoch,))]
 
-    def gaps(self, device=None):
+    def gaps(self, device: str | None = None) -> list[Row]:
         sql = "SELECT device, first, last, recorded_at FROM gaps"
         rows = self.db.execute(sql + (" WHERE device = ?" if device else ""),
                                (device,) if device else ())
@@ -155,34 +162,35 @@ class Store:
 
     # -- epochs and counters ---------------------------------------------------
 
-    def epochs(self):
+    def epochs(self) -> list[Row]:
         cur = self.db.execute("SELECT * FROM epochs ORDER BY epoch")
         cols = [c[0] for c in cur.description]
         return [dict(zip(cols, row)) for row in cur]
 
-    def epoch(self, epoch):
+    def epoch(self, epoch: int) -> Row | None:
         cur = self.db.execute("SELECT * FROM epochs WHERE epoch = ?", (epoch,))
         row = cur.fetchone()
         return dict(zip([c[0] for c in cur.description], row)) if row else None
 
-    def reject_counts(self):
+    def reject_counts(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT reason, count FROM rejects"))
 
-    def counts(self):
+    def counts(self) -> dict[str, int]:
         """{name: count} of the counters; duplicates is 0 until the first one."""
         return {"duplicates": 0, **dict(self.db.execute("SELECT name, count FROM counters"))}
 
 
     # -- views for the admin page (read-only but for rename) ---------------------
 
-    def rename_device(self, dev_hex, name):
+    def rename_device(self, dev_hex: str, name: str) -> bool:
         cur = self.db.execute("UPDATE devices SET name = ? WHERE id = ?", (name, dev_hex))
         return cur.rowcount == 1
 
-    def latest_message_id(self):
-        return self.db.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
+    def latest_message_id(self) -> int:
+        last: int = self.db.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
+        return last
 
-    def messages_after(self, last_id, limit=1000):
+    def messages_after(self, last_id: int, limit: int = 1000) -> list[Row]:
         """Metadata (no payload) of messages stored after row id last_id, oldest first."""
         cur = self.db.execute(
             "SELECT id, device, seq, kind, time, count, received_at FROM messages "
@@ -190,7 +198,8 @@ class Store:
         cols = [c[0] for c in cur.description]
         return [dict(zip(cols, row)) for row in cur]
 
-    def recent_messages(self, device, kind=None, limit=50):
+    def recent_messages(self, device: str, kind: str | None = None,
+                        limit: int = 50) -> list[Row]:
         """A device's newest messages, newest first, with their raw bytes."""
         sql = ("SELECT id, seq, kind, time, count, raw, epoch, leaf, received_at FROM messages "
                "WHERE device = ?" + (" AND kind = ?" if kind else "") + " ORDER BY seq DESC LIMIT ?")
@@ -198,60 +207,64 @@ class Store:
         cols = [c[0] for c in cur.description]
         return [dict(zip(cols, row)) for row in cur]
 
-    def message(self, device, seq):
+    def message(self, device: str, seq: int) -> Row | None:
         cur = self.db.execute("SELECT id, device, seq, kind, time, count, raw, epoch, leaf, "
                               "received_at FROM messages WHERE device = ? AND seq = ?",
                               (device, seq))
         row = cur.fetchone()
         return dict(zip([c[0] for c in cur.description], row)) if row else None
 
-    def recent_epochs(self, limit=100):
+    def recent_epochs(self, limit: int = 100) -> list[Row]:
         cur = self.db.execute("SELECT * FROM epochs ORDER BY epoch DESC LIMIT ?", (limit,))
         cols = [c[0] for c in cur.description]
         return [dict(zip(cols, row)) for row in cur]
 
-    def last_anchor(self):
+    def last_anchor(self) -> Row | None:
         rows = self.db.execute("SELECT epoch FROM epochs WHERE status = 'mined' "
                                "ORDER BY epoch DESC LIMIT 1").fetchall()
         return self.epoch(rows[0][0]) if rows else None
 
-    def pending_epochs(self):
-        return self.db.execute("SELECT count(*) FROM epochs WHERE status != 'mined'").fetchone()[0]
+    def pending_epochs(self) -> int:
+        n: int = self.db.execute(
+            "SELECT count(*) FROM epochs WHERE status != 'mined'").fetchone()[0]
+        return n
 
-    def last_audit(self):
+    def last_audit(self) -> Row | None:
         """The Keeper's newest audit, or None while there is none."""
         return self.audits.last()
 
     # -- the ingest, inside its transaction --------------------------------------
 
-    def device_keys(self):
+    def device_keys(self) -> list[tuple[str, bytes, str, int]]:
         """[(id, public key, status, acked)] of every device."""
         return self.db.execute("SELECT id, public_key, status, acked FROM devices").fetchall()
 
-    def message_digest(self, device, seq):
+    def message_digest(self, device: str, seq: int) -> bytes | None:
         """The digest stored for (device, seq), or None."""
         row = self.db.execute("SELECT digest FROM messages WHERE device = ? AND seq = ?",
                               (device, seq)).fetchone()
-        return row and row[0]
+        digest: bytes | None = row and row[0]
+        return digest
 
-    def add_message(self, device, seq, kind, time, count, digest, raw, received_at):
+    def add_message(self, device: str, seq: int, kind: str, time: int, count: int | None,
+                    digest: bytes, raw: bytes, received_at: float) -> None:
         self.db.execute(
             "INSERT INTO messages (device, seq, kind, time, count, digest, raw, received_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (device, seq, kind, time, count, digest, raw, received_at))
 
-    def set_health(self, device, health):
+    def set_health(self, device: str, health: Mapping[Any, Any]) -> None:
         """A device's last status report (a dict, kept as JSON)."""
         self.db.execute("UPDATE devices SET health = ? WHERE id = ?",
                         (json.dumps(health, default=str), device))
 
-    def stored_seqs(self, device, above, below):
+    def stored_seqs(self, device: str, above: int, below: int) -> list[int]:
         """The device's stored sequences strictly between above and below, ascending."""
         return [r[0] for r in self.db.execute(
             "SELECT seq FROM messages WHERE device = ? AND seq > ? AND seq < ? ORDER BY seq",
             (device, above, below))]
 
-    def contiguous_seq(self, device, acked):
+    def contiguous_seq(self, device: str, acked: int) -> int:
         """The highest sequence s >= acked with every one of acked+1..s stored."""
         for (seq,) in self.db.execute(
                 "SELECT seq FROM messages WHERE device = ? AND seq > ? ORDER BY seq",
@@ -261,23 +274,23 @@ class Store:
             acked = seq
         return acked
 
-    def add_gap(self, device, first, last, recorded_at):
+    def add_gap(self, device: str, first: int, last: int, recorded_at: float) -> None:
         self.db.execute("INSERT INTO gaps (device, first, last, recorded_at) VALUES (?, ?, ?, ?)",
                         (device, first, last, recorded_at))
 
-    def set_acked(self, acked, last_seen):
+    def set_acked(self, acked: Mapping[str, int], last_seen: float) -> None:
         """{device: highest contiguous durable sequence}, all heard from at last_seen."""
         self.db.executemany("UPDATE devices SET acked = ?, last_seen = ? WHERE id = ?",
                             [(seq, last_seen, dev) for dev, seq in acked.items()])
 
-    def add_counts(self, counts):
+    def add_counts(self, counts: Mapping[str, int]) -> None:
         """Add {name: count} to the counters (duplicates)."""
         self.db.executemany(
             "INSERT INTO counters (name, count) VALUES (?, ?) "
             "ON CONFLICT (name) DO UPDATE SET count = count + excluded.count",
             [(k, n) for k, n in counts.items() if n])
 
-    def add_rejects(self, counts):
+    def add_rejects(self, counts: Mapping[str, int]) -> None:
         """Add {reason: count} to the reject counters."""
         self.db.executemany(
             "INSERT INTO rejects (reason, count) VALUES (?, ?) "
@@ -286,35 +299,38 @@ class Store:
 
     # -- epochs: sealing (in a transaction) and the anchor outbox -----------------
 
-    def unsealed(self):
+    def unsealed(self) -> list[tuple[int, bytes]]:
         """[(message id, digest)] of the messages in no epoch yet, in arrival order."""
         return self.db.execute("SELECT id, digest FROM messages WHERE epoch IS NULL "
                                "ORDER BY id").fetchall()
 
-    def next_epoch(self):
-        return self.db.execute("SELECT coalesce(max(epoch), 0) + 1 FROM epochs").fetchone()[0]
+    def next_epoch(self) -> int:
+        epoch: int = self.db.execute("SELECT coalesce(max(epoch), 0) + 1 FROM epochs").fetchone()[0]
+        return epoch
 
-    def add_epoch(self, epoch, root, message_ids, sealed_at):
+    def add_epoch(self, epoch: int, root: bytes, message_ids: Sequence[int],
+                  sealed_at: float) -> None:
         """Epoch `epoch` over message_ids (leaf i is message_ids[i]), pending anchoring."""
         self.db.executemany("UPDATE messages SET epoch = ?, leaf = ? WHERE id = ?",
                             [(epoch, i, mid) for i, mid in enumerate(message_ids)])
         self.db.execute("INSERT INTO epochs (epoch, root, count, sealed_at) VALUES (?, ?, ?, ?)",
                         (epoch, root, len(message_ids), sealed_at))
 
-    def unmined_epochs(self):
+    def unmined_epochs(self) -> list[int]:
         """The numbers of the epochs not anchored yet, oldest first."""
         return [r[0] for r in self.db.execute(
             "SELECT epoch FROM epochs WHERE status != 'mined' ORDER BY epoch")]
 
-    def epoch_sent(self, epoch, tx_hash):
+    def epoch_sent(self, epoch: int, tx_hash: str) -> None:
         self.db.execute("UPDATE epochs SET status = 'sent', tx_hash = ?, "
                         "attempts = attempts + 1 WHERE epoch = ?", (tx_hash, epoch))
 
-    def epoch_failed(self, epoch, error):
+    def epoch_failed(self, epoch: int, error: str) -> None:
         self.db.execute("UPDATE epochs SET last_error = ?, attempts = attempts + 1 "
                         "WHERE epoch = ?", (error, epoch))
 
-    def epoch_mined(self, epoch, block, block_hash, gas, mined_at):
+    def epoch_mined(self, epoch: int, block: int, block_hash: str | None, gas: int | None,
+                    mined_at: float) -> None:
         """Epoch anchored in block; gas None keeps what was recorded."""
         self.db.execute("UPDATE epochs SET status = 'mined', block = ?, block_hash = ?, "
                         "gas = coalesce(?, gas), mined_at = ?, last_error = NULL WHERE epoch = ?",
@@ -322,18 +338,18 @@ class Store:
 
     # -- what the Keeper and the Provider read --------------------------------------
 
-    def messages_from(self, after_id):
+    def messages_from(self, after_id: int) -> list[tuple[int, bytes, bytes]]:
         """[(id, digest, raw)] of the messages stored after row id after_id, oldest first."""
         return self.db.execute("SELECT id, digest, raw FROM messages WHERE id > ? ORDER BY id",
                                (after_id,)).fetchall()
 
-    def sealed_messages(self):
+    def sealed_messages(self) -> list[Row]:
         """Every sealed message as a dict (device, seq, kind, raw, epoch, leaf), by epoch and
         leaf."""
         return self._rows("SELECT device, seq, kind, raw, epoch, leaf FROM messages "
                           "WHERE epoch IS NOT NULL ORDER BY epoch, leaf")
 
-    def message_at(self, epoch, leaf):
+    def message_at(self, epoch: int, leaf: int) -> Row | None:
         """The message at leaf `leaf` of epoch `epoch` (device, seq, kind, digest, raw), or None."""
         return self._row("SELECT device, seq, kind, digest, raw FROM messages "
                          "WHERE epoch = ? AND leaf = ?", (epoch, leaf))

@@ -4,23 +4,38 @@ The upload logic is the ingest's (gateway/ingest/objects.py); this is what it re
 writes, on the Store's connection (`store.objects`), inside the caller's transaction if any.
 """
 
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
 COLUMNS = ("device", "oid", "seq", "time", "event", "type", "size", "chunk_size", "count", "root",
            "hashes", "stored", "bytes", "created_at", "updated_at", "completed_at")
 
+# The row shapes, named here: inside class Objects, `list` is its method.
+Row = dict[str, Any]                   # an objects row, by column name
+Rows = list[Row]
+Indexes = list[int]
+Digests = list[bytes]
+UploadState = tuple[int, bytes, int]   # (chunk count, chunk hashes, chunks stored)
+# (device, oid, chunks stored, bytes added, updated_at, completed_at or None)
+Progress = tuple[str, str, int, int, float, float | None]
+Candidates = list[tuple[str, str, int, int]]  # [(device, oid, capture time, bytes)]
+
 
 class Objects:
-    def __init__(self, db):
+    def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
 
-    def _rows(self, sql, args=()):
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> Rows:
         cur = self.db.execute(sql, args)
         cols = [c[0] for c in cur.description]
         return [dict(zip(cols, row)) for row in cur]
 
     # -- uploads -------------------------------------------------------------------
 
-    def register(self, device, oid, seq, time, event, type, size, chunk_size, count, root,
-                 hashes, now):
+    def register(self, device: str, oid: str, seq: int, time: int, event: str | None,
+                 type: str | None, size: int, chunk_size: int, count: int, root: bytes,
+                 hashes: bytes, now: float) -> None:
         """A new object, awaiting its chunks; nothing if (device, oid) is known already."""
         self.db.execute(
             "INSERT INTO objects (device, oid, seq, time, event, type, size, chunk_size, count, "
@@ -28,43 +43,45 @@ class Objects:
             "ON CONFLICT DO NOTHING",
             (device, oid, seq, time, event, type, size, chunk_size, count, root, hashes, now, now))
 
-    def upload_state(self, device, oid):
+    def upload_state(self, device: str, oid: str) -> UploadState | None:
         """(chunk count, chunk hashes, chunks stored) of an object, or None."""
-        return self.db.execute("SELECT count, hashes, stored FROM objects "
-                               "WHERE device = ? AND oid = ?", (device, oid)).fetchone()
+        row: UploadState | None = self.db.execute(
+            "SELECT count, hashes, stored FROM objects "
+            "WHERE device = ? AND oid = ?", (device, oid)).fetchone()
+        return row
 
-    def add_chunk(self, device, oid, idx, digest):
+    def add_chunk(self, device: str, oid: str, idx: int, digest: bytes) -> bool:
         """Note chunk idx as stored; False if it was already."""
         return self.db.execute("INSERT OR IGNORE INTO object_chunks (device, oid, idx, digest) "
                                "VALUES (?, ?, ?, ?)", (device, oid, idx, digest)).rowcount == 1
 
-    def set_progress(self, rows):
+    def set_progress(self, rows: Iterable[Progress]) -> None:
         """rows: [(device, oid, chunks stored, bytes added, updated_at, completed_at or None)]."""
         self.db.executemany("UPDATE objects SET stored = ?, bytes = bytes + ?, updated_at = ?, "
                             "completed_at = ? WHERE device = ? AND oid = ?",
                             [(stored, added, at, done, device, oid)
                              for device, oid, stored, added, at, done in rows])
 
-    def chunk_indexes(self, device, oid):
+    def chunk_indexes(self, device: str, oid: str) -> Indexes:
         """The indexes of the object's stored chunks, ascending."""
         return [r[0] for r in self.db.execute(
             "SELECT idx FROM object_chunks WHERE device = ? AND oid = ? ORDER BY idx",
             (device, oid))]
 
-    def has_chunk(self, device, oid, idx):
+    def has_chunk(self, device: str, oid: str, idx: int) -> bool:
         return self.db.execute("SELECT 1 FROM object_chunks WHERE device = ? AND oid = ? "
                                "AND idx = ?", (device, oid, idx)).fetchone() is not None
 
     # -- queries ---------------------------------------------------------------------
 
-    def list(self):
+    def list(self) -> Rows:
         return self._rows("SELECT * FROM objects ORDER BY time, created_at, seq")
 
-    def get(self, device, oid):
+    def get(self, device: str, oid: str) -> Row | None:
         rows = self._rows("SELECT * FROM objects WHERE device = ? AND oid = ?", (device, oid))
         return rows[0] if rows else None
 
-    def find(self, ident):
+    def find(self, ident: str) -> Row:
         """An object by `<oid>` or `<device>-<oid>` (hex); KeyError if none or ambiguous."""
         device, _, oid = ident.lower().rpartition("-")
         if device:
@@ -76,7 +93,7 @@ class Objects:
                            "object id %s is ambiguous: give <device>-<oid>" % ident)
         return rows[0]
 
-    def recent(self, device, limit, columns=COLUMNS):
+    def recent(self, device: str, limit: int, columns: Sequence[str] = COLUMNS) -> Rows:
         """A device's newest objects, newest first, with these columns."""
         bad = set(columns) - set(COLUMNS)
         if bad:
@@ -86,7 +103,7 @@ class Objects:
 
     # -- retention (in the caller's transaction) -------------------------------------
 
-    def retention_candidates(self, stale_before):
+    def retention_candidates(self, stale_before: float) -> Candidates:
         """[(device, oid, capture time, bytes)] of the objects retention may delete: complete,
         or without a chunk since stale_before; oldest first."""
         return self.db.execute(
@@ -94,10 +111,11 @@ class Objects:
             "WHERE completed_at IS NOT NULL OR updated_at < ? ORDER BY time, created_at, seq",
             (stale_before,)).fetchall()
 
-    def total_bytes(self):
-        return self.db.execute("SELECT coalesce(sum(bytes), 0) FROM objects").fetchone()[0]
+    def total_bytes(self) -> int:
+        total: int = self.db.execute("SELECT coalesce(sum(bytes), 0) FROM objects").fetchone()[0]
+        return total
 
-    def delete(self, device, oid):
+    def delete(self, device: str, oid: str) -> Digests:
         """Forget an object and its chunks; the digests of its chunks that no other object
         holds (the blobs to delete)."""
         key = (device, oid)

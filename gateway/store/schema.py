@@ -13,7 +13,7 @@ migration by appending to MIGRATIONS; never edit one that has shipped.
 """
 import sqlite3
 
-MIGRATIONS = [
+MIGRATIONS: list[str] = [
     # 1: devices, messages, gaps, epochs, rejects (the store); objects and their chunks (camera
     # uploads); audits, audit_records, repairs, keeper_state (the Keeper); blobs and shares
     # (the Provider).
@@ -179,17 +179,18 @@ class SchemaTooNew(SchemaError):
     """The database was migrated by a newer EdgeKeep than this one."""
 
 
-def version(db):
-    return db.execute("PRAGMA user_version").fetchone()[0]
+def version(db: sqlite3.Connection) -> int:
+    found: int = db.execute("PRAGMA user_version").fetchone()[0]
+    return found
 
 
-def too_new(found, where="the database"):
+def too_new(found: int, where: str = "the database") -> SchemaTooNew:
     return SchemaTooNew(
         "%s is at schema version %d, but this EdgeKeep knows only up to version %d: it was "
         "written by a newer EdgeKeep; upgrade EdgeKeep to open it" % (where, found, LATEST))
 
 
-def check(db, where="the database"):
+def check(db: sqlite3.Connection, where: str = "the database") -> None:
     """SchemaError unless db is at exactly LATEST (a connection opened after `migrate`)."""
     found = version(db)
     if found > LATEST:
@@ -200,9 +201,10 @@ def check(db, where="the database"):
                           % (where, found, LATEST))
 
 
-def statements(script):
+def statements(script: str) -> list[str]:
     """The statements of an SQL script, one by one (executescript would COMMIT first)."""
-    out, part = [], ""
+    out: list[str] = []
+    part = ""
     for line in script.splitlines(keepends=True):
         part += line
         if sqlite3.complete_statement(part):
@@ -213,7 +215,7 @@ def statements(script):
     return out
 
 
-def migrate(db, where="the database"):
+def migrate(db: sqlite3.Connection, where: str = "the database") -> int:
     """Bring db to LATEST: the missing migrations in order, in one transaction. Returns the
     migrations applied (0 when it is current). SchemaTooNew for a database newer than this
     code. db: a connection in autocommit mode (isolation_level=None)."""
