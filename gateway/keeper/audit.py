@@ -18,6 +18,7 @@ import time
 
 from agent.objects import KIND_MANIFEST
 from gateway.keeper.challenges import Challenge, Outcome, check, draw, record_hash, seed_block
+from gateway.store.audits import Record
 from gateway.store.provider import Provider, Unrecoverable
 from gateway.wire import merkle, objects, protocol
 
@@ -56,7 +57,7 @@ class Keeper:
                 continue
             self.provider.put(digest, raw)
         if rows:
-            self.audits.set_state("protected_id", rows[-1][0])
+            self.audits.set_state("protected_id", rows[-1].id)
         return len(rows)
 
     # audits
@@ -106,13 +107,13 @@ class Keeper:
             o, bad = self.challenge(ch)
             damaged |= bad
             h = record_hash(audit, block["number"], seed, ch, o)
-            records.append((ch.index, ch.epoch, ch.leaf, o.chunk, o.digest, o.outcome,
-                            o.detail, h))
+            records.append(Record(ch.index, ch.epoch, ch.leaf, o.chunk, o.digest, o.outcome,
+                                  o.detail, h))
         self.audits.add_records(audit, records)
-        failed = sum(r[5] == "failed" for r in records)
-        root = merkle.root([r[7] for r in records]).hex() if records else None
-        self.audits.finish(audit, len(records), failed, sum(r[5] == "skipped" for r in records),
-                           root, int(failed == 0))
+        failed = sum(r.outcome == "failed" for r in records)
+        skipped = sum(r.outcome == "skipped" for r in records)
+        root = merkle.root([r.hash for r in records]).hex() if records else None
+        self.audits.finish(audit, len(records), failed, skipped, root, int(failed == 0))
         if damaged:
             self._after_repair(audit, self.repair(sorted(damaged)))
         log.info("audit %d (%s): %d challenges, %d failed", audit, mode, len(records), failed)

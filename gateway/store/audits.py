@@ -4,15 +4,23 @@ audit_records, repairs, keeper_state), on the Store's connection (`store.audits`
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 RECORD_COLUMNS = ("idx", "epoch", "leaf", "chunk", "digest", "outcome", "detail", "hash")
 
-# One audit record, in RECORD_COLUMNS order: (idx, epoch, leaf, chunk (-1: the message itself),
-# digest proven or None, outcome (ok, failed, skipped), detail or None, hash (its leaf in the
-# audit tree)).
-Record = tuple[int, int, int, int, bytes | None, str, str | None, bytes]
 Row = dict[str, Any]  # an audits row, by column name
+
+
+class Record(NamedTuple):
+    """One audit record, its fields in RECORD_COLUMNS order."""
+    idx: int                 # the challenge's index in the audit
+    epoch: int
+    leaf: int
+    chunk: int               # -1: the message itself
+    digest: bytes | None     # proven, or None
+    outcome: str             # ok, failed, skipped
+    detail: str | None
+    hash: bytes              # its leaf in the audit tree
 
 
 class Audits:
@@ -71,8 +79,9 @@ class Audits:
 
     def records(self, audit: int) -> list[Record]:
         """[(idx, epoch, leaf, chunk, digest, outcome, detail, hash)] of an audit, in order."""
-        return self.db.execute("SELECT %s FROM audit_records WHERE audit = ? ORDER BY idx"
-                               % ", ".join(RECORD_COLUMNS), (audit,)).fetchall()
+        return [Record._make(r) for r in self.db.execute(
+            "SELECT %s FROM audit_records WHERE audit = ? ORDER BY idx"
+            % ", ".join(RECORD_COLUMNS), (audit,))]
 
     # -- repairs -----------------------------------------------------------------------
 

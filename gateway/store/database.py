@@ -7,9 +7,9 @@ that opens them.
 schema (gateway/store/schema.py). Every other connection of the process (the ingest's, the
 anchor outbox's, the web app's) comes from `Store.connect(data_dir)`, which only checks the
 schema version. Constructors do nothing but keep what they are given. Callers use methods
-and plain values; a transaction is `with store.transaction():`. Objects (store/objects.py)
-and the Keeper's audits (store/audits.py) share the Store's connection: `store.objects`,
-`store.audits`.
+and plain values; a transaction is `with store.transaction():`. Objects (store/objects.py),
+the Keeper's audits (store/audits.py) and the Provider's blobs (store/blobs.py) share the
+Store's connection: `store.objects`, `store.audits`, `store.blobs`.
 """
 import contextlib
 import json
@@ -17,13 +17,35 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 from gateway.store import schema
 from gateway.store.audits import Audits
+from gateway.store.blobs import Blobs
 from gateway.store.objects import Objects
 
 Row = dict[str, Any]  # a row by column name (a device's health decoded from its JSON)
+
+
+class DeviceKey(NamedTuple):
+    """What the ingest needs of a device: its key, status and highest acked sequence."""
+    id: str
+    public_key: bytes
+    status: str
+    acked: int
+
+
+class Unsealed(NamedTuple):
+    """A message in no epoch yet: its row id and digest."""
+    id: int
+    digest: bytes
+
+
+class StoredMessage(NamedTuple):
+    """A stored message as the Keeper copies it: row id, digest, raw bytes."""
+    id: int
+    digest: bytes
+    raw: bytes
 
 
 def db_path(data_dir: str) -> str:
@@ -44,6 +66,7 @@ class Store:
         self.data_dir = data_dir
         self.objects = Objects(db)
         self.audits = Audits(db)
+        self.blobs = Blobs(db)
 
     @classmethod
     def open(cls, data_dir: str) -> Self:
@@ -235,9 +258,10 @@ class Store:
 
     # -- the ingest, inside its transaction --------------------------------------
 
-    def device_keys(self) -> list[tuple[str, bytes, str, int]]:
-        """[(id, public key, status, acked)] of every device."""
-        return self.db.execute("SELECT id, public_key, status, acked FROM devices").fetchall()
+    def device_keys(self) -> list[DeviceKey]:
+        """[(id, public_key, status, acked)] of every device."""
+        return [DeviceKey._make(r)
+                for r in self.db.execute("SELECT id, public_key, status, acked FROM devices")]
 
     def message_digest(self, device: str, seq: int) -> bytes | None:
         """The digest stored for (device, seq), or None."""
@@ -299,10 +323,10 @@ class Store:
 
     # -- epochs: sealing (in a transaction) and the anchor outbox -----------------
 
-    def unsealed(self) -> list[tuple[int, bytes]]:
-        """[(message id, digest)] of the messages in no epoch yet, in arrival order."""
-        return self.db.execute("SELECT id, digest FROM messages WHERE epoch IS NULL "
-                               "ORDER BY id").fetchall()
+    def unsealed(self) -> list[Unsealed]:
+        """[(id, digest)] of the messages in no epoch yet, in arrival order."""
+        return [Unsealed._make(r) for r in self.db.execute(
+            "SELECT id, digest FROM messages WHERE epoch IS NULL ORDER BY id")]
 
     def next_epoch(self) -> int:
         epoch: int = self.db.execute("SELECT coalesce(max(epoch), 0) + 1 FROM epochs").fetchone()[0]
@@ -338,10 +362,10 @@ class Store:
 
     # -- what the Keeper and the Provider read --------------------------------------
 
-    def messages_from(self, after_id: int) -> list[tuple[int, bytes, bytes]]:
+    def messages_from(self, after_id: int) -> list[StoredMessage]:
         """[(id, digest, raw)] of the messages stored after row id after_id, oldest first."""
-        return self.db.execute("SELECT id, digest, raw FROM messages WHERE id > ? ORDER BY id",
-                               (after_id,)).fetchall()
+        return [StoredMessage._make(r) for r in self.db.execute(
+            "SELECT id, digest, raw FROM messages WHERE id > ? ORDER BY id", (after_id,))]
 
     def sealed_messages(self) -> list[Row]:
         """Every sealed message as a dict (device, seq, kind, raw, epoch, leaf), by epoch and

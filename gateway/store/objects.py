@@ -6,7 +6,7 @@ writes, on the Store's connection (`store.objects`), inside the caller's transac
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 COLUMNS = ("device", "oid", "seq", "time", "event", "type", "size", "chunk_size", "count", "root",
            "hashes", "stored", "bytes", "created_at", "updated_at", "completed_at")
@@ -16,10 +16,26 @@ Row = dict[str, Any]                   # an objects row, by column name
 Rows = list[Row]
 Indexes = list[int]
 Digests = list[bytes]
-UploadState = tuple[int, bytes, int]   # (chunk count, chunk hashes, chunks stored)
 # (device, oid, chunks stored, bytes added, updated_at, completed_at or None)
 Progress = tuple[str, str, int, int, float, float | None]
-Candidates = list[tuple[str, str, int, int]]  # [(device, oid, capture time, bytes)]
+
+
+class UploadState(NamedTuple):
+    """An object's upload: its chunk count, chunk hashes (32 bytes each), chunks stored."""
+    count: int  # type: ignore[assignment]  # the column's name; shadows tuple.count()
+    hashes: bytes
+    stored: int
+
+
+class Candidate(NamedTuple):
+    """An object retention may delete: device, oid, capture time, bytes stored."""
+    device: str
+    oid: str
+    time: int
+    bytes: int
+
+
+Candidates = list[Candidate]
 
 
 class Objects:
@@ -45,10 +61,10 @@ class Objects:
 
     def upload_state(self, device: str, oid: str) -> UploadState | None:
         """(chunk count, chunk hashes, chunks stored) of an object, or None."""
-        row: UploadState | None = self.db.execute(
+        row = self.db.execute(
             "SELECT count, hashes, stored FROM objects "
             "WHERE device = ? AND oid = ?", (device, oid)).fetchone()
-        return row
+        return None if row is None else UploadState._make(row)
 
     def add_chunk(self, device: str, oid: str, idx: int, digest: bytes) -> bool:
         """Note chunk idx as stored; False if it was already."""
@@ -106,10 +122,10 @@ class Objects:
     def retention_candidates(self, stale_before: float) -> Candidates:
         """[(device, oid, capture time, bytes)] of the objects retention may delete: complete,
         or without a chunk since stale_before; oldest first."""
-        return self.db.execute(
+        return [Candidate._make(r) for r in self.db.execute(
             "SELECT device, oid, time, bytes FROM objects "
             "WHERE completed_at IS NOT NULL OR updated_at < ? ORDER BY time, created_at, seq",
-            (stale_before,)).fetchall()
+            (stale_before,))]
 
     def total_bytes(self) -> int:
         total: int = self.db.execute("SELECT coalesce(sum(bytes), 0) FROM objects").fetchone()[0]

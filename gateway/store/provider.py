@@ -10,8 +10,9 @@ checks the blob against its name. The layout (roots, k, m) is the data directory
 provider.json, written by the running gateway from its config.
 
 `Provider.open(store)` reads the layout and makes the roots that hold nothing yet; the
-constructor only keeps what it is given. The Provider works on the Store's connection, so a
-put inside the caller's transaction commits or rolls back with it.
+constructor only keeps what it is given. The Provider's rows (tables blobs, shares) are the
+Store's (`store.blobs`, gateway/store/blobs.py), on its connection, so a put inside the
+caller's transaction commits or rolls back with it.
 """
 import base64
 import hashlib
@@ -106,7 +107,7 @@ class Provider:
         """A Provider over a Store (gateway/store/database.py) with this layout; no I/O."""
         check_layout(roots, k, m)
         self.store = store
-        self.db = store.db
+        self.blobs = store.blobs  # its rows: gateway/store/blobs.py
         self.roots, self.k, self.m = roots, k, m
         self.packs = [Packs(r) for r in self.roots]
         self._syncers = None     # threads syncing the other roots' packs, made when needed
@@ -131,9 +132,7 @@ class Provider:
             if hashlib.sha256(data).digest() != digest:
                 raise ValueError("blob does not match its name %s" % digest.hex())
             records = self.records(digest, data)
-        if not self.db.execute("INSERT OR IGNORE INTO blobs (digest, size, k, m, stored_at) "
-                               "VALUES (?, ?, ?, ?, ?)",
-                               (digest, len(data), self.k, self.m, time.time())).rowcount:
+        if not self.blobs.add(digest, len(data), self.k, self.m, time.time()):
             return  # held already
         self._append(digest, records)
         if sync:
@@ -188,7 +187,7 @@ class Provider:
 
     def health(self, digest):
         """(good shares, m) of a blob."""
-        return len(self.shares(digest)), self._need(digest)[2]
+        return len(self.shares(digest)), self._need(digest).m
 
     def rebuild(self, digest):
         """Rewrite the missing or damaged shares from the good ones; the indexes rewritten."""
@@ -209,11 +208,10 @@ class Provider:
 
     def delete(self, digest):
         """Forget a blob; its shares' bytes go when their packs are compacted."""
-        self.db.execute("DELETE FROM shares WHERE digest = ?", (digest,))
-        self.db.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
+        self.blobs.delete(digest)
 
     def digests(self):
-        return [r[0] for r in self.db.execute("SELECT digest FROM blobs ORDER BY rowid")]
+        return self.blobs.digests()
 
     def missing_roots(self):
         """Roots whose directory is gone: a disk unplugged, died or wiped."""
@@ -224,18 +222,16 @@ class Provider:
         not made yet is not a lost one (the Keeper would say so every round until the
         first camera chunk). A root with shares that is gone stays missing."""
         for i, root in enumerate(self.roots):
-            if not os.path.isdir(root) and not self.db.execute(
-                    "SELECT 1 FROM shares WHERE idx % ? = ? LIMIT 1",
-                    (len(self.roots), i)).fetchone():
+            if not os.path.isdir(root) and not self.blobs.root_used(i, len(self.roots)):
                 os.makedirs(root, exist_ok=True)
 
     def share_location(self, digest, j):
         """(pack path, offset, length) of share j's record, or None."""
         row = self._location(digest, j)
-        return row and (self.packs[j % len(self.packs)].path(row[0]), row[1], row[2])
+        return row and (self.packs[j % len(self.packs)].path(row.pack), row.offset, row.length)
 
     def _row(self, digest):
-        return self.db.execute("SELECT size, k, m FROM blobs WHERE digest = ?", (digest,)).fetchone()
+        return self.blobs.get(digest)
 
     def _need(self, digest):
         row = self._row(digest)
@@ -244,8 +240,7 @@ class Provider:
         return row
 
     def _location(self, digest, j):
-        return self.db.execute("SELECT pack, offset, length FROM shares WHERE digest = ? AND idx = ?",
-                               (digest, j)).fetchone()
+        return self.blobs.location(digest, j)
 
     def _decode(self, digest, good, size, k, m):
         if len(good) < k:
@@ -260,8 +255,7 @@ class Provider:
         """Append (share index, header, body) records to their roots' packs and note where."""
         rows = [(digest, j) + self.packs[j % len(self.packs)].append(head, body)
                 + (len(head) + len(body),) for j, head, body in records]
-        self.db.executemany("INSERT OR REPLACE INTO shares (digest, idx, pack, offset, length) "
-                            "VALUES (?, ?, ?, ?, ?)", rows)
+        self.blobs.add_shares(rows)
 
     def _read_share(self, digest, j, k, m, size):
         raw = self._read_record(digest, j)
@@ -289,8 +283,7 @@ class Provider:
         freed = 0
         for packs in self.packs:
             for name, size in packs.listing():
-                live = self.db.execute("SELECT coalesce(sum(length), 0) FROM shares "
-                                       "WHERE pack = ?", (name,)).fetchone()[0]
+                live = self.blobs.live_bytes(name)
                 if size and live > (1 - dead) * size:
                     continue
                 if name == packs.name:
@@ -304,17 +297,14 @@ class Provider:
         return freed
 
     def _move_pack(self, packs, name):
-        rows = self.db.execute("SELECT digest, idx, offset, length FROM shares WHERE pack = ?",
-                               (name,)).fetchall()
         moved = []
-        for digest, j, offset, length in rows:
+        for digest, j, offset, length in self.blobs.in_pack(name):
             raw = packs.read(name, offset, length)
             if raw is not None:  # unreadable: left missing, for the Keeper to rebuild
                 moved.append(packs.append(raw) + (digest, j, name))
         packs.sync()
         with self.store.transaction():
-            self.db.executemany("UPDATE shares SET pack = ?, offset = ? "
-                                "WHERE digest = ? AND idx = ? AND pack = ?", moved)
+            self.blobs.move_shares(moved)
         packs.remove(name)
 
     # -- challenges ------------------------------------------------------------------
