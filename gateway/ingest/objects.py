@@ -139,7 +139,7 @@ class ObjectStore:
     def chunk_ack(self, device, oid):
         row = self.rows.upload_state(device, oid)
         have = self.rows.chunk_indexes(device, oid)
-        state = UNKNOWN if row is None else COMPLETE if row.stored == row.count else PARTIAL
+        state = UNKNOWN if row is None else COMPLETE if row.stored == row.chunks else PARTIAL
         return cbor.dumps({CACK_VERSION: VERSION, CACK_ID: bytes.fromhex(oid),
                            CACK_RANGES: ranges(have), CACK_STATE: state})
 

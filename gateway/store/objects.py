@@ -22,7 +22,7 @@ Progress = tuple[str, str, int, int, float, float | None]
 
 class UploadState(NamedTuple):
     """An object's upload: its chunk count, chunk hashes (32 bytes each), chunks stored."""
-    count: int  # type: ignore[assignment]  # the column's name; shadows tuple.count()
+    chunks: int  # the count column
     hashes: bytes
     stored: int
 
