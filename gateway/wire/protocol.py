@@ -118,6 +118,54 @@ def parse(topic: str, raw: bytes, max_bytes: int) -> Signed:
     m = UP_TOPIC.match(topic)
     if not m:
         raise Reject(MALFORMED, "topic %r is not ek/<device>/up/<kind>" % topic[:80])
+    parts = _split_sign1(raw)
+    if parts is None:
+        parts = _decode_sign1(raw)
+    protected, kid, payload, signature = parts
+    if kid.hex() != m.group(1):
+        raise Reject(MALFORMED, "kid does not match the topic's device")
+    # The envelope is checked here, before the signature: stored messages are re-read
+    # through parse() alone (verify, proofs, the Keeper), and junk costs no ECDSA.
+    check_canonical(payload, "envelope")
+    return Signed(m.group(1), m.group(2), protected, payload, signature, raw)
+
+
+# A COSE_Sign1 as EdgeKeep's devices write it, up to the kid: tag 18, an array of 4, the
+# protected header {1: -7} as a 3-byte string, the unprotected header {4: <8 bytes>}.
+_SIGN1_HEAD = b"\xd2\x84\x43" + _PROTECTED_ES256 + b"\xa1\x04\x48"
+_SIGNATURE_HEAD = b"\x58\x40"  # a 64-byte string
+
+
+def _split_sign1(raw: bytes) -> tuple[bytes, bytes, bytes, bytes] | None:
+    """(protected, kid, payload, signature) when raw is laid out exactly as the devices
+    write it, which is deterministic CBOR by construction (every head here is the shortest,
+    the payload's length head is checked to be); None for anything else, which
+    _decode_sign1 then reads and judges. Slicing instead of decoding saves a fifth of the
+    Python time per uplink."""
+    if raw[:9] != _SIGN1_HEAD or len(raw) < 18:
+        return None
+    ib = raw[17]
+    if 0x40 <= ib <= 0x57:
+        size, start = ib - 0x40, 18
+    elif ib == 0x58:
+        size, start = raw[18] if len(raw) > 18 else 0, 19
+        if size < 24:
+            return None
+    elif ib == 0x59:
+        size, start = int.from_bytes(raw[18:20], "big"), 20
+        if size < 0x100:
+            return None
+    else:
+        return None
+    end = start + size
+    if len(raw) != end + 66 or raw[end:end + 2] != _SIGNATURE_HEAD:
+        return None
+    return _PROTECTED_ES256, raw[9:17], raw[start:end], raw[end + 2:]
+
+
+def _decode_sign1(raw: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+    """(protected, kid, payload, signature) of any deterministic COSE_Sign1 with an ES256
+    protected header and an 8-byte kid; Reject otherwise."""
     msg = decode(raw, "message", _SIGN1_TAGS)
     if not (isinstance(msg, cbor2.CBORTag) and msg.tag == TAG_SIGN1
             and isinstance(msg.value, (list, tuple)) and len(msg.value) == 4):
@@ -133,14 +181,9 @@ def parse(topic: str, raw: bytes, max_bytes: int) -> Signed:
     kid = unprotected.get(COSE_KID)
     if not isinstance(kid, bytes) or len(kid) != DEVICE_ID_LEN:
         raise Reject(MALFORMED, "kid must be the 8-byte device id")
-    if kid.hex() != m.group(1):
-        raise Reject(MALFORMED, "kid does not match the topic's device")
     if len(signature) != 64:
         raise Reject(MALFORMED, "ES256 signature must be 64 bytes")
-    # The envelope is checked here, before the signature: stored messages are re-read
-    # through parse() alone (verify, proofs, the Keeper), and junk costs no ECDSA.
-    check_canonical(payload, "envelope")
-    return Signed(m.group(1), m.group(2), protected, payload, signature, raw)
+    return protected, kid, payload, signature
 
 
 def load_public_key(public_key: bytes) -> ec.EllipticCurvePublicKey:
