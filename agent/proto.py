@@ -23,6 +23,7 @@ KIND_STATUS = "s"
 # Ack payload map keys.
 ACK_VERSION = 0
 ACK_SEQ = 2
+ACK_REJECTED = 3   # sequences <= acked the gateway refused although signed (unstorable)
 
 # COSE (RFC 9052/9053) labels and algorithms.
 COSE_ALG = 1
