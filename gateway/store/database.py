@@ -101,14 +101,20 @@ class Store:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Self]:
         """One write transaction (taken at once: BEGIN IMMEDIATE); rolled back if the block
-        raises."""
+        or the COMMIT raises. SQLite may already have rolled back by itself (a COMMIT that
+        fails with "database or disk is full"): then there is nothing to roll back, and the
+        caller sees the original error, never "cannot rollback - no transaction is active"."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self
+            self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:
+                try:
+                    self.db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the original error is the one worth raising
             raise
-        self.db.execute("COMMIT")
 
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         cur = self.db.execute(sql, args)
