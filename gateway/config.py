@@ -17,6 +17,9 @@
     storage_roots = ["/media/sd/edgekeep", "/media/usb/edgekeep"]  # default: data_dir/objects/{a,b}
     ec_k = 2                                # Reed-Solomon: any ec_k of ec_m shares rebuild a blob
     ec_m = 4                                # (shares go round-robin over the roots)
+    min_free_bytes = 67108864               # below this free on data_dir's filesystem the
+                                            # ingest pauses (messages wait on the devices and
+                                            # in the broker) and resumes by itself; 0: no check
 
     [chain]
     rpc_url = "local"                       # "local": anvil under data_dir/chain; or any JSON-RPC URL
@@ -54,6 +57,7 @@ class Config:
     storage_roots: list = field(default_factory=list)
     ec_k: int = 2
     ec_m: int = 4
+    min_free_bytes: int = 64 << 20
     chain: ChainConfig = field(default_factory=ChainConfig)
 
     @classmethod

@@ -21,9 +21,10 @@ AGENT_ALLOWED = {"agent.proto", "agent.cbor", "agent.cose", "agent.objects", "ag
 AGENT_ALLOWED_FROM = {"gateway.demo": {"agent.sim", "agent.simcamera"}}
 
 # docs/architecture.md's table: gateway package -> the gateway packages it may import
-# (besides itself). Top-level modules: config (the gateway's settings) and localhost (free
-# ports, waiting for one) are leaves anyone may use.
-SHARED = {"config", "localhost"}
+# (besides itself). Top-level modules: config (the gateway's settings), localhost (free
+# ports, waiting for one) and health (thread supervision, component states) are leaves
+# anyone may use.
+SHARED = {"config", "localhost", "health"}
 EVERYTHING = None
 MAY_IMPORT = {
     "web": EVERYTHING, "cli": EVERYTHING,
@@ -37,7 +38,7 @@ MAY_IMPORT = {
     "store": {"wire"},
     "mqtt": {"wire"},
     "wire": set(),
-    "config": set(), "localhost": set(),
+    "config": set(), "localhost": set(), "health": set(),
 }
 # The top of the stack, one layer: imported only by web/ and cli/ (cli/admin.py sets the admin
 # page's password with web/auth.py) and these entry points.

@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 
+from gateway.health import Registry, unreachable
 from gateway.integrations import discovery
 from gateway.store.database import Store
 
@@ -18,7 +19,7 @@ log = logging.getLogger("edgekeep.homeassistant")
 
 class Bridge:
     def __init__(self, data_dir, broker, gateway_id, username=None, password=None,
-                 interval=10.0, offline_after=120.0):
+                 interval=10.0, offline_after=120.0, health=None):
         self.data_dir = data_dir
         self.publisher = discovery.Publisher(broker, gateway_id, username, password)
         self.interval = interval
@@ -27,26 +28,40 @@ class Bridge:
         self.online = {}        # device id -> availability last published
         self.shared_at = {}     # device id -> last_seen of the status whose readings went out
         self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="homeassistant", daemon=True)
+        registry = health or Registry()  # supervised: gateway/health.py
+        self.health = registry.component("homeassistant")
+        self.thread = registry.thread("homeassistant", self._run, self._stop)
 
     def start(self):
         self.publisher.start()
         self.thread.start()
         return self
 
-    def stop(self):
+    def stop(self, join=3.0):
+        """Stop in about join + discovery.STOP_WAIT seconds at most, broker or no broker (a
+        round still publishing ends with the process); never raises."""
         self._stop.set()
-        self.thread.join()
+        self.publisher.closing.set()    # publishes from now on wait STOP_WAIT, not PUBLISH_WAIT
+        if self.thread.is_alive():
+            self.thread.join(join)
         self.publisher.stop()
 
     def _run(self):
+        """The loop, supervised: an unexpected error is logged and counted by the supervisor
+        and the loop restarts after a back-off; the broker away is waited out here."""
         store = Store.connect(self.data_dir)  # the service opened (migrated) it
         try:
             while not self._stop.is_set():
                 try:
                     self.tick(store.devices(), discovery.load_shares(self.data_dir), time.time())
-                except Exception:  # the broker may be restarting: try again next round
-                    log.exception("Home Assistant update failed")
+                except Exception as e:
+                    if not unreachable(e):
+                        raise
+                    # the broker may be restarting: try again next round
+                    log.warning("Home Assistant update failed: %s", e)
+                    self.health.waiting("broker", "broker not reachable: %s" % str(e)[:200])
+                else:
+                    self.health.progress()
                 self._stop.wait(self.interval)
         finally:
             store.close()

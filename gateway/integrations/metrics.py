@@ -57,6 +57,34 @@ class SnapshotCollector:
             if ok is not None:
                 yield GaugeMetricFamily("edgekeep_%s_up" % name, "1 if the %s is reachable" % name,
                                         value=1 if ok else 0)
+        yield from components(s.get("components") or {})
+
+
+def components(comps):
+    """The supervised threads (gateway/health.py): up, state, restarts, the ingest's pause."""
+    up = GaugeMetricFamily("edgekeep_component_up",
+                           "1 if the component's thread runs (alive, waiting or paused)",
+                           labels=["component"])
+    state = GaugeMetricFamily("edgekeep_component_state",
+                              "1 for the component's current state", labels=["component", "state"])
+    restarts = CounterMetricFamily("edgekeep_component_restarts",
+                                   "Restarts after an unexpected exception", labels=["component"])
+    errors = CounterMetricFamily("edgekeep_component_errors",
+                                 "Unexpected exceptions the supervisor caught", labels=["component"])
+    for name, c in comps.items():
+        up.add_metric([name], 1 if c["up"] else 0)
+        state.add_metric([name, c["state"]], 1)
+        restarts.add_metric([name], c["restarts"])
+        errors.add_metric([name], c["errors"])
+    yield from (up, state, restarts, errors)
+    if "ingest" in comps:
+        ingest = comps["ingest"]
+        paused = GaugeMetricFamily("edgekeep_ingest_paused",
+                                   "1 while the ingest takes no messages, by reason",
+                                   labels=["reason"])
+        paused.add_metric(["disk_full"], 1 if ingest["state"] == "paused"
+                          and ingest["reason"] == "disk_full" else 0)
+        yield paused
 
 
 def endpoint(monitor):

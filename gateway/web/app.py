@@ -28,13 +28,27 @@ SECURITY_HEADERS = {
     "referrer-policy": "same-origin",
     "cache-control": "no-store",
 }
-PUBLIC = {"/login", "/api/session", "/metrics", "/static/"}
+PUBLIC = {"/login", "/api/session", "/metrics", "/healthz", "/static/"}
 
 
 async def on_error(request, exc):
     if request.url.path.startswith("/api/"):
         return JSONResponse({"error": str(exc)}, exc.status)
     return PlainTextResponse(str(exc), exc.status)
+
+
+def healthz_endpoint(monitor):
+    """GET /healthz, no session: 200 while the ingest takes messages, 503 with the reason
+    when it does not (paused for a full disk, restarting, dead, or no ingest in this
+    process). The body holds the components' states and nothing else."""
+    async def healthz(request):
+        ok, reason = monitor.health.ingest_status()
+        components = {name: {"state": c["state"], "detail": c["detail"],
+                             "restarts": c["restarts"]}
+                      for name, c in monitor.health.snapshot().items()}
+        return JSONResponse({"ok": ok, "reason": reason, "components": components},
+                            200 if ok else 503)
+    return healthz
 
 
 def create_app(cfg, gateway=None):
@@ -62,6 +76,7 @@ def create_app(cfg, gateway=None):
 
     routes = pages.ROUTES + api.ROUTES + [
         Route("/metrics", metrics.endpoint(monitor)),
+        Route("/healthz", healthz_endpoint(monitor)),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={api.ApiError: on_error})

@@ -11,6 +11,7 @@ import threading
 import time
 from collections import deque
 
+from gateway.health import Registry
 from gateway.store.database import Store
 
 log = logging.getLogger("edgekeep.web")
@@ -57,7 +58,9 @@ class Monitor:
         self.ticks = 0
         self.last_id = None
         self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="web-monitor", daemon=True)
+        # the gateway's components (ingest, anchor, ...) and this thread, supervised
+        self.health = getattr(gateway, "health", None) or Registry()
+        self.thread = self.health.thread("web-monitor", self._run, self._stop)
 
     def start(self):
         self.store = Store.connect(self.data_dir)
@@ -67,15 +70,16 @@ class Monitor:
 
     def stop(self):
         self._stop.set()
-        self.thread.join()
+        if self.thread.is_alive():
+            self.thread.join()
         self.store.close()
 
     def _run(self):
+        """Supervised (gateway/health.py): a tick that raises is logged and counted, and the
+        loop restarts after a back-off."""
         while not self._stop.wait(TICK):
-            try:
-                self.tick()
-            except Exception:
-                log.exception("admin monitor tick failed")
+            self.tick()
+            self.health.component("web-monitor").progress()
 
     def tick(self):
         if self.ticks % SLOW_EVERY == 0:
@@ -112,6 +116,7 @@ class Monitor:
             "anchor": anchor,
             "pending_epochs": store.pending_epochs(),
             "audit": store.last_audit(),
+            "components": self.health.snapshot(),
             **self.slow,
         }
 
@@ -126,8 +131,12 @@ class Monitor:
         return {"ok": ok, "detail": "connected" if ok else "disconnected, retrying"}
 
     def chain_health(self):
-        if not self.gateway or not self.gateway.chain:
+        if not self.gateway:
             return {"ok": None, "detail": "no chain in this process"}
+        if not self.gateway.chain:  # not connected yet: the anchor outbox keeps trying
+            error = getattr(self.gateway, "chain_error", None)
+            return {"ok": False, "detail": "not reachable: %s" % str(error)[:200] if error
+                    else "connecting"}
         try:
             block = self.gateway.chain.latest_block()["number"]
         except Exception as e:
