@@ -215,3 +215,106 @@ def test_registering_a_device_gives_it_a_broker_account_and_revoking_removes_it(
         assert again.refused is not None
     finally:
         node.stop_running(str(tmp_path))
+
+
+# -- the gateway's client ids (gateway/mqtt/client.py) ----------------------------------------
+
+def test_private_client_ids_are_stable_per_password_and_keep_their_name():
+    from gateway.mqtt.client import private_client_id
+    one = private_client_id("edgekeep-gateway", "secret-1")
+    assert one == private_client_id("edgekeep-gateway", "secret-1")
+    assert one.startswith("edgekeep-gateway-") and len(one) == len("edgekeep-gateway-") + 24
+    assert one != private_client_id("edgekeep-gateway", "secret-2")
+    assert one[-24:] != private_client_id("edgekeep-ha-edgekeep", "secret-1")[-24:]
+    assert "secret-1" not in one
+    assert private_client_id("edgekeep-gateway", None) == "edgekeep-gateway"
+
+
+def test_a_device_taking_a_client_id_disconnects_whoever_had_it(broker, clients):
+    """Why the gateway's ids are private: Mosquitto lets any account take any id."""
+    victim = clients(broker.port, GATEWAY_USER, broker.gateway_password(), client_id="edgekeep-gateway")
+    clients(broker.port, A, broker.add_device_credentials(A), client_id="edgekeep-gateway")
+    wait_for(victim.disconnected.is_set, what="the takeover")
+
+
+def session_present(port, client_id, user, password):
+    """Connect with a persistent session, report whether the broker had one, disconnect."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+    got = {}
+    done = threading.Event()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+    c.username_pw_set(user, password)
+    c.on_connect = lambda cl, u, flags, rc, p: (got.update(present=flags.session_present),
+                                                done.set())
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    assert done.wait(10), "no CONNACK"
+    c.disconnect()
+    c.loop_stop()
+    return got["present"]
+
+
+def test_a_device_with_the_gateways_client_ids_cannot_disconnect_the_gateway(tmp_path, broker, clients):
+    """A device account connecting as "edgekeep-gateway", "edgekeep-ha-<gateway id>" or
+    "edgekeep-ota-<pid>" takes nobody's session: the ingest stays connected and stores, and
+    the ingest, Home Assistant bridge and OTA sender all connect."""
+    import threading
+
+    from agent import message
+    from agent.identity import Identity
+    from gateway.ingest.ota import Pusher
+    from gateway.ingest.pipeline import Ingest
+    from gateway.integrations.discovery import Publisher
+    from gateway.store.database import Store
+
+    password = broker.gateway_password()
+    # An older gateway's persistent session under the plain id: the new ingest ends it.
+    old = clients(broker.port, GATEWAY_USER, password, client_id="edgekeep-gateway", clean=False)
+    old.subscribe("ek/+/up/#")
+    old.close()
+    data = str(tmp_path / "gw")
+    store = Store.open(data)
+    ident = Identity.create(os.urandom)
+    store.add_device(ident.hex, ident.public, "t")
+    ingest = Ingest(data, broker.url, epoch_seconds=3600, username=GATEWAY_USER, password=password)
+    events = []
+    on_connect = ingest.client.on_connect
+    ingest.client.on_connect = lambda *a: (events.append("connect"), on_connect(*a))
+    ingest.client.on_disconnect = lambda *a: events.append("disconnect")
+    ha = Publisher(broker.url, "edgekeep", GATEWAY_USER, password)
+    ha.client.on_disconnect = lambda *a: events.append("ha disconnect")
+    ota = Pusher(broker.url, {}, GATEWAY_USER, password)
+    try:
+        ingest.start()
+        assert not session_present(broker.port, "edgekeep-gateway", GATEWAY_USER, password)
+        ha.start()
+        ota_connack = threading.Event()
+        ota.client.on_connect = lambda *a: ota_connack.set()
+        ota.client.connect(ota.host, ota.port)
+        ota.client.loop_start()
+        assert ota_connack.wait(10), "the OTA sender did not connect"
+        ota.client.on_disconnect = lambda *a: events.append("ota disconnect")
+        for cid in (ingest.client._client_id, ha.client._client_id, ota.client._client_id):
+            assert cid.decode().count("-") >= 2 and password not in cid.decode()
+
+        dev_password = broker.add_device_credentials(ident.hex)
+        squatters = [clients(broker.port, ident.hex, dev_password, client_id=cid, clean=False)
+                     for cid in ("edgekeep-gateway", "edgekeep-ha-edgekeep",
+                                 "edgekeep-ota-%d" % os.getpid())]
+        assert all(s.refused is None for s in squatters)
+        nonces = message.Nonces(os.urandom)
+        for seq in (1, 2, 3):
+            squatters[0].publish("ek/%s/up/t" % ident.hex,
+                                 message.seal(ident, nonces, seq, 1790000000 + seq, "t", seq,
+                                              b"\x82hpebble/1@", 0))
+        wait_for(lambda: ingest.stats["stored"] == 3, what="the device's messages stored")
+        assert events == ["connect"]
+        assert ingest.is_connected() and ha.client.is_connected() and ota.client.is_connected()
+        assert not any(s.disconnected.is_set() for s in squatters)
+    finally:
+        ota.client.disconnect()
+        ota.client.loop_stop()
+        ha.stop()
+        ingest.stop()

@@ -1,6 +1,21 @@
 """The paho client every gateway process builds the same way: from a broker URL, with
-credentials, TLS for mqtts://, and Nagle off."""
+credentials, TLS for mqtts://, and Nagle off.
+
+Client ids. MQTT lets a client take any client id, and the broker disconnects whoever had
+it (Mosquitto 2.0 has no option that ties ids to accounts on a shared listener;
+`use_username_as_clientid` would give all the gateway's connections the one id "gateway",
+and `clientid_prefixes` does not look at the account). So a device account that connected
+as "edgekeep-gateway" would kick the ingest off again and again. With a password, every id
+built here is made private to the deployment: the name, a dash and 24 hex digits of
+HMAC-SHA256(password, name), e.g. "edgekeep-gateway-3f9c...". Stable as long as the password
+(so the ingest's persistent session survives restarts), unguessable without it, and the
+password itself is never sent or logged. Without a password (the anonymous test broker)
+the name is the id.
+"""
+import hashlib
+import hmac
 import socket
+import threading
 from typing import Any
 from urllib.parse import urlparse
 
@@ -25,13 +40,51 @@ def new_client(url: str, client_id: str, username: str | None = None,
     """A paho v2-callback client for the broker at url, not yet connected; explicit
     credentials win over those in the URL."""
     broker = Broker(url)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, **options)
-    if username or broker.username:
-        client.username_pw_set(username or broker.username, password or broker.password)
+    username, password = username or broker.username, password or broker.password
+    private = private_client_id(client_id, password)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=private, **options)
+    if username:
+        client.username_pw_set(username, password)
     if broker.tls:
         client.tls_set()
     _no_delay(client)
+    if private != client_id and options.get("clean_session") is False:
+        _forget_session_once(client, broker, client_id, username, password)
     return client, broker
+
+
+def private_client_id(name: str, password: str | None) -> str:
+    """The client id for name on an account with this password (see the module's doc)."""
+    if not password:
+        return name
+    tag = hmac.new(password.encode(), b"edgekeep mqtt client id\0" + name.encode(),
+                   hashlib.sha256).hexdigest()[:24]
+    return "%s-%s" % (name, tag)
+
+
+def _forget_session_once(client: mqtt.Client, broker: Broker, old_id: str,
+                         username: str | None, password: str | None) -> None:
+    """Before its first connect, end the persistent session an older gateway left under the
+    plain id: otherwise the broker would queue every uplink for it (up to
+    max_queued_messages) forever. A clean-session connect under that id does it."""
+    def pre_connect(c: mqtt.Client, userdata: Any) -> None:
+        c.on_pre_connect = None
+        old = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=old_id, clean_session=True)
+        if username:
+            old.username_pw_set(username, password)
+        if broker.tls:
+            old.tls_set()
+        connack = threading.Event()
+        old.on_connect = lambda *a: connack.set()
+        try:
+            old.connect(broker.host, broker.port, keepalive=10)
+        except OSError:
+            return  # the real connect reports an unreachable broker
+        old.loop_start()
+        connack.wait(5)
+        old.disconnect()
+        old.loop_stop()
+    client.on_pre_connect = pre_connect
 
 
 def _no_delay(client: mqtt.Client) -> None:
