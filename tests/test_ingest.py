@@ -2,6 +2,7 @@
 import logging
 import os
 import threading
+import time
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -172,6 +173,36 @@ def test_a_device_registered_while_the_worker_reloads_is_never_forgotten(tmp_pat
         ingest.store.close()
         store.close()
     assert not forgotten, "registered devices dropped by a concurrent reload: %s" % forgotten
+
+
+def test_a_device_registered_on_a_running_gateway_is_accepted_at_once(setup):
+    """`devices add` (or the web API) writes the table from another process; the device's
+    first message may come before the worker's next reload (every 2 s). An unknown device
+    makes the ingest reload before it rejects, so that message is stored the first time."""
+    ingest, store, client, _, _, _ = setup
+    for i in range(3):
+        dev = Device()
+        store.add_device(dev.ident.hex, dev.ident.public, "new%d" % i)
+        client.publish(dev.topic(), dev.msg(1))
+        wait_for(lambda d=dev: acks_for(client, d) == [1], what="the new device's first ack")
+        time.sleep(Ingest.UNKNOWN_RELOAD)  # the next one's reload is not rate-limited away
+    assert ingest.stats["stored"] == 3
+    assert not ingest.rejects
+
+
+def test_unknown_devices_cannot_make_the_ingest_reload_constantly(setup):
+    ingest, store, client, a, _, _ = setup
+    reloads = []
+    device_keys = ingest._devices_store.device_keys
+    ingest._devices_store.device_keys = lambda: reloads.append(1) or device_keys()
+    raw = a.msg(1)
+    t0 = time.monotonic()
+    for _ in range(300):
+        with pytest.raises(Reject):   # 300 ids, none of them registered
+            ingest.check("ek/%s/up/t" % os.urandom(8).hex(), raw)
+    elapsed = time.monotonic() - t0
+    # The worker's own reload (every 2 s) may come meanwhile too.
+    assert 1 <= len(reloads) <= elapsed / Ingest.UNKNOWN_RELOAD + 1 + elapsed / 2 + 1, reloads
 
 
 def test_replay_behind_the_acked_sequence(setup):

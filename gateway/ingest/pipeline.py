@@ -250,11 +250,22 @@ class Ingest:
         through the one verification path; Reject with the reason otherwise."""
         if topic.endswith(CHUNK_TOPIC):  # not signed: bound by its signed manifest
             chunk = wire_objects.parse_chunk(topic, raw, self.max_bytes)
-            verify.check_key(chunk.device, self.keys.get(chunk.device))
+            verify.check_key(chunk.device, self._key(chunk.device))
             return self.objects.prepare(chunk)
-        signed = verify.check_message(topic, raw, self.keys.get(_device_of(topic)),
+        signed = verify.check_message(topic, raw, self._key(_device_of(topic)),
                                       self.max_bytes)
         return signed, protocol.open_envelope(signed)
+
+    UNKNOWN_RELOAD = 0.5   # seconds: at most one reload this often for unknown devices
+
+    def _key(self, dev):
+        """The device's key; for a device not known yet, reload the table first (it may
+        have been registered since the last reload: its first message is not refused)."""
+        key = self.keys.get(dev)
+        if key is None and dev:
+            self._load_devices(unknown=dev)
+            key = self.keys.get(dev)
+        return key
 
     def _store(self, signed, env, now):
         """Insert a new message; False for a duplicate (acked and dropped)."""
@@ -297,11 +308,20 @@ class Ingest:
             self.on_sealed(epoch)
         return epoch
 
-    def _load_devices(self):
+    def _load_devices(self, unknown=None):
         """The worker reloads every 2 s and reload_devices() may come meanwhile: one at a
         time, so a reload that read the table before a registration cannot replace the keys
-        of one that read it after (the new device would be unknown until the next)."""
+        of one that read it after (the new device would be unknown until the next).
+
+        unknown: a device id check() does not know. Reloads for those come at most every
+        UNKNOWN_RELOAD seconds, whatever the ids (a flood of them costs two reads a second);
+        a check that waited here while another reloaded finds its key without one."""
         with self._devices_lock:
+            if unknown is not None:
+                now = time.monotonic()
+                if unknown in self.keys or now < getattr(self, "_unknown_reload_at", 0.0):
+                    return
+                self._unknown_reload_at = now + self.UNKNOWN_RELOAD
             keys, acked = {}, {}
             for dev, pub, status, seq in self._devices_store.device_keys():
                 old = self.keys.get(dev)
