@@ -16,15 +16,17 @@ from agent.objects import (
     CACK_ID,
     CACK_RANGES,
     CACK_STATE,
+    CACK_VERSION,
     COMPLETE,
     KIND_CHUNK,
     KIND_MANIFEST,
     OID_LEN,
+    PARTIAL,
     UNKNOWN,
     check_chunk_size,
     manifest,
 )
-from agent.proto import down_topic, up_topic
+from agent.proto import VERSION, down_topic, up_topic
 
 CAMERA_DEFAULTS = {
     "frame_interval": 0.5,    # s between motion checks
@@ -182,30 +184,53 @@ class CameraAgent(Agent):
     def on_message(self, topic, payload):
         if topic != self.chunks_topic:
             return Agent.on_message(self, topic, payload)
+        why = self.on_chunk_ack(payload)
+        if why:
+            self.bad_downlink(topic, why)
+
+    def on_chunk_ack(self, payload):
+        """Apply a chunk ack {0: 1, 1: oid, 2: [first, last, ...], 3: state}; returns why it
+        is malformed, or None. An ack for an object no longer queued is no error."""
         try:
             ack = cbor.loads(payload)
-            oid, ranges, state = ack[CACK_ID], ack[CACK_RANGES], ack[CACK_STATE]
-        except (ValueError, KeyError, TypeError):
-            self.bad_downlinks += 1
-            return
+        except ValueError as e:
+            return e
+        if not isinstance(ack, dict) or ack.get(CACK_VERSION) != VERSION:
+            return "not a chunk ack map of version 1"
+        oid, ranges, state = ack.get(CACK_ID), ack.get(CACK_RANGES), ack.get(CACK_STATE)
+        if not isinstance(oid, bytes) or len(oid) != OID_LEN:
+            return "object id is not %d bytes" % OID_LEN
+        if state not in (PARTIAL, COMPLETE, UNKNOWN) or isinstance(state, bool):
+            return "state %r is not 0, 1 or 2" % (state,)
+        if not isinstance(ranges, list) or len(ranges) % 2:
+            return "ranges is not a list of [first, last] pairs"
+        for k in range(0, len(ranges), 2):
+            first, last = ranges[k], ranges[k + 1]
+            if not (_is_uint(first) and _is_uint(last) and first <= last):
+                return "range %r..%r is not 0 <= first <= last" % (first, last)
         entry = self.objects.find(oid)
         if entry is None:
-            return
+            return None
         if state == UNKNOWN and entry.seq > self.spool.acked:
-            return  # the manifest is still on its way: the chunks go again after ack_timeout
+            return None  # the manifest is still on its way: the chunks go again after ack_timeout
         if state == COMPLETE or state == UNKNOWN:
             if state == UNKNOWN:
                 self.objects.drops += 1
                 self.log("gateway does not know object %s: dropped" % oid)
             self.objects.remove(entry)
             self.upload = None
-            return
+            return None
         up = self.upload
         if up is None or up.entry is not entry:
-            return
+            return None
         if up.have is None:
             up.have = bytearray(entry.count)
-        for k in range(0, len(ranges) - 1, 2):
+        for k in range(0, len(ranges), 2):
             for i in range(ranges[k], min(ranges[k + 1] + 1, entry.count)):
                 up.have[i] = 1
                 up.sent.pop(i, None)
+        return None
+
+
+def _is_uint(x):
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0

@@ -77,9 +77,16 @@ def dumps(obj):
 
 
 def loads(data):
-    """Decode exactly one item; raises ValueError on anything malformed or trailing."""
-    obj, end = _decode(memoryview(data), 0, 0)
-    if end != len(data):
+    """Decode exactly one item. Whatever the bytes, it returns or raises ValueError (or a
+    subclass): malformed, truncated, trailing, unsupported, nested over _MAX_DEPTH, a length
+    the input does not hold (checked before anything is allocated for it), or a map key that
+    is not an int, text or bytes (a downlink is untrusted input to a device that must outlive
+    any byte)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ValueError("cbor: input is not bytes")
+    buf = memoryview(data)
+    obj, end = _decode(buf, 0, 0)
+    if end != len(buf):
         raise ValueError("cbor: trailing bytes")
     return obj
 
@@ -129,7 +136,10 @@ def _decode(buf, pos, depth):
         return _take(buf, pos, n)
     if major == 3:
         raw, pos = _take(buf, pos, n)
-        return raw.decode(), pos
+        try:
+            return raw.decode(), pos
+        except UnicodeError:  # a ValueError on CPython; say so on any port
+            raise ValueError("cbor: text is not UTF-8")
     if major == 4:
         if n > len(buf) - pos:
             raise ValueError("cbor: truncated")
@@ -144,8 +154,12 @@ def _decode(buf, pos, depth):
         d = {}
         for _ in range(n):
             k, pos = _decode(buf, pos, depth + 1)
-            if isinstance(k, (list, dict)):
-                raise ValueError("cbor: unhashable map key")
+            # EdgeKeep's maps have int or text keys; a tag, list or map key would be
+            # unhashable (TypeError), a float is not decoded at all.
+            if not isinstance(k, (int, str, bytes)) or isinstance(k, bool):
+                raise ValueError("cbor: map key is not an int, text or bytes")
+            if k in d:
+                raise ValueError("cbor: duplicate map key")
             d[k], pos = _decode(buf, pos, depth + 1)
         return d, pos
     value, pos = _decode(buf, pos, depth + 1)

@@ -3,7 +3,16 @@
 # the sensors and the clock are passed in.
 from agent import cbor, clock, message
 from agent.heap import collect
-from agent.proto import ACK_SEQ, KIND_STATUS, KIND_TELEMETRY, down_topic, up_topic
+from agent.proto import (
+    ACK_REJECTED,
+    ACK_SEQ,
+    ACK_VERSION,
+    KIND_STATUS,
+    KIND_TELEMETRY,
+    VERSION,
+    down_topic,
+    up_topic,
+)
 from agent.readings import Batch
 
 DEFAULTS = {
@@ -43,7 +52,8 @@ class Agent:
         self.batches = 0
         self.battery = None
         self.shared = None      # the latest reading, kept only when the config shares fields
-        self.bad_downlinks = 0
+        self.bad_downlinks = 0  # downlinks ignored as malformed (health "bad")
+        self.rejected = 0       # sequences the gateway refused although signed (health "rej")
         self.notes = {}         # more health keys for the status message (agent/ota.py: "ota")
         now = clock.monotonic()
         self.started = now
@@ -52,7 +62,7 @@ class Agent:
         self.retry_at = now
         self.backoff = 1
         self.status_due = True
-        transport.on_message = self.on_message
+        transport.on_message = self.downlink
 
     # -- the loop --------------------------------------------------------------
 
@@ -111,7 +121,8 @@ class Agent:
     def seal_status(self):
         pending = self.spool.pending()
         health = {"fw": self.firmware, "up": int(clock.monotonic() - self.started),
-                  "q": len(pending), "qb": self.spool.bytes_used(), "drop": self.spool.drops}
+                  "q": len(pending), "qb": self.spool.bytes_used(), "drop": self.spool.drops,
+                  "bad": self.bad_downlinks, "rej": self.rejected}
         if self.battery is not None:
             health["batt"] = self.battery
         if self.shared:
@@ -168,15 +179,60 @@ class Agent:
             self.retry_at = now + self.backoff
             self.backoff = min(self.backoff * 2, self.cfg["reconnect_max"])
 
-    def on_message(self, topic, payload):
-        if topic != self.ack_topic:
-            return
+    # -- downlinks -------------------------------------------------------------
+    #
+    # Only the gateway's account may publish on the device's down topics, but a device must
+    # outlive any byte that reaches it: every handler checks what it decoded, a malformed
+    # downlink is counted (health "bad"), logged and ignored, and nothing a handler raises
+    # reaches the transport (whose QoS 1 PUBACK follows the handler: a poison message
+    # would otherwise come back at every reconnect) or the loop.
+
+    def downlink(self, topic, payload):
+        """The transport's on_message: on_message (which subclasses extend), guarded."""
         try:
-            seq = cbor.loads(payload)[ACK_SEQ]
-        except (ValueError, KeyError, TypeError):
-            self.bad_downlinks += 1
-            return
+            self.on_message(topic, payload)
+        except Exception as e:  # MemoryError included: the next downlink may fit
+            self.bad_downlink(topic, e)
+
+    def bad_downlink(self, topic, why):
+        self.bad_downlinks += 1
+        self.log("bad downlink on %s: %s" % (topic, why))
+
+    def on_message(self, topic, payload):
+        if topic == self.ack_topic:
+            why = self.on_ack(payload)
+            if why:
+                self.bad_downlink(topic, why)
+
+    def on_ack(self, payload):
+        """Apply an ack {0: 1, 2: acked, 3: [rejected, ...]}; returns why it is malformed, or
+        None. A stale ack (below what is already acked) is no error: it is just old."""
+        try:
+            ack = cbor.loads(payload)
+        except ValueError as e:
+            return e
+        if not isinstance(ack, dict) or ack.get(ACK_VERSION) != VERSION:
+            return "not an ack map of version 1"
+        seq = ack.get(ACK_SEQ)
+        if not _is_uint(seq) or seq > self.spool.last_seq:
+            return "acked seq %r is not 0..%d" % (seq, self.spool.last_seq)
+        rejected = ack.get(ACK_REJECTED, ())
+        if not isinstance(rejected, (list, tuple)):
+            return "rejected is not a list"
+        for s in rejected:
+            if not _is_uint(s) or not 0 < s <= seq:
+                return "rejected seq %r is not 1..%d" % (s, seq)
+        previous = self.spool.acked
+        for s in sorted(set(rejected)):
+            if s > previous:  # released by this ack: each counted once, however often acked
+                self.rejected += 1
+                self.log("gateway refused seq %d (signed, unstorable)" % s)
         self.spool.ack(seq)
         for s in list(self.sent):
             if s <= seq:
                 del self.sent[s]
+        return None
+
+
+def _is_uint(x):
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0

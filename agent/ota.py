@@ -74,9 +74,12 @@ class Updater:
             self._receiver()  # resumes the transfer
 
     def receive(self, payload):
-        """A downlink on ek/<id>/down/ota."""
-        self._receiver().receive(payload)
+        """A downlink on ek/<id>/down/ota. A malformed one raises ValueError, which the agent's
+        downlink guard (agent/device.py Agent.downlink) counts as a bad downlink."""
+        why = self._receiver().receive(payload)
         collect()
+        if why:
+            raise ValueError("ota: " + why)
 
     def poll(self, session):
         """Each loop: reset a release on trial that has not confirmed within TRIAL_SECONDS;

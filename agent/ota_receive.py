@@ -34,10 +34,15 @@ RELEASE_KEY = "release.pub"  # hex of the owner's 65-byte release public key
 DEVICE_FILES = ("identity.json", "config.json", RELEASE_KEY)  # a bundle may not write these
 MAX_CHUNK = 4096
 MAX_RANGES = 16              # missing ranges per report; the rest are asked for after
+MAX_CHUNKS = 1 << 16         # chunks per release at most: its bitmap (8 KB) must fit the heap
 
 
 class Refused(Exception):
     pass
+
+
+class Malformed(Refused):
+    """An offer that is not one (a bad downlink), as opposed to one this device declines."""
 
 
 def layout(files, chunk_size):
@@ -86,17 +91,17 @@ class Receiver:
             self._load(raw, cbor.loads(raw))
 
     def receive(self, payload):
-        """An offer (a map) or a chunk (an array)."""
+        """An offer (a map) or a chunk (an array). Returns why the downlink is malformed (the
+        agent counts it), or None: taken, declined with a report, or stale."""
         try:
             msg = cbor.loads(payload)
-        except ValueError:
-            msg = None
+        except ValueError as e:
+            return str(e)
         if isinstance(msg, dict):
-            self._offer(payload, msg)
-        elif isinstance(msg, list) and len(msg) == 3:
-            self._chunk(msg[0], msg[1], msg[2])
-        else:
-            self.updater.log("ota: ignored a malformed downlink")
+            return self._offer(payload, msg)
+        if isinstance(msg, list) and len(msg) == 3:
+            return self._chunk(msg[0], msg[1], msg[2])
+        return "neither an offer map nor a chunk [release, index, data]"
 
     def reconnected(self):
         if self.release is not None:
@@ -112,19 +117,20 @@ class Receiver:
     def _offer(self, raw, msg):
         if hashlib.sha256(raw).digest() == self.offer_id:  # the same offer: resume
             self._report_need()
-            return
+            return None
         release = None
         try:
             manifest = self._check(msg)
             release = manifest["version"]
             if release == self.updater.version and not msg.get(OFFER_FORCE):
                 self._report(release, "current")
-                return
+                return None
         except Refused as e:
             self.updater.log("ota: refused an offer: %s" % e)
             self._report(release or "?", "refused", str(e))
-            return
+            return str(e) if isinstance(e, Malformed) else None
         self._start(raw, msg, manifest)
+        return None
 
     def _check(self, msg):
         """The offer's manifest, if this device may install it; else Refused says why."""
@@ -134,8 +140,9 @@ class Receiver:
         chunk = msg.get(OFFER_CHUNK)
         if (msg.get(OFFER_VERSION) != VERSION or not isinstance(manifest, bytes)
                 or not isinstance(signature, bytes) or len(signature) != 64
-                or not isinstance(chunk, int) or not 0 < chunk <= MAX_CHUNK):
-            raise Refused("malformed offer")
+                or not isinstance(chunk, int) or isinstance(chunk, bool)
+                or not 0 < chunk <= MAX_CHUNK):
+            raise Malformed("malformed offer")
         current = self.updater.version
         if "boots" in self.updater.state:
             raise Refused("%s is still on trial" % current)
@@ -144,9 +151,13 @@ class Receiver:
         try:
             manifest = json.loads(manifest)
             release = manifest["version"]
-            manifest["files"].items()
+            count = _check_files(manifest["files"], chunk)
         except (ValueError, KeyError, TypeError, AttributeError):
             raise Refused("malformed manifest")
+        if not isinstance(release, str):
+            raise Refused("malformed manifest")
+        if count > MAX_CHUNKS:
+            raise Refused("%d chunks of %d bytes: over %d" % (count, chunk, MAX_CHUNKS))
         board = self.updater.board
         if board and manifest.get("board") != board:
             raise Refused("bundle for board %s, this is %s" % (manifest.get("board"), board))
@@ -219,14 +230,21 @@ class Receiver:
     # -- chunks ----------------------------------------------------------------
 
     def _chunk(self, release, index, data):
-        if release != self.release or not isinstance(index, int) or not 0 <= index < self.count:
-            return
+        """Returns why the chunk is malformed, or None (stored, or already held, or of a
+        release this device is not receiving: a late one, no error)."""
+        if not isinstance(release, str) or not isinstance(data, bytes):
+            return "chunk: release is not text or data not bytes"
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            return "chunk: index %r is not an unsigned int" % (index,)
+        if self.release is None or release != self.release:
+            return None
+        if index >= self.count:
+            return "chunk %d of a release of %d" % (index, self.count)
         if self._has(index):
-            return
+            return None
         path, offset, length = locate(self.table, self.chunk_size, index)
-        if not isinstance(data, bytes) or len(data) != length:
-            self.updater.log("ota: chunk %d is not %d bytes" % (index, length))
-            return
+        if len(data) != length:
+            return "chunk %d is not %d bytes" % (index, length)
         staged = STAGING + "/" + path
         makedirs(staged)
         with open(staged, "r+b" if exists(staged) else "wb") as f:
@@ -235,6 +253,7 @@ class Receiver:
         self.have[index >> 3] |= 1 << (index & 7)
         write(HAVE, self.have)
         self.complete = not self._missing()
+        return None
 
     # -- installing --------------------------------------------------------------
 
@@ -275,6 +294,20 @@ class Receiver:
         self.release = self.offer_id = self.table = self.have = None
         self.count = 0
         self.complete = False
+
+
+def _check_files(files, chunk_size):
+    """The chunk count of a manifest's files map, each {"size": uint, "sha256": text}; raises
+    TypeError or ValueError if it is not one."""
+    count = 0
+    for path in files:
+        entry = files[path]
+        size = entry["size"]
+        if (not isinstance(path, str) or not isinstance(size, int) or isinstance(size, bool)
+                or size < 0 or not isinstance(entry["sha256"], str)):
+            raise ValueError("malformed file entry")
+        count += (size + chunk_size - 1) // chunk_size
+    return count
 
 
 def _read_key():

@@ -106,7 +106,10 @@ class Spool:
         self._enforce_budget()
 
     def ack(self, seq):
-        """The gateway has durably stored everything up to seq: forget it."""
+        """The gateway has durably stored everything up to seq: forget it. The caller has
+        checked seq against what was sent (Agent.on_ack); a seq past it still acks no more."""
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            raise ValueError("spool: ack of a non-integer %r" % (seq,))
         if seq <= self.acked:
             return
         self.acked = min(seq, self.last_seq)
