@@ -45,3 +45,11 @@ def test_camera_bench_runs_small_and_a_cut_upload_resends_at_most_one_chunk():
     assert "delivered" in line and "durable" in line
     resent, dupes = map(int, re.search(r"(\d+) chunk\(s\) resent, (\d+) duplicate", line).groups())
     assert resent <= 1 and dupes <= 1
+
+
+def test_soak_runs_small_and_samples_the_gateway():
+    line = bench("soak.py", "--minutes", "0.33", "--devices", "3", "--interval", "4")
+    sent = int(re.search(r"(\d+) msgs sent", line).group(1))
+    samples = int(re.search(r"(\d+) samples;", line).group(1))
+    assert sent > 0 and samples >= 5
+    assert re.search(r"gateway RSS [\d.]+ -> [\d.]+ MB", line) and "slope" in line
