@@ -65,6 +65,7 @@ def run(args):
     threads = []
     try:
         gw.start()
+        gw.wait_chain()  # the devices are registered on chain below
         store = Store.connect(data_dir)  # gw.start() opened (migrated) it
         passphrase, passfile = owner_passphrase(sim_dir)
         keyring = os.path.join(sim_dir, "owner-keyring.json")

@@ -1,8 +1,16 @@
 """The running gateway: chain connection, anchor outbox, ingest and Keeper, started and stopped
-together."""
+together.
+
+Every long-running thread is supervised (gateway/health.py): restarted with back-off when it
+raises, and when one keeps failing the process exits with EXIT_FATAL so systemd restarts it.
+Nothing here waits for the chain: the anchor outbox makes the Chain client (and starts the
+local anvil) in its own thread when the chain answers, and catches up.
+"""
 import logging
 import os
+import threading
 
+from gateway import health
 from gateway.anchor.epochs import Anchorer
 from gateway.chain import node
 from gateway.chain.client import DEFAULT_DEV_KEY, Chain
@@ -36,10 +44,44 @@ def open_chain(cfg):
                  os.path.join(cfg.data_dir, "chain", "deployment.json"))
 
 
-class Gateway:
+EXIT_FATAL = 70          # EX_SOFTWARE: a component kept failing; systemd restarts the gateway
+FATAL_STOP_TIMEOUT = 20  # seconds to stop what still runs before exiting
+
+
+class ChainLink:
+    """The gateway's Chain client, made on first use: a call returns it, connecting (and
+    starting the local anvil, deploying the contracts) if it is not there yet, or raises
+    while the chain does not answer. The anchor outbox and the Keeper share it."""
+
     def __init__(self, cfg):
         self.cfg = cfg
         self.chain = None
+        self.error = None
+        self.ready = threading.Event()
+        self.lock = threading.Lock()
+
+    def __call__(self):
+        with self.lock:
+            if self.chain is None:
+                try:
+                    self.chain = open_chain(self.cfg)
+                except Exception as e:
+                    self.error = e
+                    raise
+                self.error = None
+                self.ready.set()
+            return self.chain
+
+
+class Gateway:
+    def __init__(self, cfg, exit_on_fatal=True):
+        """exit_on_fatal: when a component is dead (gateway/health.py), stop and exit the
+        process with EXIT_FATAL (`gateway run`); False leaves that to the caller (tests),
+        who finds it in self.health.fatal_reason."""
+        self.cfg = cfg
+        self.exit_on_fatal = exit_on_fatal
+        self.health = health.Registry(on_fatal=self._fatal)
+        self.link = ChainLink(cfg)
         self.anchorer = None
         self.ingest = None
         self.keeper = None
@@ -52,16 +94,18 @@ class Gateway:
         # The one place the running gateway migrates its store; every thread below opens a
         # connection of its own with Store.connect. The Anchorer takes this one.
         store = Store.open(cfg.data_dir)
-        self.chain = open_chain(cfg)
-        self.anchorer = Anchorer(store, self.chain)
+        # the chain is connected in the anchor thread, when it answers (ChainLink)
+        self.anchorer = Anchorer(store, self.link, health=self.health)
         provider.configure(cfg.data_dir, cfg.storage_roots, cfg.ec_k, cfg.ec_m)
-        self.keeper = KeeperLoop(Keeper.open(Store.connect(cfg.data_dir), self.chain),
-                                 cfg.audit_seconds, cfg.audit_samples)
+        self.keeper = KeeperLoop(Keeper.open(Store.connect(cfg.data_dir), None),
+                                 cfg.audit_seconds, cfg.audit_samples, connect=self.link,
+                                 health=self.health)
         self.ingest = Ingest(cfg.data_dir, cfg.broker, cfg.max_message_bytes, cfg.epoch_seconds,
                              username=cfg.broker_username or None,
                              password=cfg.broker_password(), on_sealed=self.sealed,
                              object_keep_days=cfg.retention_days,
-                             object_max_bytes=cfg.retention_max_bytes or None)
+                             object_max_bytes=cfg.retention_max_bytes or None,
+                             min_free_bytes=cfg.min_free_bytes, health=self.health)
         self.anchorer.start()
         self.keeper.start()
         self.ingest.start()
@@ -69,10 +113,51 @@ class Gateway:
             self.start_web()
         if cfg.homeassistant:
             self.homeassistant = Bridge(cfg.data_dir, cfg.broker, cfg.gateway_id,
-                                        cfg.broker_username or None, cfg.broker_password()).start()
-        log.info("gateway up: data %s, broker %s, chain %s (chain id %d)", cfg.data_dir,
-                 cfg.broker, self.chain.rpc_url, self.chain.chain_id)
+                                        cfg.broker_username or None, cfg.broker_password(),
+                                        health=self.health).start()
+        log.info("gateway up: data %s, broker %s, chain %s (anchoring starts when it answers)",
+                 cfg.data_dir, cfg.broker, cfg.chain.rpc_url)
         return self
+
+    @property
+    def chain(self):
+        """The Chain client, or None until the chain has answered."""
+        return self.link.chain
+
+    @property
+    def chain_error(self):
+        """Why the chain is not connected yet (an exception), or None."""
+        return self.link.error
+
+    def wait_chain(self, timeout=120):
+        """The Chain client once the anchor thread has connected it; TimeoutError if the
+        chain has not answered within timeout seconds."""
+        if not self.link.ready.wait(timeout):
+            raise TimeoutError("the chain did not answer within %g s: %s" % (
+                timeout, self.link.error or "not tried yet"))
+        return self.link.chain
+
+    def _fatal(self, component, reason):
+        """A component is dead (gateway/health.py): stop what still runs and exit non-zero,
+        so that the service manager starts the gateway again."""
+        if not self.exit_on_fatal:
+            return
+
+        def bail():
+            log.critical("exiting with status %d so that the service manager restarts the "
+                         "gateway: %s", EXIT_FATAL, reason)
+            stopper = threading.Thread(target=self._stop_quietly, name="fatal-stop", daemon=True)
+            stopper.start()
+            stopper.join(FATAL_STOP_TIMEOUT)
+            logging.shutdown()
+            os._exit(EXIT_FATAL)
+        threading.Thread(target=bail, name="fatal", daemon=True).start()
+
+    def _stop_quietly(self):
+        try:
+            self.stop()
+        except Exception:
+            log.exception("stopping after a fatal error failed")
 
     def sealed(self, epoch):
         self.anchorer.notify(epoch)

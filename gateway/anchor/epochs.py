@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 
+from gateway.health import DISK_FULL, Registry, disk_full
 from gateway.wire import merkle
 
 log = logging.getLogger("edgekeep.anchor")
@@ -32,14 +33,23 @@ def seal_epoch(store):
 
 
 class Anchorer:
-    def __init__(self, store, chain):
-        """The outbox over a Store of its own (Store.connect: this thread's connection)."""
+    def __init__(self, store, chain, health=None):
+        """The outbox over a Store of its own (Store.connect: this thread's connection).
+
+        chain: the Chain client, or a function that makes one (called in the outbox's
+        thread, again with back-off until the chain answers: the gateway starts without it).
+        health: the process's gateway.health.Registry (a private one if None)."""
         self.store = store
-        self.chain = chain
+        if callable(chain):
+            self.chain, self._connect = None, chain
+        else:
+            self.chain, self._connect = chain, None
         self.wake = threading.Event()
         self._stop = threading.Event()
         self.backoff = 1
-        self.thread = threading.Thread(target=self._run, name="anchor", daemon=True)
+        registry = health or Registry()
+        self.health = registry.component("anchor")
+        self.thread = registry.thread("anchor", self._run, self._stop)
 
     def start(self):
         self.thread.start()
@@ -50,7 +60,7 @@ class Anchorer:
     def stop(self, drain_timeout=60):
         """Stop after every sealed epoch is mined, or after drain_timeout seconds."""
         deadline = time.monotonic() + drain_timeout
-        while self.pending() and time.monotonic() < deadline:
+        while self.chain is not None and self.pending() and time.monotonic() < deadline:
             self.wake.set()
             time.sleep(0.2)
         left = self.pending()
@@ -59,28 +69,77 @@ class Anchorer:
                         len(left))
         self._stop.set()
         self.wake.set()
-        self.thread.join()
+        if self.thread.is_alive():
+            self.thread.join()
 
     def pending(self):
         return self.store.unmined_epochs()
 
     def _run(self):
+        """The loop: connect to the chain if need be, then send what is pending. The chain
+        down and the disk full are waited out here; anything else escapes to the
+        supervisor (gateway/health.py), which logs, counts and restarts this loop."""
         while not self._stop.is_set():
             self.wake.wait(1.0)
             self.wake.clear()
-            for epoch in self.pending():
-                if self._stop.is_set():
-                    return
+            if self.chain is None and not self._connect_chain():
+                continue
+            try:
+                done = self.step()
+            except Exception as e:
+                if not disk_full(e):
+                    raise
+                self.health.pause(DISK_FULL, "disk full: %s" % e)
+                log.warning("anchor outbox: disk full (%s); retry in %d s", e, self.backoff)
+                self._wait_backoff()
+                continue
+            if done:
+                self.health.progress()  # alive again after waiting for the chain or the disk
+
+    def _connect_chain(self):
+        try:
+            self.chain = self._connect()
+        except Exception as e:
+            if self.backoff == 1 or self.backoff >= BACKOFF_MAX:
+                log.warning("chain not reachable (%s); anchoring waits, retry in %d s",
+                            str(e)[:200], self.backoff)
+            self.health.waiting("chain", "chain not reachable: %s" % str(e)[:200])
+            self._wait_backoff()
+            return False
+        self.backoff = 1
+        self.health.alive()
+        log.info("chain %s reachable (chain id %d); anchoring %d pending epoch(s)",
+                 self.chain.rpc_url, self.chain.chain_id, len(self.pending()))
+        return True
+
+    def _wait_backoff(self):
+        self._stop.wait(self.backoff)
+        self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+        self.wake.set()
+
+    def step(self):
+        """Anchor the pending epochs, oldest first, until one fails (it is kept and retried
+        after a back-off); True if none failed."""
+        for epoch in self.pending():
+            if self._stop.is_set():
+                return True
+            try:
+                self.anchor(epoch)
+                self.backoff = 1
+            except Exception as e:  # the chain may be down: keep the outbox, retry later
+                if disk_full(e):
+                    raise
                 try:
-                    self.anchor(epoch)
-                    self.backoff = 1
-                except Exception as e:  # the chain may be down: keep the outbox, retry later
                     self.store.epoch_failed(epoch, str(e)[:500])
-                    log.warning("anchoring epoch %d failed (%s); retry in %d s", epoch, e,
-                                self.backoff)
-                    self._stop.wait(self.backoff)
-                    self.backoff = min(self.backoff * 2, BACKOFF_MAX)
-                    break
+                except Exception as e2:
+                    if not disk_full(e2):
+                        raise
+                log.warning("anchoring epoch %d failed (%s); retry in %d s", epoch, e,
+                            self.backoff)
+                self.health.waiting("chain", "epoch %d not anchored: %s" % (epoch, str(e)[:200]))
+                self._wait_backoff()
+                return False
+        return True
 
     def anchor(self, epoch):
         row = self.store.epoch(epoch)

@@ -12,6 +12,7 @@ import itertools
 import logging
 import os
 import queue
+import shutil
 import threading
 import time
 from collections import Counter
@@ -21,6 +22,7 @@ from agent import cbor
 from agent.objects import KIND_CHUNK, KIND_MANIFEST
 from agent.proto import ACK_SEQ, ACK_VERSION, KIND_STATUS, VERSION, down_topic
 from gateway.anchor import epochs as anchor
+from gateway.health import DISK_FULL, MB, Backoff, Registry, disk_full
 from gateway.ingest import malloc, objects
 from gateway.mqtt.client import new_client
 from gateway.store import database as store
@@ -34,6 +36,7 @@ log = logging.getLogger("edgekeep.ingest")
 UP_FILTER = "ek/+/up/#"
 CHUNK_TOPIC = "/up/" + KIND_CHUNK
 BATCH_MAX = 512
+SPACE_CHECK = 1.0   # seconds between free-space checks, running or paused
 VERIFY_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
@@ -60,8 +63,10 @@ class RateLimitedLog:
 class Ingest:
     def __init__(self, data_dir, broker, max_bytes=65536, epoch_seconds=10.0,
                  client_id="edgekeep-gateway", username=None, password=None,
-                 on_sealed=None, object_keep_days=30, object_max_bytes=None):
+                 on_sealed=None, object_keep_days=30, object_max_bytes=None,
+                 min_free_bytes=0, health=None):
         self.store = store.Store.connect(data_dir)  # the write connection
+        self.data_dir = data_dir
         self.objects = objects.ObjectStore.open(self.store, object_keep_days, object_max_bytes)
         self.max_bytes = max_bytes
         self.epoch_seconds = epoch_seconds
@@ -77,7 +82,17 @@ class Ingest:
         self._load_devices()
         self.pool = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="verify")
         self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._run, name="ingest", daemon=True)
+        # Disk full pauses the ingest (see _disk_paused): the batch in hand is kept, unacked.
+        self.min_free_bytes = min_free_bytes
+        self.paused = None          # None, or why the ingest takes no messages ("disk_full")
+        self._held = None           # the batch a full disk stopped, retried on resume
+        self._next_space_check = 0.0
+        self._retry_at = 0.0
+        self._retry = Backoff(2, 60)
+        registry = health or Registry()
+        self.health = registry.component("ingest", critical=True, fail_limit=5)
+        self._worker = registry.thread("ingest", self._run, self._stop, critical=True,
+                                       fail_limit=5)
         self.client, b = new_client(broker, client_id, username, password, clean_session=False)
         self.host, self.port = b.host, b.port
         self.client.manual_ack_set(True)
@@ -106,11 +121,17 @@ class Ingest:
         them to this persistent session again on the next start.
         """
         self._stop.set()
-        self._worker.join()
+        if self._worker.ident is not None:
+            self._worker.join()
         self.client.disconnect()
         self.client.loop_stop()
         self.pool.shutdown()
-        self.seal_epoch()
+        try:
+            self.seal_epoch()
+        except Exception as e:
+            if not disk_full(e):
+                raise
+            log.warning("last epoch not sealed: disk full (%s); it is sealed on the next start", e)
         self.objects.provider.close()
         self._devices_store.close()
 
@@ -136,26 +157,89 @@ class Ingest:
     # -- worker ----------------------------------------------------------------
 
     def _run(self):
+        """The worker's loop, supervised (gateway/health.py): an exception that escapes it
+        is logged and counted, and the loop restarts after a back-off with the batch it
+        had in hand (never PUBACKed, so nothing is lost meanwhile). A full disk is not a
+        failure: the ingest pauses (_disk_paused) and retries the same batch on resume."""
         next_seal = time.monotonic() + self.epoch_seconds
         next_reload = time.monotonic() + 2
         while not self._stop.is_set():
-            batch = self._take_batch()
+            if self._disk_paused():
+                self._stop.wait(SPACE_CHECK)
+                continue
+            batch, self._held = self._held or self._take_batch(), None
             if batch:
                 try:
                     self.process(batch)
-                except Exception:
-                    log.exception("ingest batch failed; it will be redelivered")
+                except Exception as e:
+                    self._held = batch  # not acked: retried after the pause or the restart
+                    if not disk_full(e):
+                        raise
+                    self._pause_disk_full(e)
                     continue
                 for _, _, mid, qos in batch:
                     if qos:
                         self.client.ack(mid, qos)
+                self._retry.reset()
+                self.health.progress()
             now = time.monotonic()
             if now >= next_reload:
                 self._load_devices()
                 next_reload = now + 2
             if now >= next_seal:
-                self.seal_epoch()
+                try:
+                    self.seal_epoch()
+                except Exception as e:
+                    if not disk_full(e):
+                        raise
+                    self._pause_disk_full(e)
+                    continue  # sealed after the pause
                 next_seal = now + self.epoch_seconds
+
+    # -- disk full: pause, resume --------------------------------------------------
+
+    def _free_bytes(self):
+        return shutil.disk_usage(self.data_dir).free
+
+    def _disk_paused(self):
+        """True while the ingest must not take messages: free space on the data directory's
+        filesystem below min_free_bytes, or a write failed with the disk full and its retry
+        time has not come. Checked every SPACE_CHECK seconds; resumes by itself."""
+        now = time.monotonic()
+        if now < self._next_space_check:
+            return self.paused is not None
+        self._next_space_check = now + SPACE_CHECK
+        free = self._free_bytes()
+        if self.min_free_bytes and free < self.min_free_bytes:
+            self._pause(free, "below the %d MB minimum (min_free_bytes)"
+                        % (self.min_free_bytes // MB))
+            self._retry_at = 0.0
+            return True
+        if self.paused is None:
+            return False
+        if now < self._retry_at:
+            return True
+        log.warning("ingest resumed: %d MB free on %s; taking messages again",
+                    free // MB, self.data_dir)
+        self.paused = None
+        self.health.resume()
+        return False
+
+    def _pause_disk_full(self, exc):
+        """A write failed with the disk full: cleanup has run, nothing was acked; pause and
+        retry after a back-off (2 s doubling to 60 s) or once space is above the minimum."""
+        self._retry_at = time.monotonic() + self._retry.next()
+        self._next_space_check = 0.0
+        self._pause(self._free_bytes(), "a write failed: %s" % str(exc)[:200])
+
+    def _pause(self, free, why):
+        detail = "disk full, %d MB free" % (free // MB)
+        if self.paused is None:
+            log.warning("ingest paused: %s on %s, %s; messages wait on the devices and in the "
+                        "broker, and the ingest resumes by itself when space is freed",
+                        detail, self.data_dir, why)
+        self.paused = DISK_FULL
+        self.health.pause(DISK_FULL, detail)
 
     def _take_batch(self):
         try:

@@ -17,6 +17,7 @@ import threading
 import time
 
 from agent.objects import KIND_MANIFEST
+from gateway.health import DISK_FULL, WAITING, Registry, disk_full, unreachable
 from gateway.keeper.challenges import Challenge, Outcome, check, draw, record_hash, seed_block
 from gateway.store.audits import Record
 from gateway.store.provider import Provider, Unrecoverable
@@ -204,15 +205,20 @@ class Keeper:
 
 class KeeperLoop:
     """The running gateway's Keeper: copies sealed messages into the Provider as epochs seal,
-    re-protects a lost root at once, and audits every `period` seconds."""
+    re-protects a lost root at once, and audits every `period` seconds once the chain answers."""
 
-    def __init__(self, keeper, period=600, samples=16):
-        """keeper: a Keeper on a Store of its own (Store.connect: this thread's connection)."""
+    def __init__(self, keeper, period=600, samples=16, connect=None, health=None):
+        """keeper: a Keeper on a Store of its own (Store.connect: this thread's connection);
+        its chain may be None, with `connect` a function that makes it (tried before each
+        audit until the chain answers). health: the process's gateway.health.Registry."""
         self.keeper = keeper
         self.period, self.samples = period, samples
+        self.connect = connect
         self.wake = threading.Event()
         self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="keeper", daemon=True)
+        registry = health or Registry()
+        self.health = registry.component("keeper")
+        self.thread = registry.thread("keeper", self._run, self._stop)
 
     def start(self):
         self.thread.start()
@@ -224,10 +230,18 @@ class KeeperLoop:
     def stop(self):
         self._stop.set()
         self.wake.set()
-        self.thread.join()
-        self.keeper.protect()
+        if self.thread.is_alive():
+            self.thread.join()
+        try:
+            self.keeper.protect()
+        except Exception as e:
+            log.warning("keeper: last copy into the Provider failed (%s); done on the next start",
+                        e)
 
     def _run(self):
+        """One round per wake-up (or 5 s). The disk full and the chain down are waited out
+        here; anything else escapes to the supervisor (gateway/health.py), which logs,
+        counts and restarts this loop."""
         next_audit = time.monotonic() + self.period
         while not self._stop.is_set():
             self.wake.wait(5)
@@ -238,8 +252,31 @@ class KeeperLoop:
                     log.error("storage root(s) lost: %s; repairing",
                               ", ".join(self.keeper.provider.missing_roots()))
                     self.keeper.repair()
-                if time.monotonic() >= next_audit:
+                if time.monotonic() >= next_audit and self._chain():
                     next_audit = time.monotonic() + self.period
                     self.keeper.anchor(self.keeper.audit_sample(self.samples))
-            except Exception:
-                log.exception("keeper round failed; retrying")
+            except Exception as e:
+                if disk_full(e):
+                    if self.health.state != "paused":
+                        log.warning("keeper paused: disk full (%s)", e)
+                    self.health.pause(DISK_FULL, "disk full: %s" % str(e)[:200])
+                    continue
+                if unreachable(e):  # the chain went away during an audit: the next round
+                    self.health.waiting("chain", "chain not reachable: %s" % str(e)[:200])
+                    continue
+                raise
+            self.health.progress(alive=self.health.state != WAITING or self.keeper.chain is not None)
+
+    def _chain(self):
+        """True once the Keeper has its chain (made by `connect` when it answers)."""
+        if self.keeper.chain is not None:
+            return True
+        if self.connect is None:
+            return False
+        try:
+            self.keeper.chain = self.connect()
+        except Exception as e:
+            self.health.waiting("chain", "audits wait for the chain: %s" % str(e)[:200])
+            return False
+        self.health.alive()
+        return True
