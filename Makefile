@@ -5,7 +5,7 @@ VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMPS  := .stamps
 
-.PHONY: setup setup-test demo test test-unit lint bench clean system
+.PHONY: setup setup-test demo test test-unit lint bench clean system fuzz
 
 setup: $(STAMPS)/venv $(STAMPS)/npm system
 
@@ -43,6 +43,10 @@ test-unit: $(STAMPS)/venv
 lint: $(STAMPS)/venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+# Atheris fuzz targets (fuzz/targets.py), FUZZ_SECONDS (default 60) each; prints exec counts.
+fuzz: $(STAMPS)/venv
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-60} $(VPY) -m fuzz.run
 
 bench: setup
 	for b in bench/*.py; do case $$b in */common.py) ;; *) $(VPY) $$b ;; esac; done

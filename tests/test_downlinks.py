@@ -378,3 +378,63 @@ def test_micropython_agent_outlives_malformed_downlinks(tmp_path, broker, kind):
         assert captures == 1
     health = gw.stop_and_verify(last)
     assert health["bad"] == expected and health["rej"] == 0
+
+
+MP_CORPUS = """
+import gc, struct
+from agent import cbor
+counts = {"ok": 0, "ValueError": 0}
+other = []
+outcome = bytearray()
+with open("corpus.bin", "rb") as f:
+    while True:
+        head = f.read(4)
+        if not head:
+            break
+        data = f.read(struct.unpack(">I", head)[0])
+        gc.collect()  # this build collects only when asked
+        try:
+            cbor.loads(data)
+            counts["ok"] += 1
+            outcome.append(0x31)
+        except ValueError:
+            counts["ValueError"] += 1
+            outcome.append(0x30)
+        except Exception as e:
+            other.append("%s %s" % (type(e).__name__, e))
+            outcome.append(0x32)
+print("ok", counts["ok"])
+print("ValueError", counts["ValueError"])
+print("other", len(other), other[:5])
+gc.collect()
+print("outcome", outcome.decode())
+"""
+
+
+@pytest.mark.integration
+def test_cbor_loads_raises_only_value_error_on_micropython(tmp_path):
+    """The same corpus on the MicroPython WebAssembly build: the same outcome for each input."""
+    import struct
+
+    from agent.runtime.micropython import MicroPythonDevice
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    inputs = corpus(3000)
+    with open(flash / "corpus.bin", "wb") as f:
+        for data in inputs:
+            f.write(struct.pack(">I", len(data)) + data)
+    rc, out, err = MicroPythonDevice(str(flash), heap=98304).run(textwrap.dedent(MP_CORPUS),
+                                                                 timeout=120)
+    assert (rc, err) == (0, ""), out[-2000:] + err[-2000:]
+    lines = dict(line.split(" ", 1) for line in out.splitlines())
+    assert lines["other"].startswith("0 "), lines["other"]
+    want = ""
+    for data in inputs:
+        try:
+            cbor.loads(data)
+            want += "1"
+        except ValueError:
+            want += "0"
+    differ = [i for i, (a, b) in enumerate(zip(lines["outcome"], want)) if a != b]
+    assert not differ, [(inputs[i].hex(), lines["outcome"][i]) for i in differ[:5]]
+    assert int(lines["ok"]) > 100 and int(lines["ValueError"]) > 1000
