@@ -17,9 +17,11 @@ from gateway.config import ChainConfig, Config
 from gateway.mqtt.broker import Mosquitto
 from gateway.owner.keyring import Keyring
 from gateway.service import Gateway
-from gateway.store.database import Store
+from gateway.store.database import Store, db_path
 
 log = logging.getLogger("edgekeep.demo")
+
+DEVICE_STOP = 5     # seconds the simulated devices get, all together, to hand over their queue
 
 
 def owner_passphrase(sim_dir):
@@ -47,7 +49,11 @@ def provision(paths, kind, store, chain, ring, broker):
     return paths
 
 
-def run(args):
+def run(args, stopping=lambda: None):
+    """Run the demo until --duration has passed or KeyboardInterrupt (the CLI raises it on
+    SIGTERM, SIGINT and SIGHUP); then stop the devices, the gateway, the chain and the broker,
+    in that order, and return 0. stopping(): called as the stop begins (the CLI's
+    hold_signals, so that a second signal does not cut the stop short)."""
     data_dir = os.path.abspath(args.data_dir)
     sim_dir = os.path.join(data_dir, "sim")
     os.makedirs(sim_dir, exist_ok=True)
@@ -55,7 +61,7 @@ def run(args):
     cfg = Config(data_dir=data_dir, broker=args.broker, epoch_seconds=args.epoch_seconds,
                  web_port=0, chain=ChainConfig(block_time=args.block_time))
     if not args.broker:
-        broker = Mosquitto(os.path.join(data_dir, "broker"), auth=True).start()
+        broker = Mosquitto(os.path.join(data_dir, "broker"), auth=True)
         cfg.broker = broker.url
         cfg.broker_username = "gateway"
         cfg.broker_password_file = broker.credentials.gateway_secret
@@ -64,6 +70,8 @@ def run(args):
     stop = threading.Event()
     threads = []
     try:
+        if broker:
+            broker.start()
         gw.start()
         gw.wait_chain()  # the devices are registered on chain below
         store = Store.connect(data_dir)  # gw.start() opened (migrated) it
@@ -90,17 +98,43 @@ def run(args):
             t.start()
             threads.append(t)
         _wait(threads, args.duration, stop)
+        stopping()
     except KeyboardInterrupt:
-        print("stopping...", flush=True)
+        stopping()
+        _say("stopping...")
     finally:
+        stopping()
         stop.set()
-        for t in threads:
-            t.join(30)
-        gw.stop()
+        _join(threads, DEVICE_STOP)
+        gw.stop()  # logs a step that fails and goes on
         if broker:
-            broker.stop()
-    _print_summary(data_dir)
+            try:
+                broker.stop()
+            except Exception:
+                log.exception("stopping the broker failed")
+    try:
+        _print_summary(data_dir)
+    except Exception as e:  # e.g. stopped before the store was made
+        log.warning("no summary: %s", e)
     return 0
+
+
+def _join(threads, timeout):
+    """Wait for the devices' threads, `timeout` seconds for all of them. A device still
+    flushing keeps its queue on its flash (sim/<device>/spool) and sends it next time."""
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    left = sum(t.is_alive() for t in threads)
+    if left:
+        log.info("%d simulated device(s) still flushing; their queue stays on their flash", left)
+
+
+def _say(text):
+    try:
+        print(text, flush=True)
+    except OSError:  # the terminal is gone (SIGHUP)
+        pass
 
 
 def _wait(threads, duration, stop):
@@ -127,9 +161,11 @@ def _print_where(cfg, gw, url, sim_dir, keyring, passfile):
 
 
 def _print_summary(data_dir):
+    if not os.path.exists(db_path(data_dir)):
+        return
     store = Store.connect(data_dir)
     epochs = store.epochs()
     mined = sum(1 for e in epochs if e["status"] == "mined")
-    print("stored %d messages from %d devices; %d epochs, %d anchored" % (
-        store.message_count(), len(store.devices()), len(epochs), mined), flush=True)
+    _say("stored %d messages from %d devices; %d epochs, %d anchored" % (
+        store.message_count(), len(store.devices()), len(epochs), mined))
     store.close()

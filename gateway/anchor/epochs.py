@@ -15,6 +15,7 @@ from gateway.wire import merkle
 log = logging.getLogger("edgekeep.anchor")
 
 RECEIPT_TIMEOUT = 60
+DRAIN_TIMEOUT = 10  # Anchorer.stop: seconds, all told, for the outbox to empty
 BACKOFF_MAX = 60
 
 
@@ -57,20 +58,24 @@ class Anchorer:
     def notify(self, epoch=None):
         self.wake.set()
 
-    def stop(self, drain_timeout=60):
-        """Stop after every sealed epoch is mined, or after drain_timeout seconds."""
+    def stop(self, drain_timeout=DRAIN_TIMEOUT):
+        """Stop after every sealed epoch is mined, or after drain_timeout seconds all told (a
+        receipt being waited for included). Epochs still in the outbox stay there, sealed,
+        and are anchored first at the next start; a transaction already sent is found on
+        chain then (anchor_of) and not sent twice."""
         deadline = time.monotonic() + drain_timeout
         while self.chain is not None and self.pending() and time.monotonic() < deadline:
             self.wake.set()
             time.sleep(0.2)
+        self._stop.set()
+        self.wake.set()
+        if self.thread.is_alive():
+            # Waiting for a receipt, it ends with the process (a daemon thread).
+            self.thread.join(max(0.1, deadline - time.monotonic()))
         left = self.pending()
         if left:
             log.warning("stopping with %d epoch(s) not yet anchored; they go out on the next start",
                         len(left))
-        self._stop.set()
-        self.wake.set()
-        if self.thread.is_alive():
-            self.thread.join()
 
     def pending(self):
         return self.store.unmined_epochs()

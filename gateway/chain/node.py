@@ -2,6 +2,11 @@
 
 Files under <data_dir>/chain/: anvil-state.json (chain state, dumped every second and on
 SIGTERM), anvil.log, and anvil.json ({pid, port, url}) while a node runs.
+
+Whoever starts an anvil owns it: anvil gets SIGTERM (and dumps its state) when the process
+that started it dies, however it dies, SIGKILL included (localhost.spawn). A
+process that finds one already running for its data directory uses it and leaves it to its
+owner.
 """
 import json
 import os
@@ -12,7 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from gateway.localhost import free_port
+from gateway.localhost import free_port, spawn
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ANVIL_BIN = REPO_ROOT / "node_modules" / ".bin" / "anvil"
@@ -87,7 +92,13 @@ class Anvil:
         return cmd
 
     def start(self, detach=False):
-        """Start anvil and wait until it answers JSON-RPC. With detach, it outlives this process."""
+        """Start anvil and wait until it answers JSON-RPC.
+
+        It dies with this process (SIGTERM, so it dumps its state). With detach it runs in a
+        session of its own, so that a terminal's Ctrl-C or hang-up, or `timeout` signalling
+        the process group, reaches only this process, which stops anvil last, after the
+        gateway's final anchor.
+        """
         if not ANVIL_BIN.exists():
             raise AnvilError("%s not found; run `npm ci` in %s" % (ANVIL_BIN, REPO_ROOT))
         url = running_url(self.chain_dir.parent)
@@ -100,8 +111,8 @@ class Anvil:
             # Checked first: otherwise whatever listens there would answer for our anvil.
             raise AnvilError("127.0.0.1:%d is already in use" % self.port)
         with open(self.log_file, "ab") as log:
-            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=detach)
+            self.proc = spawn(self.command(), signal.SIGTERM, stdin=subprocess.DEVNULL,
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=detach)
         self._wait_until_up()
         self.info_file.write_text(json.dumps(
             {"pid": self.proc.pid, "port": self.port, "url": self.rpc_url}) + "\n")
@@ -169,25 +180,27 @@ def running_url(data_dir):
     return None
 
 
-_detached = {}  # data_dir -> Anvil started by ensure_running in this process
+_owned = {}  # data_dir -> Anvil started by ensure_running in this process
 
 
 def ensure_running(data_dir, block_time=5):
-    """URL of the anvil for data_dir; starts a detached one from the persisted state if needed.
+    """URL of the anvil for data_dir; starts one from the persisted state if none runs.
 
-    The detached anvil outlives this process; stop it with stop_running(data_dir).
+    One this call starts belongs to this process: it runs in a session of its own (terminal
+    signals reach only this process) and dies with this process; stop it sooner with
+    stop_running(data_dir). One that already runs (another process's) is only used.
     """
     url = running_url(data_dir)
     if url:
         return url
     anvil = Anvil(data_dir, block_time=block_time).start(detach=True)
-    _detached[str(Path(data_dir).resolve())] = anvil
+    _owned[str(Path(data_dir).resolve())] = anvil
     return anvil.rpc_url
 
 
 def stop_running(data_dir):
     """Stop the anvil recorded for data_dir, if one runs; True if one was stopped."""
-    anvil = _detached.pop(str(Path(data_dir).resolve()), None)
+    anvil = _owned.pop(str(Path(data_dir).resolve()), None)
     if anvil is not None:
         anvil.stop()
         return True

@@ -6,7 +6,7 @@ import logging
 import os
 import signal
 import sys
-import threading
+import time
 
 from gateway.cli.common import chain_for, open_store
 from gateway.config import Config
@@ -17,23 +17,57 @@ PLUGINS = ["gateway.cli.broker", "gateway.cli.admin", "gateway.cli.objects", "ga
            "gateway.cli.ota"]
 
 
+log = logging.getLogger("edgekeep")
+
+# kill / systemctl stop, Ctrl-C, a closed terminal: each stops `run` and `demo` cleanly, and
+# they exit 0 (docs/operations.md, "Stopping").
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def stop_on_signals():
+    """From now on the first of SIGTERM, SIGINT or SIGHUP raises KeyboardInterrupt in the main
+    thread, wherever it is (starting up included), so that the command's finally stops what
+    it started. Later ones are only noted (hold_signals)."""
+    def stop(signum, frame):
+        hold_signals()
+        log.warning("%s: stopping", signal.Signals(signum).name)
+        raise KeyboardInterrupt
+    for s in STOP_SIGNALS:
+        signal.signal(s, stop)
+
+
+def hold_signals():
+    """Stopping has begun: a stop signal no longer interrupts it (the stop is bounded, and
+    SIGKILL still ends everything at once: the children die with their parent)."""
+    def noted(signum, frame):
+        log.warning("%s: already stopping", signal.Signals(signum).name)
+    for s in STOP_SIGNALS:
+        signal.signal(s, noted)
+
+
 def cmd_run(args):
     from gateway.service import Gateway
     cfg = Config.load(args.config)
-    gw = Gateway(cfg).start()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
-    signal.signal(signal.SIGINT, lambda *a: stop.set())
-    print("gateway running (data %s, broker %s); Ctrl-C to stop" % (cfg.data_dir, cfg.broker),
-          flush=True)
-    stop.wait()
-    gw.stop()
+    gw = Gateway(cfg)
+    stop_on_signals()
+    try:
+        gw.start()
+        print("gateway running (data %s, broker %s); Ctrl-C to stop" % (cfg.data_dir, cfg.broker),
+              flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        hold_signals()
+        gw.stop()
     return 0
 
 
 def cmd_demo(args):
     from gateway import demo
-    return demo.run(args)
+    stop_on_signals()
+    return demo.run(args, stopping=hold_signals)
 
 
 def cmd_verify(args):
@@ -260,3 +294,22 @@ def main(argv=None):
             raise
         print("error: %s" % e, file=sys.stderr)
         return 1
+    finally:
+        _drop_lost_terminal()
+
+
+def _drop_lost_terminal():
+    """After SIGHUP from a closed terminal, stdout and stderr may be gone: point them at
+    /dev/null so that the interpreter's final flush cannot turn exit status 0 into 120."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            fd = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(fd, stream.fileno())
+            except (OSError, ValueError):
+                setattr(sys, name, open(os.devnull, "w"))
+            finally:
+                os.close(fd)

@@ -28,6 +28,8 @@ log = logging.getLogger("edgekeep.discovery")
 PREFIX = "homeassistant"
 HA_STATUS = PREFIX + "/status"      # HA's birth message; configs are re-sent on "online"
 ORIGIN = {"name": "EdgeKeep"}
+PUBLISH_WAIT = 10   # seconds a publish waits for the broker's PUBACK
+STOP_WAIT = 2       # ... once stopping: stop() takes at most about this long
 SAFE_ID = re.compile(r"^[a-zA-Z0-9_-]+$")   # what HA accepts as a discovery object id
 
 # Readings an owner may share: field -> (entity name, device class, unit, scale from the
@@ -189,6 +191,7 @@ class Publisher:
         self.client.on_connect = self._on_connect
         self.client.message_callback_add(HA_STATUS, self._on_ha_status)
         self.connected = threading.Event()
+        self.closing = threading.Event()
         self.configs[gateway_identifier(gateway_id)] = gateway_config(gateway_id)
 
     def start(self, timeout=15):
@@ -199,8 +202,18 @@ class Publisher:
         return self
 
     def stop(self):
-        self._publish(gateway_availability_topic(self.gateway_id), "offline")
-        self.client.disconnect()
+        """Mark the gateway offline and disconnect, in about STOP_WAIT seconds at most; never
+        raises. With the broker gone the mark cannot go out: a broker that comes back has
+        the gateway's will ("offline") or HA's own timeout to show it."""
+        self.closing.set()
+        try:
+            self._publish(gateway_availability_topic(self.gateway_id), "offline")
+        except Exception as e:  # the broker is gone, or the connection with it
+            log.warning("discovery: could not mark the gateway offline (%s)", e)
+        try:
+            self.client.disconnect()
+        except Exception as e:
+            log.warning("discovery: disconnect failed (%s)", e)
         self.client.loop_stop()
 
     def sync(self, devices, shares):
@@ -243,7 +256,8 @@ class Publisher:
         self._publish(device_topic(dev_hex, "motion"), "ON" if detected else "OFF", retain=False)
 
     def _publish(self, topic, payload, retain=True):
-        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        info.wait_for_publish(STOP_WAIT if self.closing.is_set() else PUBLISH_WAIT)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:

@@ -26,6 +26,9 @@ from gateway.wire import merkle, objects, protocol
 log = logging.getLogger("edgekeep.keeper")
 
 RECEIPT_TIMEOUT = 60
+PROTECT_SAVE_EVERY = 64     # protect() records its position at least this often
+STOP_JOIN = 5               # KeeperLoop.stop: seconds for the loop to finish its step
+STOP_COPY = 3               # KeeperLoop.stop: seconds of a last copy; the rest at the next start
 
 # -- challenges: a function of the chain alone ---------------------------------------
 
@@ -42,24 +45,42 @@ class Keeper:
         self.audits = store.audits
         self.provider = provider
         self.chain = chain
+        self.halt = threading.Event()   # set: protect() returns between two messages
+        self.backlog = 0                # messages protect() left for its next call
 
     @classmethod
     def open(cls, store, chain):
         """The Keeper of a Store's data directory, with its Provider."""
         return cls(store, Provider.open(store), chain)
 
-    def protect(self):
-        """Copy messages the Provider does not hold yet into it; how many."""
+    def protect(self, deadline=None):
+        """Copy messages the Provider does not hold yet into it, oldest first; how many.
+
+        Interruptible: returns between two messages once `halt` is set or time.monotonic()
+        passes `deadline`, leaving `backlog` messages for the next call. Its position
+        (keeper_state protected_id) is saved as it goes and on the way out, so a stop, or a
+        crash, midway loses nothing: the next call (the next start) resumes there, and a
+        message copied again is a no-op (Provider.put of a blob it holds).
+        """
         since = self.audits.state("protected_id")
         rows = self.store.messages_from(since)
-        for mid, digest, raw in rows:
-            if hashlib.sha256(raw).digest() != digest:
-                log.error("message %d is corrupt in the store; not copied", mid)
-                continue
-            self.provider.put(digest, raw)
-        if rows:
-            self.audits.set_state("protected_id", rows[-1].id)
-        return len(rows)
+        done, n = since, 0
+        try:
+            for mid, digest, raw in rows:
+                if self.halt.is_set() or (deadline is not None and time.monotonic() >= deadline):
+                    break
+                if hashlib.sha256(raw).digest() != digest:
+                    log.error("message %d is corrupt in the store; not copied", mid)
+                else:
+                    self.provider.put(digest, raw)
+                done, n = mid, n + 1
+                if n % PROTECT_SAVE_EVERY == 0:
+                    self.audits.set_state("protected_id", done)
+        finally:
+            self.backlog = len(rows) - n
+            if done != since:
+                self.audits.set_state("protected_id", done)
+        return n
 
     # audits
 
@@ -227,16 +248,28 @@ class KeeperLoop:
     def notify(self, epoch=None):
         self.wake.set()
 
-    def stop(self):
+    def stop(self, join=STOP_JOIN, copy=STOP_COPY):
+        """Stop within about join + copy seconds. The copy backlog is not drained: the loop's
+        copy stops between two messages, then a last copy runs for at most `copy` seconds
+        (enough for the last epoch at a normal rate) and what is left is copied at the next
+        start (protect() keeps its position)."""
         self._stop.set()
+        self.keeper.halt.set()
         self.wake.set()
         if self.thread.is_alive():
-            self.thread.join()
+            self.thread.join(join)
+        if self.thread.is_alive():  # an audit or repair step in hand: it ends with the process
+            log.warning("keeper: still busy after %g s; stopping without it", join)
+            return
+        self.keeper.halt.clear()
         try:
-            self.keeper.protect()
+            self.keeper.protect(deadline=time.monotonic() + copy)
         except Exception as e:
             log.warning("keeper: last copy into the Provider failed (%s); done on the next start",
                         e)
+        if self.keeper.backlog:
+            log.warning("keeper: %d message(s) not copied into the Provider yet; copied at the "
+                        "next start", self.keeper.backlog)
 
     def _run(self):
         """One round per wake-up (or 5 s). The disk full and the chain down are waited out

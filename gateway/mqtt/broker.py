@@ -20,7 +20,7 @@ import shutil
 import signal
 import subprocess
 
-from gateway.localhost import free_port, wait_port
+from gateway.localhost import free_port, spawn, wait_port
 
 SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 
@@ -257,9 +257,13 @@ class Mosquitto:
         return conf
 
     def start(self, timeout=10):
+        """Start Mosquitto and wait for its listeners. It runs in a session of its own (a
+        terminal's Ctrl-C or hang-up reaches only this process, which stops it after the
+        gateway has drained) and dies with this process, however this process dies."""
         conf = self.write_conf()
-        self.proc = subprocess.Popen([find_mosquitto(), "-c", conf],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = spawn([find_mosquitto(), "-c", conf], signal.SIGTERM,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          start_new_session=True)
         ports = [self.port] + ([self.tls_port] if self.tls else [])
         if not all(wait_port("127.0.0.1", p, timeout) for p in ports):
             err = self.proc.stderr.read().decode(errors="replace") if self.proc.poll() is not None else ""
