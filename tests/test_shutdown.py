@@ -18,6 +18,8 @@ import time
 
 import pytest
 
+from gateway.keeper.audit import Keeper
+from gateway.store import provider
 from gateway.store.database import Store
 from tests.helpers.e2e import write_config
 from tests.helpers.paths import ENV, REPO
@@ -294,3 +296,9 @@ def test_sigterm_under_load_stops_within_the_bound(demo):
     assert rc == 0, text[-3000:]
     assert took < STOP_BOUND, "took %.1f s" % took
     assert_nothing_left(proc.pid, marker, before)
+    # What the Keeper left is copied by the next start's first protect(), from where it stopped.
+    keeper = Keeper.open(Store.open(data), None)
+    assert keeper.protect() == int(backlog[0] if backlog else 0)
+    digests = [r[0] for r in Store.open(data).db.execute("SELECT digest FROM messages")]
+    held = provider.Provider.open(Store.open(data))
+    assert digests and all(held.has(d) for d in digests)
