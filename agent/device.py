@@ -188,15 +188,25 @@ class Agent:
     # would otherwise come back at every reconnect) or the loop.
 
     def downlink(self, topic, payload):
-        """The transport's on_message: on_message (which subclasses extend), guarded."""
+        """The transport's on_message: on_message (which subclasses extend), guarded. Out of
+        memory, it collects and tries once more (the handlers are idempotent: an ack, a chunk
+        ack, an OTA chunk or the same offer again): a port that collects only when asked may
+        have the room, and a good offer must not be lost to a full heap."""
         try:
-            self.on_message(topic, payload)
-        except Exception as e:  # MemoryError included: the next downlink may fit
+            try:
+                self.on_message(topic, payload)
+            except MemoryError:
+                collect()
+                self.on_message(topic, payload)
+        except Exception as e:
             self.bad_downlink(topic, e)
 
     def bad_downlink(self, topic, why):
         self.bad_downlinks += 1
-        self.log("bad downlink on %s: %s" % (topic, why))
+        try:
+            self.log("bad downlink on %s: %s" % (topic, why))
+        except MemoryError:
+            pass
 
     def on_message(self, topic, payload):
         if topic == self.ack_topic:
