@@ -27,6 +27,7 @@ log = logging.getLogger("edgekeep.keeper")
 
 RECEIPT_TIMEOUT = 60
 PROTECT_SAVE_EVERY = 64     # protect() records its position at least this often
+PROTECT_PAGE = 256          # protect() reads the messages to copy this many at a time
 STOP_JOIN = 5               # KeeperLoop.stop: seconds for the loop to finish its step
 STOP_COPY = 3               # KeeperLoop.stop: seconds of a last copy; the rest at the next start
 
@@ -63,21 +64,28 @@ class Keeper:
         message copied again is a no-op (Provider.put of a blob it holds).
         """
         since = self.audits.state("protected_id")
-        rows = self.store.messages_from(since)
+        last = self.store.latest_message_id()   # what came later is for the next call
         done, n = since, 0
         try:
-            for mid, digest, raw in rows:
-                if self.halt.is_set() or (deadline is not None and time.monotonic() >= deadline):
+            while done < last:
+                # A page at a time: a backlog of any size (a Keeper slower than the ingest,
+                # a start after a long stop) costs one page of memory (bench/soak.py).
+                rows = [r for r in self.store.messages_from(done, PROTECT_PAGE) if r.id <= last]
+                if not rows:
                     break
-                if hashlib.sha256(raw).digest() != digest:
-                    log.error("message %d is corrupt in the store; not copied", mid)
-                else:
-                    self.provider.put(digest, raw)
-                done, n = mid, n + 1
-                if n % PROTECT_SAVE_EVERY == 0:
-                    self.audits.set_state("protected_id", done)
+                for mid, digest, raw in rows:
+                    if self.halt.is_set() or (deadline is not None
+                                              and time.monotonic() >= deadline):
+                        return n
+                    if hashlib.sha256(raw).digest() != digest:
+                        log.error("message %d is corrupt in the store; not copied", mid)
+                    else:
+                        self.provider.put(digest, raw)
+                    done, n = mid, n + 1
+                    if n % PROTECT_SAVE_EVERY == 0:
+                        self.audits.set_state("protected_id", done)
         finally:
-            self.backlog = len(rows) - n
+            self.backlog = max(0, last - done)   # row ids: messages are never deleted
             if done != since:
                 self.audits.set_state("protected_id", done)
         return n

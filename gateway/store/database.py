@@ -368,10 +368,12 @@ class Store:
 
     # -- what the Keeper and the Provider read --------------------------------------
 
-    def messages_from(self, after_id: int) -> list[StoredMessage]:
-        """[(id, digest, raw)] of the messages stored after row id after_id, oldest first."""
+    def messages_from(self, after_id: int, limit: int = -1) -> list[StoredMessage]:
+        """[(id, digest, raw)] of the messages stored after row id after_id, oldest first; at
+        most limit of them (-1: all)."""
         return [StoredMessage._make(r) for r in self.db.execute(
-            "SELECT id, digest, raw FROM messages WHERE id > ? ORDER BY id", (after_id,))]
+            "SELECT id, digest, raw FROM messages WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, limit))]
 
     def sealed_messages(self) -> list[Row]:
         """Every sealed message as a dict (device, seq, kind, raw, epoch, leaf), by epoch and
