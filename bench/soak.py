@@ -7,7 +7,9 @@ a signed batch of 32 readings every 1-2 s (uniformly at random) on one QoS 1 con
 broker has accounts like a Pi's; the load connects as the gateway's account, the one that
 may write every device's uplink. Every --interval the gateway's RSS (/proc/<pid>/status
 VmRSS) and CPU time (/proc/<pid>/stat utime+stime) are sampled; the RSS slope is a least
-squares fit over the samples after the warm-up. Progress goes to stderr, one result line to
+squares fit over the samples after the warm-up. At each sample the gateway also notes glibc
+malloc's bytes in use and free-but-kept (mallinfo2) and Python's allocated blocks, which tell
+a leak (in use grows) from memory held for reuse. Progress goes to stderr, one result line to
 stdout.
 
     .venv/bin/python bench/soak.py [--minutes 60] [--devices 100] [--interval 60]
@@ -72,12 +74,27 @@ def slope_per_hour(samples):
 
 # -- the gateway process ---------------------------------------------------------------------
 
+def malloc_mb():
+    """(in use, free but kept) by glibc's malloc in this process, in MB; None without mallinfo2.
+    RSS that grows while "in use" does not is freed memory malloc keeps (gateway/ingest/malloc.py
+    lets it keep up to 16 MB of heap top per arena), not a leak."""
+    import ctypes
+
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+            "fordblks", "keepcost")]
+    try:
+        fn = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype = Mallinfo2
+    m = fn()
+    return (m.uordblks + m.hblkhd) / 2**20, m.fordblks / 2**20
+
+
 def child(config, ready_file):
     """python bench/soak.py --child <gateway.toml> <ready-file>: the gateway, until SIGTERM."""
-    trace = os.environ.get("EK_SOAK_TRACE")
-    if trace:
-        import tracemalloc
-        tracemalloc.start(int(trace))
     import logging
 
     from gateway.config import Config
@@ -88,27 +105,37 @@ def child(config, ready_file):
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     signal.signal(signal.SIGUSR1, lambda *a: snap.set())
     gw = Gateway(Config.load(config)).start()
+    trace = os.environ.get("EK_SOAK_TRACE")
+    if trace:   # after the start: imports and set-up are not what grows
+        import tracemalloc
+        tracemalloc.start(int(trace))
     with open(ready_file, "w") as f:
         f.write("%d\n" % os.getpid())
     first, n = None, 0
+    here = os.path.dirname(ready_file)
     while not stop.wait(0.2):
-        if snap.is_set() and trace:
-            snap.clear()
-            import gc
-            gc.collect()
-            now = tracemalloc.take_snapshot().filter_traces(
-                [tracemalloc.Filter(False, tracemalloc.__file__)])
-            if first is None:
-                first = now
-            else:
-                n += 1
-                stats = now.compare_to(first, "traceback")[:15]
-                with open(os.path.join(os.path.dirname(ready_file), "trace-%d.txt" % n), "w") as f:
-                    f.write("traced %.1f MB\n" % (tracemalloc.get_traced_memory()[0] / 2**20))
-                    for s in stats:
-                        f.write("\n%+.1f KB (%+d blocks), %.1f KB now\n"
-                                % (s.size_diff / 1024, s.count_diff, s.size / 1024))
-                        f.write("\n".join("    " + line for line in s.traceback.format()[-6:]) + "\n")
+        if not snap.is_set():
+            continue
+        snap.clear()
+        kept = malloc_mb() or (0.0, 0.0)
+        with open(os.path.join(here, "malloc.txt"), "a") as f:
+            f.write("%.2f %.2f %d\n" % (kept + (sys.getallocatedblocks(),)))
+        if not trace:
+            continue
+        import gc
+        gc.collect()
+        now = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(False, tracemalloc.__file__)])
+        if first is None:
+            first = now
+            continue
+        n += 1
+        with open(os.path.join(here, "trace-%d.txt" % n), "w") as f:
+            f.write("traced %.1f MB\n" % (tracemalloc.get_traced_memory()[0] / 2**20))
+            for st in now.compare_to(first, "traceback")[:15]:
+                f.write("\n%+.1f KB (%+d blocks), %.1f KB now\n"
+                        % (st.size_diff / 1024, st.count_diff, st.size / 1024))
+                f.write("\n".join("    " + line for line in st.traceback.format()[-6:]) + "\n")
     gw.stop()
     return 0
 
@@ -122,6 +149,10 @@ def write_config(tmp, broker):
                 'homeassistant = true\n[chain]\nblock_time = 1\n'
                 % (data, broker.url, GATEWAY_USER, broker.credentials.gateway_secret, free_port()))
     return path, data
+
+
+def _span(rows, col):
+    return "%.1f -> %.1f MB" % (rows[0][col], rows[-1][col]) if rows else "n/a"
 
 
 # -- the load --------------------------------------------------------------------------------
@@ -188,6 +219,7 @@ def main():
     args = ap.parse_args()
     if args.child:
         return child(*args.child)
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))   # stop the gateway and broker too
     warmup = min(5.0, args.minutes / 4) if args.warmup is None else args.warmup
     use_openssl_for_preload()
     tmp = args.keep or tempfile.mkdtemp(prefix="ek-soak-")
@@ -221,8 +253,7 @@ def main():
             if proc.poll() is not None:
                 raise RuntimeError("the gateway exited (%s) during the soak" % proc.returncode)
             samples.append((now - t0, rss_mb(proc.pid), cpu_seconds(proc.pid)))
-            if args.trace:
-                proc.send_signal(signal.SIGUSR1)
+            proc.send_signal(signal.SIGUSR1)   # the child notes its malloc figures
             print("soak %5.1f min: gateway RSS %.1f MB, CPU %.1f s, %d sent, mosquitto RSS %.1f MB"
                   % (samples[-1][0] / 60, samples[-1][1], samples[-1][2], load.sent,
                      rss_mb(broker.proc.pid)), file=sys.stderr, flush=True)
@@ -232,11 +263,16 @@ def main():
             load.run_until(min(stop_at, t0 + k * args.interval))
         broker_rss = rss_mb(broker.proc.pid)
         sent = load.sent
+        time.sleep(0.5)   # the child's note of this last sample
         load.close()
         load = None
         proc.send_signal(signal.SIGTERM)
         proc.wait(120)
         stored = Store.connect(data).message_count()
+        malloc = []
+        if os.path.exists(os.path.join(tmp, "malloc.txt")):
+            with open(os.path.join(tmp, "malloc.txt")) as f:
+                malloc = [tuple(map(float, line.split())) for line in f if line.strip()]
     finally:
         if load:
             load.close()
@@ -255,11 +291,14 @@ def main():
     cpu = (samples[-1][2] - samples[0][2]) / span * 100 if span else 0.0
     print("bench/soak: %.1f min, %d devices, %d msgs sent, %d stored (%.1f/s), %d samples; "
           "gateway RSS %.1f -> %.1f MB (peak %.1f), slope %s after %.1f min warm-up "
-          "(%d samples), CPU %.1f%% of a core; mosquitto RSS %.1f MB"
+          "(%d samples), CPU %.1f%% of a core; malloc in use %s, free kept %s, Python blocks %s; "
+          "mosquitto RSS %.1f MB"
           % (span / 60, args.devices, sent, stored, stored / span if span else 0.0, len(samples),
              samples[0][1], samples[-1][1],
              max(r for _, r, _ in samples),
              "%+.1f MB/h" % slope if slope is not None else "n/a", warmup, len(after), cpu,
+             _span(malloc, 0), _span(malloc, 1),
+             "%dk -> %dk" % (malloc[0][2] / 1000, malloc[-1][2] / 1000) if malloc else "n/a",
              broker_rss))
     return 0
 
