@@ -14,7 +14,8 @@ from gateway.store.provider import Provider
 pytestmark = pytest.mark.unit
 
 TABLES = {"devices", "messages", "gaps", "epochs", "rejects", "objects", "object_chunks",
-          "audits", "audit_records", "repairs", "keeper_state", "blobs", "shares", "counters"}
+          "audits", "audit_records", "repairs", "keeper_state", "blobs", "shares", "counters",
+          "refused"}
 
 
 def traced(db):

@@ -14,6 +14,7 @@ ek/<device>/event when it starts ("new") and when its last chunk is stored ("end
 The rows are the store's (gateway/store/objects.py, `store.objects`); the blobs the
 Provider's. Both work on the ingest's connection, inside its transaction.
 """
+import contextlib
 import logging
 import time
 
@@ -73,6 +74,18 @@ class ObjectStore:
         self.rows.register(env.device, m.oid, env.seq, env.time, m.event, m.type, m.size,
                            m.chunk_size, m.count, m.root, m.hashes, now)
         self.pending_events.append((env.device, "new", m.oid))
+
+    @contextlib.contextmanager
+    def savepoint(self):
+        """The store's savepoint (store.savepoint()), with this object store's own state: if
+        the block raises, the events it queued are forgotten with the rows it wrote."""
+        events = len(self.pending_events)
+        with self.store.savepoint():
+            try:
+                yield self
+            except BaseException:
+                del self.pending_events[events:]
+                raise
 
     def prepare(self, c):
         """Chunk c with the CPU work of storing it done (its share records): for the ingest's

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from agent import cbor
 from agent.objects import KIND_CHUNK, KIND_MANIFEST
-from agent.proto import ACK_SEQ, ACK_VERSION, KIND_STATUS, VERSION, down_topic
+from agent.proto import ACK_REJECTED, ACK_SEQ, ACK_VERSION, KIND_STATUS, VERSION, down_topic
 from gateway.anchor import epochs as anchor
 from gateway.health import DISK_FULL, MB, Backoff, Registry, disk_full
 from gateway.ingest import malloc, objects
@@ -29,7 +29,7 @@ from gateway.store import database as store
 from gateway.store import erasure
 from gateway.wire import objects as wire_objects
 from gateway.wire import protocol, verify
-from gateway.wire.protocol import REPLAY, Reject
+from gateway.wire.protocol import REPLAY, UNSTORABLE, Refused, Reject
 
 log = logging.getLogger("edgekeep.ingest")
 
@@ -255,18 +255,25 @@ class Ingest:
         return batch
 
     def process(self, batch):
-        """Verify, sequence-check and store one batch; then ack the devices."""
+        """Verify, sequence-check and store one batch; then ack the devices.
+
+        Each signed message is stored in its own savepoint (`_store`): one that passes its
+        checks but cannot be stored is undone alone and refused, and the rest of the batch
+        commits. A message refused after its signature verified (protocol.Refused:
+        out_of_range, bad_health, bad_manifest, unstorable) is recorded like a gap and acked
+        past, its sequence listed in the ack's ACK_REJECTED so the device drops it."""
         verified = []
         rejects = Counter()
         for outcome in self._verify_all(batch):
-            if isinstance(outcome, Reject):
+            if isinstance(outcome, Reject) and not isinstance(outcome, Refused):
                 rejects[outcome.reason] += 1
                 self.reject_log.warn(outcome.reason, outcome.detail)
             else:
-                verified.append(outcome)
+                verified.append(outcome)  # Refused ones are recorded in the transaction
         now = time.time()
         to_ack = set()
-        duplicates = 0
+        refused = {}  # device -> sequences refused (again) in this batch
+        stored = duplicates = 0
         try:
             with self.store.transaction():
                 bases = {}
@@ -275,20 +282,32 @@ class Ingest:
                         if isinstance(item, wire_objects.Chunk):
                             self.objects.add_chunk(item, now)
                             continue
-                        signed, env = item
-                        manifest = (wire_objects.parse_manifest(signed.payload)
-                                    if env.kind == KIND_MANIFEST else None)
-                        if self._store(signed, env, now):
-                            bases[env.device] = max(bases.get(env.device, 0), env.base)
-                            if manifest:
-                                self.objects.register(env, manifest, now)
+                        if not isinstance(item, Refused):
+                            signed, env = item
+                            try:
+                                if self._store(signed, env, now):
+                                    stored += 1
+                                    bases[env.device] = max(bases.get(env.device, 0), env.base)
+                                else:
+                                    duplicates += 1
+                                to_ack.add(env.device)
+                                continue
+                            except Refused as r:
+                                item = r
+                        if self._refuse(item, now):
+                            rejects[item.reason] += 1
+                            self.reject_log.warn(item.reason, item.detail)
                         else:
-                            duplicates += 1
-                        to_ack.add(env.device)
+                            duplicates += 1  # refused already: acked again, dropped
+                        refused.setdefault(item.device, set()).add(item.seq)
+                        to_ack.add(item.device)
                     except Reject as r:
                         rejects[r.reason] += 1
                         self.reject_log.warn(r.reason, r.detail)
-                acked = {dev: self._advance(dev, bases.get(dev, 0), now) for dev in to_ack}
+                acked, released = {}, {}
+                for dev in to_ack:
+                    acked[dev] = self._advance(dev, bases.get(dev, 0), now)
+                    released[dev] = self._released(dev, acked[dev], refused.get(dev, ()))
                 self.store.set_acked(acked, now)
                 self.store.add_rejects(rejects)
                 self.store.add_counts({"duplicates": duplicates})
@@ -299,10 +318,13 @@ class Ingest:
         self.objects.publish(self.client)
         self.acked.update(acked)
         self.rejects.update(rejects)
+        self.stats["stored"] += stored
         self.stats["duplicates"] += duplicates
         for dev, seq in acked.items():
-            payload = cbor.dumps({ACK_VERSION: VERSION, ACK_SEQ: seq})
-            self.client.publish(down_topic(dev, "ack"), payload, qos=1)
+            ack = {ACK_VERSION: VERSION, ACK_SEQ: seq}
+            if released[dev]:
+                ack[ACK_REJECTED] = released[dev]
+            self.client.publish(down_topic(dev, "ack"), cbor.dumps(ack), qos=1)
         self.stats["acks"] += len(acked)
 
     def _verify_all(self, batch):
@@ -352,7 +374,10 @@ class Ingest:
         return key
 
     def _store(self, signed, env, now):
-        """Insert a new message; False for a duplicate (acked and dropped)."""
+        """Insert a new message (and a manifest's object) in its own savepoint; False for a
+        duplicate (acked and dropped). Reject(REPLAY) for a sequence already taken; Refused
+        for a signed message that cannot be stored (bad_manifest, unstorable), with whatever
+        it wrote undone, or for a refused one sent again."""
         digest = signed.digest
         stored = self.store.message_digest(env.device, env.seq)
         if stored is not None:
@@ -361,17 +386,63 @@ class Ingest:
                              % (env.device, env.seq))
             return False
         if env.seq <= self.acked.get(env.device, 0):
+            if self.store.refused_digest(env.device, env.seq) == digest:
+                raise Refused(UNSTORABLE, "refused already", env.device, env.seq, digest)
             raise Reject(REPLAY, "device %s sequence %d is behind its acked %d"
                          % (env.device, env.seq, self.acked[env.device]))
-        self.store.add_message(env.device, env.seq, env.kind, env.time, env.count, digest,
-                               signed.raw, now)
-        if env.kind == KIND_STATUS and env.health is not None:
-            self.store.set_health(env.device, dict(env.health))
-        self.stats["stored"] += 1
+        try:
+            manifest = (wire_objects.parse_manifest(signed.payload)
+                        if env.kind == KIND_MANIFEST else None)
+            health = env.health if env.kind == KIND_STATUS else None
+            if manifest is None and health is None:
+                # One statement (telemetry): SQLite undoes a failed statement by itself, so
+                # it needs no savepoint, which would cost a third of storing it.
+                self.store.add_message(env.device, env.seq, env.kind, env.time, env.count,
+                                       digest, signed.raw, now)
+            else:
+                with self.objects.savepoint():  # the store's, and the objects' events
+                    self.store.add_message(env.device, env.seq, env.kind, env.time,
+                                           env.count, digest, signed.raw, now)
+                    if health is not None:
+                        self.store.set_health(env.device, dict(health))
+                    if manifest:
+                        self.objects.register(env, manifest, now)
+        except Reject as r:  # the manifest's object map: signed, so refused and acked past
+            raise Refused(r.reason, r.detail, env.device, env.seq, digest)
+        except Exception as e:
+            if store.environmental(e):  # would fail for any message: fail the batch
+                raise
+            raise Refused(UNSTORABLE, "device %s sequence %d: %s: %s" % (
+                env.device, env.seq, type(e).__name__, str(e)[:200]), env.device, env.seq,
+                digest)
         return True
 
+    def _refuse(self, r, now):
+        """Record Refused r (a signed message the gateway will not store) so that acked moves
+        past its sequence: True, or False if that very message was refused already.
+        Reject(REPLAY) if its sequence holds another message or is acked already."""
+        seen = self.store.refused_digest(r.device, r.seq)
+        if seen is not None:
+            if seen != r.digest:
+                raise Reject(REPLAY, "device %s reused refused sequence %d with other content"
+                             % (r.device, r.seq))
+            return False
+        if (r.seq <= self.acked.get(r.device, 0)
+                or self.store.message_digest(r.device, r.seq) is not None):
+            raise Reject(REPLAY, "device %s sequence %d is taken (refused: %s)"
+                         % (r.device, r.seq, r.detail))
+        self.store.add_refused(r.device, r.seq, r.digest, r.reason, r.detail[:500], now)
+        return True
+
+    def _released(self, dev, acked, again):
+        """The refused sequences the device's new ack releases: those recorded above its
+        last ack up to the new one, and those refused again in this batch."""
+        seqs = set(self.store.refused_seqs(dev, self.acked.get(dev, 0), acked))
+        return sorted(seqs.union(s for s in again if s <= acked))
+
     def _advance(self, dev, base, now):
-        """The new highest contiguous sequence; what the device says it dropped is a gap."""
+        """The new highest contiguous sequence; what the device says it dropped is a gap.
+        Sequences the gateway refused count as done (they are neither stored nor lost)."""
         acked = self.acked.get(dev, 0)
         if base - 1 > acked:
             stored = self.store.stored_seqs(dev, acked, base)

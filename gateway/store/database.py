@@ -48,6 +48,14 @@ class StoredMessage(NamedTuple):
     raw: bytes
 
 
+def environmental(error: BaseException) -> bool:
+    """True for an error of the store or the machine (disk full, I/O, a corrupt file, out of
+    memory) rather than of the values being written: what failed would fail for any message,
+    so the ingest fails the batch (redelivered) instead of refusing the message."""
+    return (isinstance(error, (sqlite3.OperationalError, OSError, MemoryError))
+            or type(error) is sqlite3.DatabaseError or not isinstance(error, Exception))
+
+
 def db_path(data_dir: str) -> str:
     return os.path.join(data_dir, "store.db")
 
@@ -115,6 +123,21 @@ class Store:
                 except sqlite3.Error:
                     pass  # the original error is the one worth raising
             raise
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[Self]:
+        """A nested step inside a transaction (SAVEPOINT): if the block raises, what it wrote
+        is undone and the exception goes on, while the enclosing transaction stays open with
+        everything written before the block. The ingest stores each message in one, so a
+        message that cannot be stored costs only itself."""
+        self.db.execute("SAVEPOINT step")
+        try:
+            yield self
+        except BaseException:
+            self.db.execute("ROLLBACK TO step")
+            self.db.execute("RELEASE step")
+            raise
+        self.db.execute("RELEASE step")
 
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         cur = self.db.execute(sql, args)
@@ -289,20 +312,57 @@ class Store:
                         (json.dumps(health, default=str), device))
 
     def stored_seqs(self, device: str, above: int, below: int) -> list[int]:
-        """The device's stored sequences strictly between above and below, ascending."""
+        """The device's sequences strictly between above and below that are stored or
+        refused (either way not lost on the device), ascending."""
         return [r[0] for r in self.db.execute(
-            "SELECT seq FROM messages WHERE device = ? AND seq > ? AND seq < ? ORDER BY seq",
-            (device, above, below))]
+            "SELECT seq FROM messages WHERE device = ? AND seq > ? AND seq < ? UNION "
+            "SELECT seq FROM refused WHERE device = ? AND seq > ? AND seq < ? ORDER BY seq",
+            (device, above, below, device, above, below))]
 
     def contiguous_seq(self, device: str, acked: int) -> int:
-        """The highest sequence s >= acked with every one of acked+1..s stored."""
-        for (seq,) in self.db.execute(
-                "SELECT seq FROM messages WHERE device = ? AND seq > ? ORDER BY seq",
-                (device, acked)):
-            if seq != acked + 1:
-                break
-            acked = seq
-        return acked
+        """The highest sequence s >= acked with every one of acked+1..s stored or refused."""
+        while True:
+            for (seq,) in self.db.execute(
+                    "SELECT seq FROM messages WHERE device = ? AND seq > ? ORDER BY seq",
+                    (device, acked)):
+                if seq != acked + 1:
+                    break
+                acked = seq
+            start = acked
+            for (seq,) in self.db.execute(  # nearly always none: one index probe
+                    "SELECT seq FROM refused WHERE device = ? AND seq > ? ORDER BY seq",
+                    (device, acked)):
+                if seq != acked + 1:
+                    break
+                acked = seq
+            if acked == start:
+                return acked
+
+    def refused_digest(self, device: str, seq: int) -> bytes | None:
+        """The digest of the message refused at (device, seq), or None."""
+        row = self.db.execute("SELECT digest FROM refused WHERE device = ? AND seq = ?",
+                              (device, seq)).fetchone()
+        digest: bytes | None = row and row[0]
+        return digest
+
+    def add_refused(self, device: str, seq: int, digest: bytes, reason: str, detail: str,
+                    recorded_at: float) -> None:
+        """A signed message the gateway refused (protocol.Refused): acked past like a gap."""
+        self.db.execute(
+            "INSERT INTO refused (device, seq, digest, reason, detail, recorded_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)", (device, seq, digest, reason, detail, recorded_at))
+
+    def refused_seqs(self, device: str, above: int, upto: int) -> list[int]:
+        """The device's refused sequences s with above < s <= upto, ascending."""
+        return [r[0] for r in self.db.execute(
+            "SELECT seq FROM refused WHERE device = ? AND seq > ? AND seq <= ? ORDER BY seq",
+            (device, above, upto))]
+
+    def refused(self, device: str | None = None) -> list[Row]:
+        """The refused messages (device, seq, reason, detail, recorded_at), by device and seq."""
+        return self._rows("SELECT device, seq, reason, detail, recorded_at FROM refused"
+                          + (" WHERE device = ?" if device else "") + " ORDER BY device, seq",
+                          (device,) if device else ())
 
     def add_gap(self, device: str, first: int, last: int, recorded_at: float) -> None:
         self.db.execute("INSERT INTO gaps (device, first, last, recorded_at) VALUES (?, ?, ?, ?)",

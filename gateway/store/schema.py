@@ -166,6 +166,20 @@ CREATE TABLE counters (
     count INTEGER NOT NULL
 );
 """,
+    # 3: messages the gateway refused although they were signed (out_of_range, bad_health,
+    # bad_manifest, unstorable): like a gap, but decided by the gateway. Acked past, and listed
+    # in the ack's rejected sequences, so the device drops them instead of resending forever.
+    """
+CREATE TABLE refused (
+    device TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    digest BLOB NOT NULL,            -- SHA-256 of the COSE_Sign1, as for messages
+    reason TEXT NOT NULL,
+    detail TEXT,
+    recorded_at REAL NOT NULL,
+    PRIMARY KEY (device, seq)
+);
+""",
 ]
 
 LATEST = len(MIGRATIONS)

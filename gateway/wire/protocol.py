@@ -45,8 +45,26 @@ REPLAY = "replay"
 OVERSIZE = "oversize"
 UNSUPPORTED_VERSION = "unsupported_version"
 NONCANONICAL = "noncanonical"   # well-formed CBOR, not in RFC 8949 deterministic encoding
+# Refused although signed: an integer outside its range (below), a status health map that
+# is not text keys to the values a device sends, a manifest's object map that is not one,
+# and anything else that fails when storing that one message. The gateway acks past such a
+# message and lists its sequence in the ack's ACK_REJECTED (docs/protocol.md, "Ack and
+# sequence semantics"): the device drops it instead of resending it forever.
+OUT_OF_RANGE = "out_of_range"
+BAD_HEALTH = "bad_health"
+BAD_MANIFEST = "bad_manifest"
+UNSTORABLE = "unstorable"
 REASONS = (MALFORMED, BAD_SIGNATURE, UNKNOWN_DEVICE, REVOKED, REPLAY, OVERSIZE,
-           UNSUPPORTED_VERSION, NONCANONICAL)
+           UNSUPPORTED_VERSION, NONCANONICAL, OUT_OF_RANGE, BAD_HEALTH, BAD_MANIFEST,
+           UNSTORABLE)
+
+# The envelope's integer ranges (docs/protocol.md, "Message"). The device's spool keeps a
+# sequence in a u32, its clock is Unix seconds in a u32 (to 2106), and a telemetry message
+# within the 64 KiB limit carries at most 1927 readings of 34 bytes.
+MAX_SEQ: Final = 2**32 - 1
+MAX_TIME: Final = 2**32 - 1
+MAX_COUNT: Final = 2**16 - 1
+HEALTH_DEPTH: Final = 3   # health > share > value; OTA report > need > [first, last] > int
 
 UP_TOPIC = re.compile(r"^ek/([0-9a-f]{16})/up/([a-z]{1,8})$")
 _ECDSA = ec.ECDSA(hashes.SHA256())
@@ -60,6 +78,18 @@ class Reject(Exception):
         super().__init__("%s: %s" % (reason, detail))
         self.reason = reason
         self.detail = detail
+
+
+class Refused(Reject):
+    """A message refused after its signature verified, with a sequence in range: the device
+    did send it, so the gateway acks past `seq` and lists it as rejected. Raised only on
+    authenticated content (open_envelope, and the ingest's storing)."""
+
+    def __init__(self, reason: str, detail: str, device: str, seq: int, digest: bytes) -> None:
+        super().__init__(reason, detail)
+        self.device = device
+        self.seq = seq
+        self.digest = digest
 
 
 def check_canonical(data: bytes, what: str, tags: Set[int] = canonical.NO_TAGS) -> None:
@@ -227,9 +257,53 @@ def open_envelope(signed: Signed) -> Envelope:
         raise Reject(MALFORMED, "envelope field %s" % exc)
     if e.device != signed.device or e.kind != signed.kind:
         raise Reject(MALFORMED, "envelope device/kind differ from the topic")
-    if e.seq < 1 or e.base < 1 or e.base > e.seq:
-        raise Reject(MALFORMED, "sequence %d / base %d out of range" % (e.seq, e.base))
+    if not 1 <= e.seq <= MAX_SEQ:  # no sequence to ack past: counted, never acked
+        raise Reject(OUT_OF_RANGE, "sequence %s is not 1..%d" % (_short(e.seq), MAX_SEQ))
+    why = _out_of_range(e)
+    if why:
+        raise Refused(OUT_OF_RANGE, why, e.device, e.seq, signed.digest)
+    if e.health is not None:
+        why = _bad_health(e.health, HEALTH_DEPTH)
+        if why:
+            raise Refused(BAD_HEALTH, "health map: %s" % why, e.device, e.seq, signed.digest)
     return e
+
+
+def _out_of_range(e: Envelope) -> str | None:
+    """What of a signed envelope (its sequence in range) is outside the protocol's ranges."""
+    if not 1 <= e.base <= e.seq:
+        return "base %s is not 1..seq %d" % (_short(e.base), e.seq)
+    if not 0 <= e.time <= MAX_TIME:
+        return "time %s is not 0..%d" % (_short(e.time), MAX_TIME)
+    if e.count is not None and not 0 <= e.count <= MAX_COUNT:
+        return "count %s is not 0..%d" % (_short(e.count), MAX_COUNT)
+    return None
+
+
+def _bad_health(value: Any, depth: int) -> str | None:
+    """Why a health value (status, OTA report) is not what a device sends, or None: maps
+    with text keys, lists, text, integers, booleans and null, nested at most `depth` deep.
+    Canonical CBOR has already ruled out floats, tags and other simple values."""
+    if isinstance(value, (Mapping, list)):
+        if depth == 0:
+            return "nested deeper than %d" % HEALTH_DEPTH
+        items = value.items() if isinstance(value, Mapping) else enumerate(value)
+        for k, v in items:
+            if isinstance(value, Mapping) and not isinstance(k, str):
+                return "key %s is not text" % _short(k)
+            why = _bad_health(v, depth - 1)
+            if why:
+                return "%s: %s" % (str(k)[:40], why)
+        return None
+    if value is None or isinstance(value, (str, int)):  # bool is an int
+        return None
+    return "a value of type %s" % type(value).__name__
+
+
+def _short(value: Any) -> str:
+    """A value for a reject's detail, cut to 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 _T = TypeVar("_T")
