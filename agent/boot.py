@@ -71,8 +71,7 @@ class Device(Agent):
         if topic == self.ota_topic:
             self.updater.receive(payload)
             return
-        Agent.on_message(self, topic, payload)
-        if topic == self.ack_topic and self.updater.acked():
+        if Agent.on_message(self, topic, payload) and self.updater.acked():
             self.status_due = True  # a status with the confirmed version
 
 

@@ -209,10 +209,13 @@ class Agent:
             pass
 
     def on_message(self, topic, payload):
+        """Handle one downlink; True if it was a good ack."""
         if topic == self.ack_topic:
             why = self.on_ack(payload)
             if why:
                 self.bad_downlink(topic, why)
+            return not why
+        return False
 
     def on_ack(self, payload):
         """Apply an ack {0: 1, 2: acked, 3: [rejected, ...]}; returns why it is malformed, or
