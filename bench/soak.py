@@ -198,10 +198,12 @@ class Load:
             seq = self.seq[i]
             msg = message.seal(ident, self.nonces[i], seq, int(time.time()), "t", seq,
                                self.plain, READINGS)
-            self.client.publish("ek/%s/up/t" % ident.hex, msg, qos=1)
+            self.last = self.client.publish("ek/%s/up/t" % ident.hex, msg, qos=1)
             self.sent += 1
 
     def close(self):
+        if self.sent:
+            self.last.wait_for_publish(30)   # QoS 1 in order: all of them are at the broker
         self.client.disconnect()
         self.client.loop_stop()
 
