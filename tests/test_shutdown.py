@@ -28,6 +28,7 @@ from tests.helpers.wait import wait_for
 pytestmark = pytest.mark.integration
 
 STOP_BOUND = 20     # seconds: the documented bound on a stop, under load included
+TRACKERS_UNDER_LOAD = 100
 FAST = ["--epoch-seconds", "1", "--block-time", "1", "--sample-interval", "0.5",
         "--upload-interval", "1"]
 
@@ -276,7 +277,7 @@ def test_timeout_of_the_demo_command(tmp_path):
 # -- under load -------------------------------------------------------------------------------------
 
 def test_sigterm_under_load_stops_within_the_bound(demo):
-    proc, marker, log = demo(trackers=30, extra=[
+    proc, marker, log = demo(trackers=TRACKERS_UNDER_LOAD, extra=[
         "--epoch-seconds", "1", "--block-time", "1", "--sample-interval", "0.1",
         "--upload-interval", "0.3"])
     before = wait_up(proc, log, marker, r"verify with:")
@@ -290,8 +291,9 @@ def test_sigterm_under_load_stops_within_the_bound(demo):
     text = log.read_text()
     backlog = re.findall(r"keeper: (\d+) message\(s\) not copied.*", text)
     unanchored = re.findall(r"stopping with (\d+) epoch\(s\) not yet anchored", text)
-    print("\nSIGTERM under load (30 trackers, %d messages stored in ~20 s): exited %d in %.1f s; "
-          "keeper backlog left %s, epochs left %s" % (stored, rc, took, backlog or ["0"],
+    print("\nSIGTERM under load (%d trackers, %d messages stored in ~20 s): exited %d in %.1f s; "
+          "keeper backlog left %s, epochs left %s" % (TRACKERS_UNDER_LOAD, stored, rc, took,
+                                                       backlog or ["0"],
                                                        unanchored or ["0"]))
     assert rc == 0, text[-3000:]
     assert took < STOP_BOUND, "took %.1f s" % took
