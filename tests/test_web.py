@@ -231,6 +231,17 @@ def test_openapi_documents_every_api_route(client):
     assert doc["paths"]["/api/session"]["post"]["security"] == []
 
 
+def test_the_dashboard_shows_each_component_and_why_one_is_paused(client):
+    logged_in(client)
+    monitor = client.app.state.monitor
+    monitor.health.component("ingest", critical=True).pause(
+        "disk_full", "disk full: 12 MB free, needs 64 MB")
+    monitor.tick()
+    page = client.get("/").text
+    assert '<li class="alive">web-monitor: alive' in page
+    assert '<li class="paused">ingest: paused · disk full: 12 MB free, needs 64 MB</li>' in page
+
+
 def test_metrics_are_public_aggregates(client):
     text = client.get("/metrics").text
     assert "edgekeep_messages_stored_total 1.0" in text

@@ -52,6 +52,14 @@ function showStatus(s) {
     rejects.replaceChildren(...(entries.length ? entries : [["none", null]]).map(([k, n]) =>
       Object.assign(document.createElement("li"), { textContent: n === null ? k : k + ": " + n })));
   }
+  const components = document.getElementById("components");
+  if (components && s.components) {
+    components.replaceChildren(...Object.entries(s.components).sort().map(([name, c]) =>
+      Object.assign(document.createElement("li"), {
+        className: c.state,
+        textContent: name + ": " + c.state + (c.detail ? " · " + c.detail : "") +
+          (c.restarts ? " · " + c.restarts + " restart(s)" : "") })));
+  }
   const anchor = document.getElementById("anchor");
   if (anchor && s.anchor) {
     anchor.replaceChildren(
