@@ -13,6 +13,7 @@ uplink         the gateway's uplink path, Ingest.check (protocol.parse, the sign
 uplink_signed  the same past the signature: the input is the envelope (the COSE payload),
                put in a Signed as if its signature had verified, so open_envelope and the
                store path see fuzzed envelopes."""
+import abc
 import os
 import sys
 import tempfile
@@ -20,14 +21,17 @@ import tempfile
 KINDS = ("t", "s", "m", "o", "c")
 
 
-class Target:
+class Target(abc.ABC):
     name = None
 
     def setup(self):
-        """Import (under atheris' instrumentation when fuzzing) and build the state."""
+        """Import (under atheris' instrumentation when fuzzing) and build the state; a
+        target with nothing to build keeps this."""
+        return None
 
+    @abc.abstractmethod
     def one_input(self, data):
-        raise NotImplementedError
+        """Run one fuzzed input; raise only for a crash."""
 
     def seeds(self):
         return []

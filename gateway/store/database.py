@@ -13,6 +13,7 @@ Store's connection: `store.objects`, `store.audits`, `store.blobs`.
 """
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -23,6 +24,8 @@ from gateway.store import schema
 from gateway.store.audits import Audits
 from gateway.store.blobs import Blobs
 from gateway.store.objects import Objects
+
+log = logging.getLogger("edgekeep.store")
 
 Row = dict[str, Any]  # a row by column name (a device's health decoded from its JSON)
 
@@ -120,8 +123,8 @@ class Store:
             if self.db.in_transaction:
                 try:
                     self.db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass  # the original error is the one worth raising
+                except sqlite3.Error as e:  # the original error is the one raised
+                    log.warning("rollback after a failed transaction failed too: %s", e)
             raise
 
     @contextlib.contextmanager
