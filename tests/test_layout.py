@@ -31,6 +31,7 @@ MAY_IMPORT = {
     "service": EVERYTHING, "demo": EVERYTHING, "__main__": EVERYTHING, "__init__": set(),
     "integrations": {"store", "mqtt", "wire"},
     "ingest": {"anchor", "store", "mqtt", "wire"},
+    "network": {"keeper", "anchor", "store", "chain", "wire"},
     "keeper": {"store", "chain", "wire"},
     "anchor": {"store", "chain", "wire"},
     "owner": {"wire"},

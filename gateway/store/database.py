@@ -24,6 +24,8 @@ from gateway.store import schema
 from gateway.store.audits import Audits
 from gateway.store.blobs import Blobs
 from gateway.store.objects import Objects
+from gateway.store.peers import Peers
+from gateway.store.placements import Placements
 
 log = logging.getLogger("edgekeep.store")
 
@@ -78,6 +80,8 @@ class Store:
         self.objects = Objects(db)
         self.audits = Audits(db)
         self.blobs = Blobs(db)
+        self.peers = Peers(db)
+        self.placements = Placements(db)
 
     @classmethod
     def open(cls, data_dir: str) -> Self:

@@ -180,6 +180,104 @@ CREATE TABLE refused (
     PRIMARY KEY (device, seq)
 );
 """,
+    # 4: the Provider network (docs/network.md). A gateway's peers and their invitations, the
+    # nonces of signed requests (replays), the shares it holds for peers (held, their commits
+    # and catalogs: gateway/store/peers.py); its own shares on peers, per-blob off-box state
+    # and its commits on chain (gateway/store/placements.py).
+    """
+CREATE TABLE peers (
+    name TEXT PRIMARY KEY,           -- hex Ed25519 public key
+    endpoint TEXT NOT NULL,          -- https://host:port
+    capacity INTEGER NOT NULL,       -- bytes it holds for us at most (its offer)
+    quota INTEGER NOT NULL,          -- bytes we hold for it at most (our offer)
+    paired_at REAL NOT NULL,
+    term_end REAL NOT NULL,          -- the agreements' term
+    status TEXT NOT NULL DEFAULT 'active',  -- active, failed (by an audit), full, removed
+    last_seen REAL,                  -- last good answer from it
+    unreachable_since REAL,          -- first failed call since the last good answer
+    last_error TEXT,
+    last_audit REAL,
+    audit_failures INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE invitations (
+    token BLOB PRIMARY KEY,          -- 16 bytes
+    capacity INTEGER NOT NULL,
+    expires REAL NOT NULL,
+    created_at REAL NOT NULL,
+    used_by TEXT                     -- the peer that paired with it
+);
+CREATE TABLE peer_nonces (
+    peer TEXT NOT NULL,
+    nonce BLOB NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (peer, nonce)
+);
+CREATE INDEX peer_nonces_expires ON peer_nonces (expires);
+CREATE TABLE held (
+    owner TEXT NOT NULL,             -- the peer whose share it is
+    slot INTEGER NOT NULL,
+    digest BLOB NOT NULL,            -- sealed digest
+    idx INTEGER NOT NULL,            -- share index
+    leaf BLOB NOT NULL,              -- SHA-256 of the record
+    length INTEGER NOT NULL,         -- record bytes
+    pack TEXT,                       -- where the record is (NULL once released)
+    offset INTEGER,
+    released TEXT,                   -- JSON of the owner's signed DELETE, once released
+    stored_at REAL NOT NULL,
+    PRIMARY KEY (owner, slot)
+);
+CREATE INDEX held_pack ON held (pack);
+CREATE TABLE held_commits (
+    owner TEXT PRIMARY KEY,
+    epoch INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    root BLOB NOT NULL,
+    idx INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    path BLOB NOT NULL               -- 32-byte hashes, concatenated
+);
+CREATE TABLE held_catalogs (
+    owner TEXT PRIMARY KEY,
+    data BLOB NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE offbox (
+    digest BLOB PRIMARY KEY,         -- the blob's SHA-256 (local name)
+    sealed BLOB NOT NULL,            -- SHA-256 of its sealed bytes (the network's name)
+    size INTEGER NOT NULL,           -- sealed bytes
+    k INTEGER NOT NULL,
+    m INTEGER NOT NULL,
+    queued_at REAL NOT NULL,
+    durable_at REAL,                 -- k shares placed: restorable without this gateway
+    complete_at REAL                 -- all m placed
+);
+CREATE INDEX offbox_pending ON offbox (complete_at) WHERE complete_at IS NULL;
+CREATE TABLE placements (
+    peer TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    digest BLOB NOT NULL,            -- the blob's SHA-256
+    idx INTEGER NOT NULL,            -- share index
+    leaf BLOB NOT NULL,              -- SHA-256 of the record
+    length INTEGER NOT NULL,
+    state TEXT NOT NULL,             -- sending, placed, failed (peer lost it), released
+    placed_at REAL,
+    PRIMARY KEY (peer, slot)
+);
+CREATE INDEX placements_blob ON placements (digest, idx);
+CREATE TABLE network_commits (
+    epoch INTEGER PRIMARY KEY,
+    root BLOB NOT NULL,
+    leaves BLOB NOT NULL,            -- the 72-byte agreement leaves, concatenated
+    changed BLOB NOT NULL,           -- CBOR [[provider, capacity, term_end]] sent with it
+    snapshot BLOB,                   -- digest of the metadata snapshot made with it
+    created_at REAL NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',  -- pending, sent, mined
+    tx_hash TEXT,
+    block INTEGER,
+    gas INTEGER,
+    last_error TEXT
+);
+""",
 ]
 
 LATEST = len(MIGRATIONS)
