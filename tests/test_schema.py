@@ -16,7 +16,7 @@ pytestmark = pytest.mark.unit
 TABLES = {"devices", "messages", "gaps", "epochs", "rejects", "objects", "object_chunks",
           "audits", "audit_records", "repairs", "keeper_state", "blobs", "shares", "counters",
           "refused", "peers", "invitations", "peer_nonces", "held", "held_commits",
-          "held_catalogs", "offbox", "placements", "network_commits"}
+          "held_catalogs", "offbox", "placements", "network_commits", "snapshots"}
 
 
 def traced(db):

@@ -94,7 +94,7 @@ class Identity:
 
     def _write_cert(self, d):
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edgekeep %s" % self.short)])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
                 .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
                 .not_valid_before(now - datetime.timedelta(days=1))

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, Self
 
 from gateway.store import schema
 from gateway.store.audits import Audits
+from gateway.store.backup import Backup
 from gateway.store.blobs import Blobs
 from gateway.store.objects import Objects
 from gateway.store.peers import Peers
@@ -82,6 +83,7 @@ class Store:
         self.blobs = Blobs(db)
         self.peers = Peers(db)
         self.placements = Placements(db)
+        self.backup = Backup(db)
 
     @classmethod
     def open(cls, data_dir: str) -> Self:

@@ -183,7 +183,8 @@ CREATE TABLE refused (
     # 4: the Provider network (docs/network.md). A gateway's peers and their invitations, the
     # nonces of signed requests (replays), the shares it holds for peers (held, their commits
     # and catalogs: gateway/store/peers.py); its own shares on peers, per-blob off-box state
-    # and its commits on chain (gateway/store/placements.py).
+    # and its commits on chain (gateway/store/placements.py); its metadata snapshots
+    # (gateway/store/backup.py).
     """
 CREATE TABLE peers (
     name TEXT PRIMARY KEY,           -- hex Ed25519 public key
@@ -276,6 +277,13 @@ CREATE TABLE network_commits (
     block INTEGER,
     gas INTEGER,
     last_error TEXT
+);
+CREATE TABLE snapshots (
+    seq INTEGER PRIMARY KEY,         -- 1, 2, ...: replayed in this order
+    digest BLOB NOT NULL,            -- the snapshot blob's SHA-256
+    upto INTEGER NOT NULL,           -- the last epoch it holds
+    time REAL NOT NULL,              -- its mark: what changed after it is in the next one
+    published_at REAL                -- listed in the catalog the peers hold
 );
 """,
 ]

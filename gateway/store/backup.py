@@ -1,0 +1,137 @@
+"""The store's metadata as deltas for the network, and their replay on a new machine
+(docs/network.md, "The catalog and the metadata"), on the Store's connection (`store.backup`).
+
+A delta holds what changed since a Mark: the messages sealed in later epochs (their rows
+without the bytes: those are blobs of their own), those epochs, the objects updated since
+and their chunks, gaps and refused messages recorded since, and every device and counter (a
+few rows). Replaying the deltas in order, with the messages' bytes from their blobs,
+rebuilds the tables the ingest, the anchor outbox and the web page read.
+"""
+
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+Rows = list[list[Any]]
+Delta = dict[str, Any]
+
+# table -> (columns, the delta's condition on them)
+DEVICE_COLUMNS = ("id", "public_key", "name", "kind", "owner", "status", "registered_at",
+                  "acked", "last_seen", "health")
+MESSAGE_COLUMNS = ("id", "device", "seq", "kind", "time", "count", "digest", "received_at",
+                   "epoch", "leaf")
+EPOCH_COLUMNS = ("epoch", "root", "count", "sealed_at", "status", "tx_hash", "block",
+                 "block_hash", "gas", "attempts", "last_error", "mined_at")
+OBJECT_COLUMNS = ("device", "oid", "seq", "time", "event", "type", "size", "chunk_size", "count",
+                  "root", "hashes", "stored", "bytes", "created_at", "updated_at",
+                  "completed_at")
+CHUNK_COLUMNS = ("device", "oid", "idx", "digest")
+GAP_COLUMNS = ("device", "first", "last", "recorded_at")
+REFUSED_COLUMNS = ("device", "seq", "digest", "reason", "detail", "recorded_at")
+
+
+class Mark(NamedTuple):
+    """Where the last delta ended: its last epoch and its time."""
+    epoch: int
+    time: float
+
+
+class Backup:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def _select(self, table: str, columns: Sequence[str], where: str = "1",
+                args: Sequence[Any] = ()) -> Rows:
+        return [list(r) for r in self.db.execute(
+            "SELECT %s FROM %s WHERE %s" % (", ".join(columns), table, where), args)]
+
+    def delta(self, since: Mark, now: float) -> tuple[Delta, Mark]:
+        """What changed after `since`, up to the last sealed epoch; and the delta's own mark.
+        An epoch is in the delta whole, mined or not: its anchor fields are updated by a
+        later delta (every epoch not mined at `since` is sent again)."""
+        last: int = self.db.execute("SELECT coalesce(max(epoch), 0) FROM epochs").fetchone()[0]
+        unmined: int = self.db.execute(
+            "SELECT coalesce(min(epoch), ?) FROM epochs WHERE status != 'mined'",
+            (last + 1,)).fetchone()[0]
+        first = min(since.epoch + 1, unmined)
+        d: Delta = {
+            "v": 1, "upto": last, "time": now,
+            "devices": self._select("devices", DEVICE_COLUMNS),
+            "epochs": self._select("epochs", EPOCH_COLUMNS, "epoch >= ?", (first,)),
+            "messages": self._select("messages", MESSAGE_COLUMNS, "epoch > ? ORDER BY id",
+                                     (since.epoch,)),
+            "objects": self._select("objects", OBJECT_COLUMNS, "updated_at > ?", (since.time,)),
+            "chunks": self._select(
+                "object_chunks", CHUNK_COLUMNS, "(device, oid) IN (SELECT device, oid FROM "
+                "objects WHERE updated_at > ?)", (since.time,)),
+            "gaps": self._select("gaps", GAP_COLUMNS, "recorded_at > ?", (since.time,)),
+            "refused": self._select("refused", REFUSED_COLUMNS, "recorded_at > ?", (since.time,)),
+            "counters": self._select("counters", ("name", "count")),
+            "rejects": self._select("rejects", ("reason", "count")),
+        }
+        return d, Mark(last, now)
+
+    def apply(self, d: Mapping[str, Any], raw_of: Callable[[bytes], bytes | None]) -> int:
+        """Replay a delta (inside the caller's transaction); raw_of(digest) gives a message's
+        bytes, None if its blob was lost (the message is then left out). The messages left
+        out."""
+        self._upsert("devices", DEVICE_COLUMNS, d["devices"])
+        self._upsert("epochs", EPOCH_COLUMNS, d["epochs"])
+        rows, lost = [], 0
+        digest_at = MESSAGE_COLUMNS.index("digest")
+        for r in d["messages"]:
+            raw = raw_of(r[digest_at])
+            if raw is None:
+                lost += 1
+                continue
+            rows.append(list(r) + [raw])
+        self._upsert("messages", MESSAGE_COLUMNS + ("raw",), rows)
+        self._upsert("objects", OBJECT_COLUMNS, d["objects"])
+        self._upsert("object_chunks", CHUNK_COLUMNS, d["chunks"])
+        self._insert("gaps", GAP_COLUMNS, d["gaps"])
+        self._upsert("refused", REFUSED_COLUMNS, d["refused"])
+        self._upsert("counters", ("name", "count"), d["counters"])
+        self._upsert("rejects", ("reason", "count"), d["rejects"])
+        return lost
+
+    def _upsert(self, table: str, columns: Sequence[str], rows: Rows) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO %s (%s) VALUES (%s)" % (
+            table, ", ".join(columns), ", ".join("?" * len(columns))), rows)
+
+    def _insert(self, table: str, columns: Sequence[str], rows: Rows) -> None:
+        self.db.executemany("INSERT INTO %s (%s) VALUES (%s)" % (
+            table, ", ".join(columns), ", ".join("?" * len(columns))), rows)
+
+    def fix_acked(self) -> None:
+        """Each device's acked sequence from the messages it has (after a replay): the
+        highest seq with every one below it stored, gapped or refused."""
+        self.db.execute(
+            "UPDATE devices SET acked = coalesce((SELECT max(seq) FROM messages "
+            "WHERE messages.device = devices.id), acked)")
+
+    # -- the snapshots made (table snapshots) ------------------------------------------------
+
+    def last_mark(self) -> Mark:
+        row = self.db.execute("SELECT upto, time FROM snapshots ORDER BY seq DESC LIMIT 1"
+                              ).fetchone()
+        return Mark(0, 0.0) if row is None else Mark(*row)
+
+    def add_snapshot(self, digest: bytes, mark: Mark) -> int:
+        seq: int = self.db.execute(
+            "INSERT INTO snapshots (digest, upto, time) VALUES (?, ?, ?) RETURNING seq",
+            (digest, mark.epoch, mark.time)).fetchone()[0]
+        return seq
+
+    def snapshots(self) -> list[bytes]:
+        """The digests of every snapshot made, in order."""
+        return [r[0] for r in self.db.execute("SELECT digest FROM snapshots ORDER BY seq")]
+
+    def unpublished(self) -> int:
+        """How many snapshots the peers' catalog does not list yet."""
+        n: int = self.db.execute("SELECT count(*) FROM snapshots WHERE published_at IS NULL"
+                                 ).fetchone()[0]
+        return n
+
+    def set_published(self, time: float) -> None:
+        self.db.execute("UPDATE snapshots SET published_at = ? WHERE published_at IS NULL",
+                        (time,))
