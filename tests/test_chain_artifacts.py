@@ -12,7 +12,8 @@ pytestmark = pytest.mark.integration
 def test_committed_artifacts_match_a_fresh_compile(tmp_path):
     chain_compile.write_artifacts(tmp_path)
     fresh = sorted(p.name for p in tmp_path.glob("*.json"))
-    assert fresh == ["DeviceRegistry.json", "ProofAnchor.json", "StorageAudit.json"]
+    assert fresh == ["DeviceRegistry.json", "ProofAnchor.json", "StorageAudit.json",
+                     "StorageNetwork.json"]
     for name in fresh:
         committed = chain_compile.ARTIFACTS_DIR / name
         assert committed.exists(), "%s missing: run `python -m gateway.chain.compile`" % committed
@@ -35,6 +36,6 @@ def test_check_reports_missing_and_stale_artifacts(tmp_path):
     stale["sources_sha256"] = "0" * 64
     (tmp_path / "ProofAnchor.json").write_text(json.dumps(stale))
     problems = chain_compile.stale_artifacts(tmp_path)
-    assert len(problems) == 3
+    assert len(problems) == 4
     assert any("DeviceRegistry.json: missing" in p for p in problems)
     assert any("ProofAnchor.json: stale" in p for p in problems)

@@ -1,4 +1,5 @@
-"""The gateway's view of the chain: DeviceRegistry, ProofAnchor and StorageAudit through web3.py.
+"""The gateway's view of the chain: DeviceRegistry, ProofAnchor, StorageAudit and StorageNetwork
+through web3.py.
 
 Works against any EVM JSON-RPC endpoint: the local anvil (gateway.chain.node) or, for
 example, IoTeX testnet. Contracts are deployed on first use and their addresses kept in a
@@ -23,7 +24,7 @@ from gateway.chain.reader import CONTRACTS, ChainReader, check_len, connect, hex
 # this key: use it only on a local anvil chain, never on a public network.
 DEFAULT_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 # StorageAudit is built over ProofAnchor, so it is deployed once ProofAnchor has an address.
-DEPLOY_STAGES = (("DeviceRegistry", "ProofAnchor"), ("StorageAudit",))
+DEPLOY_STAGES = (("DeviceRegistry", "ProofAnchor", "StorageNetwork"), ("StorageAudit",))
 GAS_MARGIN = 1.2  # over eth_estimateGas, in case state shifts before the tx is mined
 DEPLOY_TIMEOUT = 120
 
@@ -194,6 +195,28 @@ class Chain(ChainReader):
         check_len("root", root32, 32)
         return self._send(self.storage_audit.functions.record(audit, seed_block, bytes(root32),
                                                               challenges, failed))
+
+    # storage network
+
+    def register_gateway(self, identity32, roles, endpoint, signature):
+        """Register (or update) the gateway identity from this account; wait for it.
+        `signature`: the identity's Ed25519 signature (64 bytes), only emitted on chain."""
+        check_len("identity", identity32, 32)
+        check_len("signature", signature, 64)
+        return self._transact(self.storage_network.functions.register(
+            bytes(identity32), roles, endpoint, bytes(signature)))
+
+    def send_commit(self, owner32, epoch, root32, agreements, changed):
+        """Send StorageNetwork.commit without waiting; return the tx hash. `changed` is a list
+        of (provider32, capacity, term_end); resending the same epoch is harmless."""
+        check_len("owner", owner32, 32)
+        check_len("root", root32, 32)
+        for provider32, _, _ in changed:
+            check_len("provider", provider32, 32)
+        return self._send(self.storage_network.functions.commit(
+            bytes(owner32), epoch, bytes(root32), agreements,
+            [(bytes(p), capacity, term_end) for p, capacity, term_end in changed]))
+
 
 def _error_table(artifacts):
     """4-byte selector -> (name, argument types) for every custom error in the ABIs."""

@@ -1,4 +1,5 @@
-"""Read-only chain access: DeviceRegistry, ProofAnchor and StorageAudit by their addresses.
+"""Read-only chain access: DeviceRegistry, ProofAnchor, StorageAudit and StorageNetwork by
+their addresses.
 
 What an independent verifier or Keeper needs (no key, no deployment file); the gateway's
 own client (gateway/chain/client.py) is this plus transactions and deployment.
@@ -12,7 +13,10 @@ from web3.exceptions import BlockNotFound
 
 from gateway.chain.compile import load_artifact
 
-CONTRACTS = ("DeviceRegistry", "ProofAnchor", "StorageAudit")
+CONTRACTS = ("DeviceRegistry", "ProofAnchor", "StorageAudit", "StorageNetwork")
+# Proof files and deployments written before StorageNetwork existed name only these; a reader
+# on them works, but for the StorageNetwork methods.
+REQUIRED = ("DeviceRegistry", "ProofAnchor", "StorageAudit")
 
 
 def connect(rpc_url: str, request_timeout: float = 10) -> Web3:
@@ -36,15 +40,19 @@ class ChainReader:
         self.bind(contracts)
 
     def bind(self, contracts: dict[str, str]) -> None:
-        """Talk to the contracts at these addresses."""
+        """Talk to the contracts at these addresses (StorageNetwork may be missing)."""
+        missing = [name for name in REQUIRED if name not in contracts]
+        if missing:
+            raise ValueError("no address for %s" % ", ".join(missing))
         # (load_artifact: gateway/chain/compile.py is not annotated; the ABI is JSON)
         c: dict[str, Contract] = {
             name: self.w3.eth.contract(
                 address=Web3.to_checksum_address(contracts[name]),
                 abi=load_artifact(name)["abi"])  # type: ignore[no-untyped-call]
-            for name in CONTRACTS}
+            for name in CONTRACTS if name in contracts}
         self.registry, self.proof_anchor, self.storage_audit = (
             c["DeviceRegistry"], c["ProofAnchor"], c["StorageAudit"])
+        self._storage_network = c.get("StorageNetwork")
         self._anchors: dict[int, dict[str, Any]] = {}  # an anchored root never changes
 
     @property
@@ -129,6 +137,51 @@ class ChainReader:
             p["epoch"], bytes(p["manifest"]), p["root_offset"], p["leaf"], p["size"],
             [bytes(h) for h in p["epoch_path"]], bytes(p["chunk_hash"]), p["chunk_index"],
             p["chunk_count"], [bytes(h) for h in p["chunk_path"]])).call())
+
+    # storage network
+
+    @property
+    def storage_network(self) -> Contract:
+        if self._storage_network is None:
+            raise LookupError("no StorageNetwork address: these contracts predate it")
+        return self._storage_network
+
+    def gateway_of(self, identity32: bytes) -> dict[str, Any] | None:
+        """The identity's registration (account, roles, endpoint, registered_at), None if none."""
+        check_len("identity", identity32, 32)
+        account, roles, endpoint, registered_at = self.storage_network.functions.gatewayOf(
+            bytes(identity32)).call()
+        if registered_at == 0:
+            return None
+        return {"account": account, "roles": roles, "endpoint": endpoint,
+                "registered_at": registered_at}
+
+    def commit_of(self, owner32: bytes, epoch: int) -> dict[str, Any] | None:
+        """The owner's network epoch (root, agreements, block_number, timestamp), None if it is
+        not committed."""
+        check_len("owner", owner32, 32)
+        root, agreements, block, timestamp = self.storage_network.functions.commitOf(
+            bytes(owner32), epoch).call()
+        if root == bytes(32):
+            return None
+        return {"root": bytes(root), "agreements": agreements, "block_number": block,
+                "timestamp": timestamp}
+
+    def latest_network_epoch(self, owner32: bytes) -> int:
+        """The owner's last committed network epoch, 0 before its first."""
+        check_len("owner", owner32, 32)
+        return int(self.storage_network.functions.latestEpoch(bytes(owner32)).call())
+
+    def agreement_of(self, owner32: bytes, provider32: bytes) -> dict[str, Any] | None:
+        """The owner's last recorded agreement with the provider (capacity, term_end,
+        since_epoch), None if it never recorded one."""
+        check_len("owner", owner32, 32)
+        check_len("provider", provider32, 32)
+        capacity, term_end, since_epoch = self.storage_network.functions.agreementOf(
+            bytes(owner32), bytes(provider32)).call()
+        if since_epoch == 0:
+            return None
+        return {"capacity": capacity, "term_end": term_end, "since_epoch": since_epoch}
 
     # blocks
 
