@@ -21,6 +21,16 @@
                                             # ingest pauses (messages wait on the devices and
                                             # in the broker) and resumes by itself; 0: no check
 
+    # The Provider network (docs/network.md): peers hold shares of this gateway's blobs.
+    peer_port = -1                          # the HTTPS peer port (8443 is usual); -1: closed
+    peer_host = "0.0.0.0"
+    peer_endpoint = ""                      # how peers reach it, e.g. https://pi.example:8443
+    network_k = 2                           # any network_k of network_m shares on peers
+    network_m = 3                           # rebuild a blob; one share per peer
+    network_audit_seconds = 3600            # audits of each peer
+    network_samples = 4                     # challenges per peer per audit
+    peer_grace_seconds = 86400              # unreachable this long: its shares are re-placed
+
     [chain]
     rpc_url = "local"                       # "local": anvil under data_dir/chain; or any JSON-RPC URL
     private_key_file = ""                   # empty on "local": anvil's public dev key
@@ -58,6 +68,14 @@ class Config:
     ec_k: int = 2
     ec_m: int = 4
     min_free_bytes: int = 64 << 20
+    peer_port: int = -1
+    peer_host: str = "0.0.0.0"
+    peer_endpoint: str = ""
+    network_k: int = 2
+    network_m: int = 3
+    network_audit_seconds: float = 3600
+    network_samples: int = 4
+    peer_grace_seconds: float = 86400
     chain: ChainConfig = field(default_factory=ChainConfig)
 
     @classmethod

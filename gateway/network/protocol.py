@@ -20,6 +20,7 @@ INVITATION_PREFIX = "ekinv1."
 INVITATION_DOMAIN = b"edgekeep-invitation/1"
 REQUEST_DOMAIN = "edgekeep-peer-request/1"
 AUDIT_DOMAIN = b"edgekeep-network-audit/1"
+REGISTRATION_DOMAIN = b"edgekeep-gateway-registration/1"
 SEAL_AAD = b"edgekeep-network-blob/1"
 CLOCK_SKEW = 300          # seconds a request's EK-Time may be off
 NONCE_TTL = 600           # seconds a nonce is remembered (twice the skew)
@@ -53,6 +54,13 @@ def verify_signature(name, signature, message):
         return True
     except Exception:
         return False
+
+
+def registration_statement(chain_id, contract, account):
+    """What a gateway's identity signs to register its roles on StorageNetwork: the domain,
+    the chain id (u64), the contract's and the registering account's 20-byte addresses."""
+    return (REGISTRATION_DOMAIN + chain_id.to_bytes(8, "big") + bytes.fromhex(contract[2:])
+            + bytes.fromhex(account[2:]))
 
 
 # -- invitations ---------------------------------------------------------------------------
@@ -215,10 +223,11 @@ def draw_slots(seed, provider, count, n):
     return out
 
 
-def check_answer(answer, slot, provider, owner_root, epoch):
+def check_answer(answer, slot, provider, owner_root, epoch, owner=None):
     """Whether a challenge's answer proves slot `slot` of provider's agreement into
-    `owner_root`, the root on chain of the owner's latest epoch `epoch`: "ok", "released" or
-    Refused with the reason the provider fails (the answer decoded by answer_from_wire)."""
+    `owner_root`, the root on chain of owner's latest epoch `epoch`: "ok", "released" (the
+    owner's own signed DELETE of that slot, so owner is needed to accept it) or Refused with
+    the reason the provider fails."""
     c = answer["commit"]
     if c["epoch"] != epoch:
         raise Refused("old_root", "the answer proves against epoch %d, the latest on chain is %d"
@@ -227,9 +236,11 @@ def check_answer(answer, slot, provider, owner_root, epoch):
         raise Refused("wrong_slot", "asked for slot %d, answered slot %s of %s"
                       % (slot, answer["slot"], answer["count"]))
     if answer["record"] is None:
-        if answer.get("release"):
+        if answer.get("release") and owner and _released_by(answer["release"], owner, provider,
+                                                             slot):
             return "released"
-        raise Refused("no_data", "no record and no release for slot %d" % slot)
+        raise Refused("no_data", "no record, and no release of slot %d signed by its owner"
+                      % slot)
     root = answer["root"]
     if not merkle.verify_inclusion(leaf(answer["record"]), slot, answer["count"], answer["path"],
                                    root):
@@ -239,6 +250,16 @@ def check_answer(answer, slot, provider, owner_root, epoch):
                                    c["size"], c["path"], owner_root):
         raise Refused("wrong_root", "the agreement's root does not prove into the root on chain")
     return "ok"
+
+
+def _released_by(headers, owner, provider, slot):
+    """Whether headers are owner's signed DELETE of this slot at provider."""
+    try:
+        signed = check_request(headers, "DELETE", "/v1/slots/%d" % slot, b"", provider,
+                               int(headers["EK-Time"]))
+    except (Refused, KeyError, ValueError, TypeError):
+        return False
+    return signed.sender == owner
 
 
 def _b64(data):

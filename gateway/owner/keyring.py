@@ -2,6 +2,8 @@
 
 File format (JSON): {"v": 1, "kdf": "scrypt", "n", "r", "p", "salt", "nonce", "ct"}, where
 ct = AES-256-GCM(key = scrypt(passphrase, salt), nonce, JSON {device_hex: data_key_hex}).
+A gateway's identity (its Ed25519 private key, docs/network.md) is kept under
+"gateway:<name>", so that the keyring alone restores a lost gateway.
 The gateway never holds this file; the owner's tools and browser do.
 """
 import getpass
@@ -14,6 +16,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 15, 8, 1
 PASSPHRASE_ENV = "EDGEKEEP_PASSPHRASE"
+GATEWAY_PREFIX = "gateway:"  # a gateway identity's entry, beside the devices' hex ids
 
 
 class KeyringError(Exception):
@@ -60,6 +63,15 @@ class Keyring:
             return self.keys[device_hex]
         except KeyError:
             raise KeyringError("keyring %s has no key for device %s" % (self.path, device_hex))
+
+    def add_gateway(self, name, private_key):
+        """Keep a gateway's identity (docs/network.md): what `edgekeep restore` needs."""
+        self.keys[GATEWAY_PREFIX + name] = bytes(private_key)
+
+    def gateways(self):
+        """{name: private key} of the gateway identities kept here."""
+        return {k[len(GATEWAY_PREFIX):]: v for k, v in self.keys.items()
+                if k.startswith(GATEWAY_PREFIX)}
 
     def save(self):
         salt, nonce = os.urandom(16), os.urandom(12)

@@ -132,11 +132,16 @@ function unlockedKeys() {
   return JSON.parse(sessionStorage.getItem(KEYS) || "null");
 }
 
+// A keyring also keeps gateway identities ("gateway:<name>"), which the page never uses.
+function deviceKeyCount(keys) {
+  return Object.keys(keys).filter((k) => !k.startsWith("gateway:")).length;
+}
+
 function keyringForm() {
   const form = document.getElementById("keyring");
   const state = form.querySelector(".state");
   const say = (text, isError) => { state.textContent = text; state.classList.toggle("error", !!isError); };
-  if (unlockedKeys()) say("unlocked: " + Object.keys(unlockedKeys()).length + " device key(s)");
+  if (unlockedKeys()) say("unlocked: " + deviceKeyCount(unlockedKeys()) + " device key(s)");
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     const file = form.elements.file.files[0];
@@ -146,7 +151,7 @@ function keyringForm() {
       const keys = await openKeyring(await file.text(), form.elements.passphrase.value);
       sessionStorage.setItem(KEYS, JSON.stringify(keys));
       form.elements.passphrase.value = "";
-      say("unlocked: " + Object.keys(keys).length + " device key(s)");
+      say("unlocked: " + deviceKeyCount(keys) + " device key(s)");
       document.dispatchEvent(new CustomEvent("ek:unlocked"));
     } catch (err) {
       say(err.message, true);
