@@ -18,7 +18,6 @@ Records are kept in pack files under DATA_DIR/network/held (gateway/store/packs.
 before the answer; their rows are the store's (`store.peers`, gateway/store/peers.py). The
 server has its own connection to the store, used under one lock from the worker threads.
 """
-import asyncio
 import base64
 import hashlib
 import json
@@ -30,13 +29,14 @@ import threading
 import time
 
 import uvicorn
+from cryptography import x509
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.network import protocol
-from gateway.network.identity import directory
+from gateway.network.identity import Identity, directory
 from gateway.store.database import Store
 from gateway.store.packs import Packs
 from gateway.store.peers import REMOVED
@@ -87,7 +87,11 @@ class PeerServer:
                  health=None, endpoint=None, rate=RATE, burst=BURST):
         self.data_dir, self.identity = data_dir, identity
         self.quota_default, self.rate, self.burst = quota_default, rate, burst
-        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        # proto given: asyncio sets TCP_NODELAY only on sockets of proto IPPROTO_TCP, and
+        # without it every answer waits 40 ms (Nagle and delayed ACKs: head and body are two
+        # writes)
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                  socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         self.port = self.sock.getsockname()[1]
@@ -115,8 +119,7 @@ class PeerServer:
     # -- running -----------------------------------------------------------------------
 
     def start(self, timeout=15):
-        if not os.path.exists(self.identity.paths(self.data_dir)[0]):
-            self.identity.save(self.data_dir)
+        self._check_identity()
         self.store = Store.connect(self.data_dir)
         self.flusher = threading.Thread(target=self._flush_loop, name="peer-counters",
                                         daemon=True)
@@ -133,6 +136,26 @@ class PeerServer:
             time.sleep(0.02)
         self.stop()
         raise RuntimeError("the peer server did not start on %s" % self.url)
+
+    def _check_identity(self):
+        """The TLS key and certificate in data_dir/network are the identity's: written if
+        missing, the certificate made again if it is another key's; RuntimeError if the key
+        file holds another identity (never overwritten)."""
+        cert, key = self.identity.paths(self.data_dir)
+        if not os.path.exists(key):
+            self.identity.save(self.data_dir)
+            return
+        found = Identity.load_or_create(self.data_dir)
+        if found.name != self.identity.name:
+            raise RuntimeError("%s holds identity %s, not %s: serve the peer port with the "
+                               "data directory's own identity" % (key, found.short,
+                                                                   self.identity.short))
+        with open(cert, "rb") as f:
+            pem = f.read()
+        if x509.load_pem_x509_certificate(pem).public_key().public_bytes_raw() != \
+                self.identity.public:
+            os.remove(cert)
+            Identity.load_or_create(self.data_dir)   # makes it again
 
     def stop(self):
         """Stop serving: requests under way may finish (2 s at most); kept connections are
@@ -225,7 +248,7 @@ class PeerServer:
                 hint = signed.sender[:16]
                 await run_in_threadpool(self._admit, signed, pairing)
                 self._take_token(signed.sender)
-                params = dict(request.path_params, **request.query_params)
+                params = {**request.query_params, **request.path_params}
                 out = await run_in_threadpool(self._locked, handler, signed, body, params)
             except protocol.Refused as e:
                 return self._refuse(e, hint)
@@ -273,6 +296,9 @@ class PeerServer:
         now = time.monotonic()
         b = self.buckets.get(peer)
         if b is None:
+            if len(self.buckets) > 10000:  # forget the full ones (as if never seen)
+                idle = self.burst / self.rate
+                self.buckets = {p: v for p, v in self.buckets.items() if now - v[1] < idle}
             b = self.buckets[peer] = [float(self.burst), now]
         b[0] = min(float(self.burst), b[0] + (now - b[1]) * self.rate)
         b[1] = now
@@ -492,7 +518,6 @@ async def _read_body(request, cap):
                 break
         elif chunks is not None:
             chunks.append(chunk)
-        await asyncio.sleep(0)
     if total > cap:
         raise _too_large(cap)
     return b"".join(chunks)
