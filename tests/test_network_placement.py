@@ -7,11 +7,18 @@ import os
 
 import pytest
 
+from gateway.chain.client import DEFAULT_DEV_KEY, Chain
+from gateway.chain.node import Anvil
+from gateway.health import Registry
 from gateway.network import protocol
-from gateway.network.placement import Placer
+from gateway.network.commits import Committer
+from gateway.network.placement import Placer, PlacerLoop
+from gateway.store.database import Store
 from gateway.store.placements import PLACED, SENDING, Placement
 from gateway.store.provider import Provider
+from gateway.wire import merkle
 from tests.helpers.network import GB, PeerNode, pair
+from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +89,6 @@ def scan(data_dir, needle):
 # --- the rows ------------------------------------------------------------------------------------
 
 def test_placement_rows_slots_leaves_and_bytes(tmp_path):
-    from gateway.store.database import Store
     store = Store.open(str(tmp_path / "s"))
     try:
         pl = store.placements
@@ -223,6 +229,34 @@ def test_replace_a_lost_peer_then_release_to_it(gateway, nodes):
     assert placer.release_to(p1.name) == 0
 
 
+def test_an_unreachable_peer_waits_then_is_replaced(gateway, nodes):
+    g, provider, digests = gateway
+    p1, p2, down = peers(nodes, g, 3)
+    down.server.stop()                      # it does not answer from now on
+    placer = Placer(g.store, provider, g.identity, k=2, m=3)
+    placer.queue_new()
+    stats = placer.step()
+    assert stats["placed"] == 12
+    [waiting] = g.store.placements.sending()           # one share waits for it, the rest skip it
+    assert waiting.peer == down.name and waiting.slot == 0
+    assert g.store.peers.get(down.name).unreachable_since is not None
+    for d in digests:                       # durable (k placed), not complete
+        st = g.store.placements.state(d)
+        assert st.placed == 2 and st.offbox.durable_at and not st.offbox.complete_at
+    assert placer.survival()["not_offbox_blobs"] == 0
+
+    [spare] = peers(nodes, g, 1)
+    out = placer.replace(down.name, "unreachable past its grace")
+    assert (out["blobs"], out["shares"], out["left"], out["bytes_fetched"]) == (1, 1, 0, 0)
+    assert out["bytes_sent"] == waiting.length
+    assert not g.store.placements.sending()
+    assert placer.step()["placed"] == 5     # the other blobs' third shares: the next step
+    for d in digests:
+        assert holders(g, d) == sorted((p1.name, p2.name, spare.name))
+    assert placer.release_to(down.name) == 0           # still away: its slot stays 'failed'
+    assert [r.state for r in g.store.placements.of_peer(down.name)] == ["failed"]
+
+
 class Crash(Exception):
     pass
 
@@ -271,3 +305,116 @@ def test_a_crash_between_sending_and_placed_resumes_with_the_same_slot(gateway, 
     for d in digests:
         assert len(set(holders(g, d))) == 3
     assert all(p.refused("slot_gap") == p.refused("slot_taken") == 0 for p in ps)
+
+
+def test_the_placer_loop_places_what_the_provider_gets(gateway, nodes):
+    g, provider, digests = gateway
+    peers(nodes, g, 3)
+    store = Store.connect(g.data_dir)           # the loop's own connection
+    registry = Registry()
+    loop = PlacerLoop(Placer(store, Provider.open(store), g.identity, k=2, m=3), period=60,
+                      health=registry).start()
+    try:
+        wait_for(lambda: g.store.placements.counts()["complete"] == 6, 15, what="6 blobs placed")
+        data = os.urandom(4000)
+        provider.put(hashlib.sha256(data).digest(), data)
+        loop.notify()                           # not the 60 s period
+        wait_for(lambda: g.store.placements.counts()["complete"] == 7, 15, what="the new blob")
+        assert registry.snapshot()["placer"]["state"] == "alive"
+    finally:
+        loop.stop()
+        loop.placer.provider.close()
+        store.close()
+    assert registry.snapshot()["placer"]["state"] == "stopped"
+
+
+# --- commits on chain ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    with Anvil(tmp_path_factory.mktemp("chain"), block_time=0) as anvil:
+        yield Chain(anvil.rpc_url, DEFAULT_DEV_KEY, anvil.chain_dir / "deployment.json")
+
+
+def registered(chain, identity):
+    chain.register_gateway(identity.public, 3, "https://127.0.0.1:1",
+                           identity.sign(b"edgekeep-test-registration"))
+
+
+def root_from_providers(g, providers):
+    """The owner's epoch root recomputed from what each provider lists and returns of ours."""
+    leaves = []
+    for p in sorted(providers, key=lambda p: p.name):
+        c = g.client_to(p)
+        slots = [s["slot"] for s in c.slots()]
+        assert slots == list(range(len(slots)))
+        records = [c.get_slot(n) for n in slots]
+        leaves.append(protocol.agreement_leaf(p.name, len(records),
+                                              merkle.root([protocol.leaf(r) for r in records])))
+    return merkle.root(leaves)
+
+
+def test_commit_is_mined_and_proves_challenges(gateway, nodes, chain):
+    g, provider, digests = gateway
+    ps = peers(nodes, g, 3)
+    placer = Placer(g.store, provider, g.identity, k=2, m=3)
+    placer.queue_new()
+    placer.step()
+    registered(chain, g.identity)
+    seen = []
+    committer = Committer(g.store, g.identity, chain, on_commit=seen.append)
+    owner = g.identity.public
+
+    row = committer.commit_now()
+    assert row.status == "mined" and row.epoch == 1 and seen == [1] and row.gas
+    on_chain = chain.commit_of(owner, 1)
+    assert on_chain["root"] == row.root == root_from_providers(g, ps)
+    assert on_chain["agreements"] == 3
+    for p in ps:                          # the agreements went with it
+        a = chain.agreement_of(owner, bytes.fromhex(p.name))
+        assert a["capacity"] == GB and a["since_epoch"] == 1
+    # each provider accepted its place in the epoch, and proves a slot into the chain's root
+    for p in ps:
+        held = p.store.peers.commit(g.name)
+        assert (held.epoch, held.count) == (1, 6)
+        answer = g.client_to(p).challenge(3)
+        assert protocol.check_answer(answer, 3, p.name, on_chain["root"], 1) == "ok"
+
+    assert committer.close(force=True) is None          # nothing changed: no epoch
+
+    # more blobs placed: epoch 2, sent once even across a crash after the send
+    data = os.urandom(5000)
+    provider.put(hashlib.sha256(data).digest(), data)
+    placer.queue_new()
+    placer.step()
+    assert committer.close(force=True) == 2
+    pending = g.store.placements.commit(2)
+    tx = chain.send_commit(owner, 2, pending.root, 3, [])     # the send, then the "crash"
+    g.store.placements.commit_sent(2, tx)
+    chain.wait_receipt(tx, 30)
+    nonce = chain.w3.eth.get_transaction_count(chain.address)
+    again = Committer(g.store, g.identity, chain)               # the next start
+    assert again.step()
+    assert chain.w3.eth.get_transaction_count(chain.address) == nonce    # not sent twice
+    row = g.store.placements.commit(2)
+    assert row.status == "mined" and row.tx_hash == tx
+    assert chain.commit_of(owner, 2)["root"] == row.root == root_from_providers(g, ps)
+    assert chain.latest_network_epoch(owner) == 2
+    for p in ps:
+        assert (p.store.peers.commit(g.name).epoch, p.store.peers.commit(g.name).count) == (2, 7)
+
+    # the running gateway's thread: connects, closes and commits by itself
+    more = os.urandom(2000)
+    provider.put(hashlib.sha256(more).digest(), more)
+    placer.queue_new()
+    placer.step()
+    store = Store.connect(g.data_dir)
+    thread = Committer(store, g.identity, lambda: chain, period=0.2, health=Registry()).start()
+    try:
+        wait_for(lambda: chain.latest_network_epoch(owner) == 3, 20, what="epoch 3 mined")
+        wait_for(lambda: all(p.store.peers.commit(g.name).epoch == 3 for p in ps), 10,
+                 what="providers told of epoch 3")
+    finally:
+        thread.stop()
+        store.close()
+    assert chain.commit_of(owner, 3)["root"] == root_from_providers(g, ps)

@@ -40,6 +40,9 @@ STEP_BATCH = 64            # blobs placed per round
 STOP_JOIN = 5              # PlacerLoop.stop: seconds for the loop to finish its step
 RECHECK_FULL = 3600        # seconds between asking a full peer whether it has room again
 SEEN_EVERY = 60            # seconds between two notes of a peer's good answers
+ROOM = 1 << 16             # free bytes a full peer needs again to be active
+RETRY_DOWN = 60            # seconds before a peer that did not answer is called again
+RETRY_RELEASE = 600        # seconds between two attempts to release slots on a failed peer
 
 
 def _fmt_bytes(n):
@@ -100,6 +103,8 @@ class Placer:
         self._full_checked = {}         # peer -> time.monotonic() of the last look
         self._seen_at = {}              # peer -> time.monotonic() its last answer was noted
         self._gaps = set()              # peers whose slot numbering disagreed (logged once)
+        self._down = {}                 # peer -> time.monotonic() it last did not answer
+        self._release_tried = {}        # peer -> time.monotonic() of the last release_pending
 
     # -- peers ---------------------------------------------------------------------------
 
@@ -119,15 +124,25 @@ class Placer:
         return {p.name: p._asdict() for p in self.store.peers.all() if p.status != "removed"}
 
     def _usable(self):
-        """{name: [peer row, free bytes]} of the peers a new share may go to: active ones."""
+        """{name: [peer row, free bytes]} of the peers a new share may go to: active ones,
+        but for those that did not answer in the last RETRY_DOWN seconds."""
         return {name: [p, p["capacity"] - self.placements.bytes_on(name)]
-                for name, p in self._peers().items() if p["status"] == "active"}
+                for name, p in self._peers().items()
+                if p["status"] == "active" and not self._is_down(name)}
+
+    def _is_down(self, name):
+        at = self._down.get(name)
+        return at is not None and time.monotonic() - at < RETRY_DOWN
 
     # -- queueing ------------------------------------------------------------------------
 
     def queue_new(self, limit=None):
         """Queue every blob of the local Provider that is not queued yet (up to `limit`); how
         many were queued."""
+        with self.lock:
+            return self._queue_new(limit)
+
+    def _queue_new(self, limit):
         n = 0
         while limit is None or n < limit:
             batch = QUEUE_BATCH if limit is None else min(QUEUE_BATCH, limit - n)
@@ -177,6 +192,9 @@ class Placer:
         blobs = {}
         for p in self.placements.sending():
             if p.peer in blocked:
+                continue
+            if self._is_down(p.peer):
+                blocked.add(p.peer)
                 continue
             peer = peers.get(p.peer)
             if peer is None:        # removed: its slots are of no use any more
@@ -325,6 +343,7 @@ class Placer:
         return "blocked"    # rate_limited, a server error: passing
 
     def _unreachable(self, name, detail):
+        self._down[name] = time.monotonic()
         self.store.peers.unreachable(name, time.time(), detail[:500])
         log.info("peer %s unreachable (%s); its shares wait for the next round", name[:16],
                  detail)
@@ -339,6 +358,7 @@ class Placer:
         self._seen_at[name] = time.monotonic()
         peer["unreachable_since"] = None
         self._gaps.discard(name)
+        self._down.pop(name, None)
         self.store.peers.seen(name, time.time())
 
     # -- a blob's sealed bytes -------------------------------------------------------------
@@ -463,16 +483,27 @@ class Placer:
             return n
 
     def release_pending(self):
-        """release_to every peer with failed placements, quietly; how many released."""
+        """release_to every peer with failed placements that is not removed, each at most
+        every RETRY_RELEASE seconds (a failed peer may well not answer); how many released."""
         n = 0
+        peers = self._peers()
         for name in self.placements.peers():
+            last = self._release_tried.get(name)
+            if name not in peers or (last is not None
+                                     and time.monotonic() - last < RETRY_RELEASE):
+                continue
             if self.placements.of_peer(name, (FAILED,)):
+                self._release_tried[name] = time.monotonic()
                 n += self.release_to(name)
         return n
 
     def recheck_full(self, every=RECHECK_FULL):
         """Ask each full peer (at most every `every` s) whether it has room again: one that
-        holds less for us than its quota is active again. The names made active."""
+        has ROOM bytes free for us again is active again. The names made active."""
+        with self.lock:
+            return self._recheck_full(every)
+
+    def _recheck_full(self, every):
         from gateway.network.client import PeerError
         out = []
         for name, p in self._peers().items():
@@ -486,7 +517,7 @@ class Placer:
                 hello = self.client(name, p["endpoint"]).hello()
             except PeerError:
                 continue
-            if hello.get("quota", 0) > hello.get("used", 0):
+            if hello.get("quota", 0) - hello.get("used", 0) >= ROOM:
                 self.store.peers.set_status(name, "active")
                 out.append(name)
                 log.info("peer %s has room again (%s of %s used)", name[:16],
