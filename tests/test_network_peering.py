@@ -99,6 +99,14 @@ def test_pairing_records_both_sides(nodes):
     assert b.client_to(a).hello() == {"name": a.name, "quota": 5 * 10 ** 9, "used": 0,
                                       "slots": 0}
     assert a.client_to(b).hello()["quota"] == 3 * 10 ** 9
+    # a restored gateway's peers come from its catalog; a known one is left as it is
+    catalog = [{"name": b.name, "endpoint": "https://elsewhere:1"},
+               {"name": "ab" * 32, "endpoint": "https://c.example:8443", "capacity": 7,
+                "quota": 8, "term_end": 123}]
+    with a.store.transaction():
+        assert a.store.peers.restore(catalog, now=100) == 1
+    assert a.store.peers.get(b.name).endpoint == b.url
+    assert a.store.peers.get("ab" * 32)[1:6] == ("https://c.example:8443", 7, 8, 100, 123)
 
 
 def test_cli_invite_add_list_remove(nodes, capsys):

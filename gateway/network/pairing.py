@@ -13,8 +13,7 @@ import time
 
 from gateway.network import protocol
 from gateway.network.client import PeerClient, PeerError
-
-TERM = 365 * 86400     # an agreement's term from its pairing (seconds)
+from gateway.store.peers import TERM
 
 
 def invite(store, identity, endpoint, capacity, ttl_seconds, now=None):

@@ -39,7 +39,7 @@ from gateway.network import protocol
 from gateway.network.identity import Identity, directory
 from gateway.store.database import Store
 from gateway.store.packs import Packs
-from gateway.store.peers import REMOVED
+from gateway.store.peers import REMOVED, TERM
 from gateway.wire import merkle
 
 log = logging.getLogger("edgekeep.network.server")
@@ -56,7 +56,6 @@ DRAIN = 2 * protocol.MAX_BODY  # a body over the cap is read (and dropped) up to
                                # client sees its 413 rather than a reset connection
 LOG_EVERY = 60                 # seconds between two log lines of one (reason, peer)
 FLUSH_EVERY = 1.0              # seconds between writes of the refusal counters
-TERM = 365 * 86400             # an agreement's term from its pairing
 LIST_LIMIT = 1000
 EMPTY_ROOT = hashlib.sha256(b"").digest()  # RFC 9162: the root of a tree of no leaves
 

@@ -13,13 +13,15 @@ grows) and the owner's signed DELETE, but not its bytes.
 """
 
 import sqlite3
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 ACTIVE, FAILED, FULL, REMOVED = "active", "failed", "full", "removed"
 STATUSES = (ACTIVE, FAILED, FULL, REMOVED)
 HASH = 32
+TERM = 365 * 86400          # an agreement's term from its pairing (seconds)
 
 
 class Peer(NamedTuple):
@@ -108,6 +110,20 @@ class Peers:
             "quota = excluded.quota, paired_at = excluded.paired_at, "
             "term_end = excluded.term_end, status = 'active'",
             (name, endpoint, capacity, quota, paired_at, term_end))
+
+    def restore(self, peers: Iterable[Mapping[str, Any]], now: float | None = None) -> int:
+        """The peers of a restored gateway, from its catalog: [{"name", "endpoint",
+        "capacity", "quota", "term_end"}] (only name and endpoint required); a peer already
+        known is left as it is. How many were added."""
+        now = time.time() if now is None else now
+        added = 0
+        for p in peers:
+            added += self.db.execute(
+                "INSERT INTO peers (name, endpoint, capacity, quota, paired_at, term_end) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                (p["name"], p["endpoint"], int(p.get("capacity", 0)), int(p.get("quota", 0)),
+                 now, float(p.get("term_end", now + TERM)))).rowcount
+        return added
 
     def get(self, name: str) -> Peer | None:
         row = self.db.execute("SELECT %s FROM peers WHERE name = ?" % PEER_COLUMNS,
