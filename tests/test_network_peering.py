@@ -183,7 +183,8 @@ def test_put_get_list_release_challenge(nodes):
     listed = list(to_a.slots(limit=2))            # three pages
     assert [s["slot"] for s in listed] == [0, 1, 2, 3, 4]
     assert listed[1] == {"slot": 1, "digest": protocol.parse_record(recs[1]).sealed,
-                         "index": 1, "size": len(recs[1])}
+                         "index": 1, "size": len(recs[1]), "leaf": protocol.leaf(recs[1]),
+                         "released": False}
     assert to_a.hello() == {"name": a.name, "quota": 10 ** 9, "used": 5 * 98, "slots": 5}
 
     # the owner commits its agreement: its root over the 5 slots, the agreement's leaf 1 of
@@ -199,7 +200,8 @@ def test_put_get_list_release_challenge(nodes):
     to_a.release(3)
     to_a.release(3)                               # again: the first release stays
     assert to_a.get_slot(3) is None
-    assert [s["slot"] for s in to_a.slots()] == [0, 1, 2, 4]
+    assert [(s["slot"], s["released"]) for s in to_a.slots()] == [
+        (0, False), (1, False), (2, False), (3, True), (4, False)]   # its leaf stays listed
     assert to_a.hello()["used"] == 4 * 98
     with pytest.raises(PeerError) as e:           # a released slot is not filled again
         to_a.put_slot(3, recs[3])

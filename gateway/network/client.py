@@ -105,12 +105,13 @@ class PeerClient:
         self._json("DELETE", "/v1/slots/%d" % n)
 
     def slots(self, after=-1, limit=1000):
-        """Every slot the peer holds of ours numbered above `after`, in order, page by page:
-        {"slot", "digest" (sealed, bytes), "index", "size"}."""
+        """Every slot of ours the peer has numbered above `after`, in order, page by page:
+        {"slot", "digest" (sealed, bytes), "index", "size" (record bytes), "leaf" (bytes),
+        "released" (its bytes dropped at our request)}."""
         while True:
             d = self._json("GET", "/v1/slots?after=%d&limit=%d" % (after, limit))
             for s in d["slots"]:
-                yield dict(s, digest=bytes.fromhex(s["digest"]))
+                yield dict(s, digest=bytes.fromhex(s["digest"]), leaf=bytes.fromhex(s["leaf"]))
             if d.get("next") is None:
                 return
             after = d["next"]

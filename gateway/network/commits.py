@@ -31,6 +31,7 @@ from gateway.wire import merkle
 log = logging.getLogger("edgekeep.network")
 
 RECEIPT_TIMEOUT = 60
+ROLES = 3               # StorageNetwork roles: Provider (1) and Keeper (2)
 BACKOFF_MAX = 60
 STOP_JOIN = 5
 
@@ -55,14 +56,15 @@ def epoch_leaves(placements):
 
 class Committer:
     def __init__(self, store, identity, chain_or_connect, clients=None, health=None, period=60,
-                 on_commit=None):
+                 on_commit=None, endpoint=""):
         """The commit outbox over a Store of its own (Store.connect: this thread's connection).
 
         chain_or_connect: the Chain client, or a function that makes one (called in the
         thread, again with back-off until the chain answers). clients: how to talk to a peer,
         as for Placer (None: a PeerClient per peer; a function (name, endpoint); a mapping by
         name). period: seconds at least between two epochs. on_commit(epoch): runs after an
-        epoch is mined (exceptions are logged). health: the process's Registry."""
+        epoch is mined (exceptions are logged). health: the process's Registry. endpoint:
+        the peer endpoint registered on chain with the identity ("" if it has none)."""
         self.store = store
         self.placements = store.placements
         self.identity = identity
@@ -74,6 +76,8 @@ class Committer:
         self._cache = {}
         self.period = period
         self.on_commit = on_commit
+        self.endpoint = endpoint
+        self.registered = False
         self.notified = {}          # provider -> the last epoch it accepted
         self.backoff = 1
         self.last_close = None      # time.monotonic() of the last look for changes
@@ -188,6 +192,7 @@ class Committer:
             raise RuntimeError("network epoch %d holds another root on chain (%s): closed again "
                                "from the chain's latest" % (epoch, on_chain["root"].hex()))
         if on_chain is None:
+            self.register()
             latest = self.chain.latest_network_epoch(owner)
             if epoch != latest + 1:
                 self.placements.drop_commit(epoch)
@@ -210,6 +215,21 @@ class Committer:
             except Exception:
                 log.exception("after network epoch %d: on_commit failed", epoch)
         return self.placements.commit(epoch)
+
+    def register(self):
+        """Register this gateway's identity on StorageNetwork (Provider and Keeper, its
+        endpoint) from the chain account, unless the chain has it so already."""
+        if self.registered:
+            return
+        me = self.chain.gateway_of(self.identity.public)
+        if me is None or me["endpoint"] != self.endpoint or me["roles"] != ROLES:
+            statement = protocol.registration_statement(
+                self.chain.chain_id, self.chain.storage_network.address, self.chain.address)
+            self.chain.register_gateway(self.identity.public, ROLES, self.endpoint,
+                                        self.identity.sign(statement))
+            log.info("gateway %s registered on chain as Provider and Keeper (%s)",
+                     self.identity.short, self.endpoint or "no endpoint")
+        self.registered = True
 
     def tell_providers(self):
         """POST /v1/commit to every provider of the latest mined epoch that has not accepted it

@@ -562,11 +562,18 @@ class PlacerLoop:
     continuously, in a supervised thread (gateway/health.py), woken by notify() (a sealed
     epoch, a stored camera chunk) or every `period` seconds."""
 
-    def __init__(self, placer, period=30, health=None):
+    def __init__(self, placer, period=30, health=None, metadata=None, snapshot_every=10):
         """placer: a Placer on a Store of its own (Store.connect: this thread's connection).
-        health: the process's gateway.health.Registry."""
+        health: the process's gateway.health.Registry. metadata: a
+        gateway.network.metadata.Metadata on the placer's store and Provider, whose snapshots
+        (at most one every snapshot_every seconds) are placed like any blob and whose catalog
+        goes to the peers once they are durable off-box."""
         self.placer = placer
         self.period = period
+        self.metadata = metadata
+        self.snapshot_every = snapshot_every
+        self.last_snapshot = 0.0
+        self.lock = threading.RLock()   # held by whoever uses the placer (the remote Keeper too)
         self.wake = threading.Event()
         self._stop = threading.Event()
         registry = health or Registry()
@@ -615,8 +622,16 @@ class PlacerLoop:
             self.health.progress()
 
     def round(self):
-        """Queue, place, release and re-check; True if there is more to do at once."""
+        """Snapshot the metadata, queue, place, release, re-check, publish the catalog; True
+        if there is more to do at once."""
+        with self.lock:
+            return self._round()
+
+    def _round(self):
         p = self.placer
+        if self.metadata and time.monotonic() - self.last_snapshot >= self.snapshot_every:
+            self.last_snapshot = time.monotonic()
+            self.metadata.snapshot()
         queued = p.queue_new(QUEUE_BATCH)
         stats = p.step(STEP_BATCH)
         self.last = stats
@@ -626,4 +641,6 @@ class PlacerLoop:
         if stats["left"] and not stats["placed"]:
             survival = p.survival()
             self.health.alive(survival["statement"])
+        if self.metadata:
+            self.metadata.publish(lambda peer: p.client(peer.name, peer.endpoint))
         return more

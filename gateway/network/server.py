@@ -427,7 +427,8 @@ class PeerServer:
         more = len(rows) > limit
         rows = rows[:limit]
         return {"slots": [{"slot": r.slot, "digest": r.digest.hex(), "index": r.idx,
-                           "size": r.length} for r in rows],
+                           "size": r.length, "leaf": r.leaf.hex(),
+                           "released": r.released is not None} for r in rows],
                 "next": rows[-1].slot if more else None}
 
     def commit(self, signed, body, params):

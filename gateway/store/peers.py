@@ -241,11 +241,11 @@ class Peers:
         return None if row is None else Held._make(row)
 
     def held_after(self, owner: str, after: int, limit: int) -> list[Held]:
-        """The owner's slots numbered above `after` whose bytes we still hold (not released),
-        at most limit of them, in order."""
+        """The owner's slots numbered above `after`, released ones included, at most limit of
+        them, in order."""
         return [Held._make(r) for r in self.db.execute(
-            "SELECT %s FROM held WHERE owner = ? AND slot > ? AND released IS NULL "
-            "ORDER BY slot LIMIT ?" % HELD_COLUMNS, (owner, after, limit))]
+            "SELECT %s FROM held WHERE owner = ? AND slot > ? ORDER BY slot LIMIT ?"
+            % HELD_COLUMNS, (owner, after, limit))]
 
     def leaves(self, owner: str, count: int) -> list[bytes]:
         """The leaves (SHA-256 of each record) of the owner's first `count` slots, released

@@ -140,6 +140,15 @@ class Placements:
              for peer, slot, idx, leaf, length in shares])
         self.refresh(digest, at)
 
+    def restore_released(self, rows: Iterable[tuple[str, int, bytes, int, bytes, int]]) -> None:
+        """Slots a peer has dropped at our request, from its listing on a restore: rows =
+        [(peer, slot, sealed digest, share index, leaf, record length)]. Kept 'released' (their
+        leaves stay in the agreement's tree); the blob is named by its sealed digest, since
+        what it was here is no longer known."""
+        self.db.executemany(
+            "INSERT OR IGNORE INTO placements (%s) VALUES (?, ?, ?, ?, ?, ?, 'released', NULL)"
+            % _PLACEMENT, rows)
+
     def state(self, digest: bytes) -> BlobState | None:
         """A blob's off-box row with its placed and sending share counts, None if not queued."""
         off = self.get(digest)
