@@ -3,11 +3,13 @@
     edgekeep audit --data-dir DIR [--all | --object ID] [--samples N] [--rpc URL]
     edgekeep audit --remote URL [--rpc URL] [--samples N] [--password-file F]
                             [--deployment FILE]
+    edgekeep audit --remote PEER --data-dir DIR [--owner NAME] [--samples N] [--rpc URL]
     edgekeep repair --data-dir DIR
     edgekeep keeper status --data-dir DIR
 
-`audit --remote` is the independent Keeper: it logs in to a gateway's API, draws challenges
-from the chain, and checks every answer against the chain alone.
+`audit --remote URL` is the independent Keeper: it logs in to a gateway's API, draws challenges
+from the chain, and checks every answer against the chain alone. `audit --remote PEER` audits
+the --data-dir gateway's storage agreement with a peer the same way (gateway/cli/network_audit.py).
 """
 import getpass
 import json
@@ -16,6 +18,7 @@ import urllib.error
 import urllib.request
 
 from gateway.chain.reader import ChainReader
+from gateway.cli import network_audit
 from gateway.cli.common import chain_for, open_store
 from gateway.keeper import audit as keeper
 from gateway.keeper import challenges
@@ -24,9 +27,14 @@ from gateway.store import provider
 
 def add_commands(sub):
     s = sub.add_parser("audit", help="audit stored data against the chain (here or --remote)")
-    g = s.add_mutually_exclusive_group(required=True)
-    g.add_argument("--data-dir", help="audit this gateway's own store, recorded and anchored")
-    g.add_argument("--remote", metavar="URL", help="audit a gateway over its API, trusting only the chain")
+    s.add_argument("--data-dir", help="audit this gateway's own store, recorded and anchored; with "
+                                      "--remote PEER: the gateway whose agreement it audits")
+    s.add_argument("--remote", metavar="URL|PEER",
+                   help="audit a gateway over its API (URL), or, with --data-dir, our agreement "
+                        "with a peer (its name or a prefix: gateway/cli/network_audit.py), "
+                        "trusting only the chain")
+    s.add_argument("--owner", help="--remote PEER: the owner of the agreement (default and only "
+                                   "choice: the --data-dir gateway's identity)")
     w = s.add_mutually_exclusive_group()
     w.add_argument("--all", action="store_true", help="every chunk of every anchored object")
     w.add_argument("--object", help="every chunk of one: <device>-<seq> or [<device>-]<oid>")
@@ -49,6 +57,11 @@ def add_commands(sub):
 
 
 def cmd_audit(args):
+    if args.remote and network_audit.is_peer(args.remote):
+        return network_audit.run(args)
+    if bool(args.data_dir) == bool(args.remote) or args.owner:
+        raise SystemExit("error: audit needs one of --data-dir DIR or --remote URL (--owner "
+                         "goes with --remote PEER)")
     if args.samples < 1:
         raise SystemExit("error: --samples must be at least 1")
     if args.remote:
