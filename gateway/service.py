@@ -88,6 +88,8 @@ class Gateway:
         self.keeper = None
         self.web = None
         self.homeassistant = None
+        self.identity = None
+        self.peer_server = self.placer = self.committer = self.remote_keeper = None
         self.admin_password_file = None
 
     def start(self):
@@ -107,6 +109,7 @@ class Gateway:
                              object_keep_days=cfg.retention_days,
                              object_max_bytes=cfg.retention_max_bytes or None,
                              min_free_bytes=cfg.min_free_bytes, health=self.health)
+        self.start_network()
         self.anchorer.start()
         self.keeper.start()
         self.ingest.start()
@@ -119,6 +122,41 @@ class Gateway:
         log.info("gateway up: data %s, broker %s, chain %s (anchoring starts when it answers)",
                  cfg.data_dir, cfg.broker, cfg.chain.rpc_url)
         return self
+
+    def start_network(self):
+        """The Provider network (docs/network.md): the identity, the peer port if it is open,
+        and the threads that place this gateway's blobs and metadata on its peers, commit
+        them on chain and audit the peers. They idle while there is no peer."""
+        from gateway.network.audit import RemoteKeeper, RemoteKeeperLoop
+        from gateway.network.commits import Committer
+        from gateway.network.identity import Identity
+        from gateway.network.metadata import Metadata
+        from gateway.network.placement import Placer, PlacerLoop
+        from gateway.network.server import PeerServer
+        cfg = self.cfg
+        self.identity = Identity.load_or_create(cfg.data_dir)
+        if cfg.peer_port >= 0:
+            self.peer_server = PeerServer(cfg.data_dir, self.identity, cfg.peer_host,
+                                          cfg.peer_port, health=self.health,
+                                          endpoint=cfg.peer_endpoint or None).start()
+            log.info("peer port %s (gateway %s)", self.peer_server.url, self.identity.short)
+        store = Store.connect(cfg.data_dir)
+        placer = Placer(store, provider.Provider.open(store), self.identity, cfg.network_k,
+                        cfg.network_m)
+        self.placer = PlacerLoop(placer, health=self.health,
+                                 metadata=Metadata(store, placer.provider, self.identity))
+        self.committer = Committer(Store.connect(cfg.data_dir), self.identity, self.link,
+                                   health=self.health, period=cfg.epoch_seconds,
+                                   endpoint=cfg.peer_endpoint,
+                                   on_commit=lambda epoch: self.remote_keeper.notify())
+        self.remote_keeper = RemoteKeeperLoop(
+            RemoteKeeper(Store.connect(cfg.data_dir), self.identity, LinkedChain(self.link), None,
+                         LockedPlacer(placer, self.placer.lock), cfg.peer_grace_seconds,
+                         cfg.network_samples),
+            cfg.network_audit_seconds, health=self.health)
+        self.placer.start()
+        self.committer.start()
+        self.remote_keeper.start()
 
     @property
     def chain(self):
@@ -163,6 +201,8 @@ class Gateway:
     def sealed(self, epoch):
         self.anchorer.notify(epoch)
         self.keeper.notify(epoch)
+        if self.placer:
+            self.placer.notify(epoch)
 
     def start_web(self):
         from gateway.web import auth
@@ -182,6 +222,10 @@ class Gateway:
         within its drain time are left for the next start.
         """
         steps = [("admin page", self.web and self.web.stop),
+                 ("peer port", self.peer_server and self.peer_server.stop),
+                 ("network keeper", self.remote_keeper and self.remote_keeper.stop),
+                 ("network placer", self.placer and self.placer.stop),
+                 ("network commits", self.committer and self.committer.stop),
                  ("Home Assistant bridge", self.homeassistant and self.homeassistant.stop),
                  ("ingest", self.ingest and self.ingest.stop),
                  ("keeper", self.keeper and self.keeper.stop),
@@ -197,3 +241,29 @@ class Gateway:
             except Exception:
                 log.exception("stopping the %s failed; going on", name)
             log.debug("stopped the %s in %.1f s", name, time.monotonic() - started)
+
+
+class LockedPlacer:
+    """A Placer used from another thread than its loop's: each call under the loop's lock."""
+
+    def __init__(self, placer, lock):
+        self._placer, self._lock = placer, lock
+
+    def __getattr__(self, name):
+        method = getattr(self._placer, name)
+
+        def locked(*args, **kwargs):
+            with self._lock:
+                return method(*args, **kwargs)
+        return locked
+
+
+class LinkedChain:
+    """The ChainLink's Chain for code that takes a Chain: each use connects if need be (and
+    raises while the chain does not answer)."""
+
+    def __init__(self, link):
+        self._link = link
+
+    def __getattr__(self, name):
+        return getattr(self._link(), name)

@@ -1,15 +1,12 @@
 """End to end over real Mosquitto and anvil: trackers -> gateway -> chain -> verify -> export."""
-import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
 
 import pytest
 
-from agent.proto import READING_FIELDS
 from gateway.chain import node
 from gateway.store.database import Store
 from tests.helpers.e2e import (
@@ -17,6 +14,8 @@ from tests.helpers.e2e import (
     assert_verify_all,
     cli,
     ledger,
+    plaintext_patterns,
+    scan_for,
     simulated_trackers,
     start_gateway,
     write_config,
@@ -25,33 +24,6 @@ from tests.helpers.paths import ENV, REPO
 from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.integration
-
-def plaintext_patterns(produced):
-    """Byte patterns that would betray a reading: its packed fields and its JSON."""
-    fmt = ">hHIIIhhhiiH"
-    miss = {"h": -0x8000, "H": 0xFFFF, "i": -0x80000000, "I": 0xFFFFFFFF}
-    for readings in produced.values():
-        for r in readings:
-            vals = [miss[c] if r[k] is None else r[k] for k, c in zip(READING_FIELDS[1:], fmt[1:])]
-            yield struct.pack(fmt, *vals)
-            yield json.dumps(r).encode()
-            yield ("%d,%d,%d" % (r["temp"], r["hum"], r["pres"])).encode()
-
-
-def scan_for(directory, patterns):
-    hits = []
-    blobs = {}
-    for root, _, files in os.walk(directory):
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                blobs[path] = f.read()
-    for p in patterns:
-        for path, blob in blobs.items():
-            if p in blob:
-                hits.append((path, p))
-    return hits
-
 
 def test_demo_five_trackers_thirty_seconds(tmp_path):
     data = str(tmp_path / "demo")

@@ -14,7 +14,7 @@ from gateway.config import Config
 # Modules that add their own subcommands: each has add_commands(subparsers), and each
 # subparser sets fn=callable(args) -> exit code.
 PLUGINS = ["gateway.cli.broker", "gateway.cli.admin", "gateway.cli.objects", "gateway.cli.keeper",
-           "gateway.cli.ota", "gateway.cli.peer"]
+           "gateway.cli.ota", "gateway.cli.peer", "gateway.cli.restore"]
 
 
 log = logging.getLogger("edgekeep")

@@ -1,5 +1,7 @@
 """A gateway process and simulated trackers, and checks on what the gateway stored."""
 import json
+import os
+import struct
 import subprocess
 import sys
 
@@ -39,11 +41,11 @@ def assert_stored_exactly_once(data_dir, produced, keyring, passphrase_file):
         assert exported(data_dir, device, keyring, passphrase_file) == readings, device
 
 
-def assert_verify_all(data_dir):
+def assert_verify_all(data_dir, rpc=None):
     store = Store.open(data_dir)
     n = store.message_count()
     store.close()
-    r = cli("gateway", "verify", "--data-dir", data_dir, "--all")
+    r = cli("gateway", "verify", "--data-dir", data_dir, "--all", *(["--rpc", rpc] if rpc else []))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "verified %d/%d" % (n, n) in r.stdout
 
@@ -68,3 +70,30 @@ def simulated_trackers(keys, n):
     for i, path in enumerate(sim.tracker_dirs(keys, n)):
         sim.provision_dir(path, "tracker-%d" % (i + 1))
     sim.write_device_list(keys, n)
+
+
+def plaintext_patterns(produced):
+    """Byte patterns that would betray a reading: its packed fields and its JSON."""
+    fmt = ">hHIIIhhhiiH"
+    miss = {"h": -0x8000, "H": 0xFFFF, "i": -0x80000000, "I": 0xFFFFFFFF}
+    for readings in produced.values():
+        for r in readings:
+            vals = [miss[c] if r[k] is None else r[k] for k, c in zip(READING_FIELDS[1:], fmt[1:])]
+            yield struct.pack(fmt, *vals)
+            yield json.dumps(r).encode()
+            yield ("%d,%d,%d" % (r["temp"], r["hum"], r["pres"])).encode()
+
+
+def scan_for(directory, patterns):
+    hits = []
+    blobs = {}
+    for root, _, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                blobs[path] = f.read()
+    for p in patterns:
+        for path, blob in blobs.items():
+            if p in blob:
+                hits.append((path, p))
+    return hits
