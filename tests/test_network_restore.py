@@ -4,6 +4,7 @@ anvil: A with trackers and a camera places its data on B, C and D. Then A's data
 owner's keyring and one peer, brings back every message and object: exports are
 byte-identical, `verify --all` passes, the devices resume without a gap, and no peer holds
 plaintext (docs/network.md)."""
+import hashlib
 import os
 import shutil
 import signal
@@ -17,7 +18,13 @@ from gateway.chain.node import Anvil, rpc_call
 from gateway.config import Config
 from gateway.localhost import free_port
 from gateway.mqtt.broker import Mosquitto
+from gateway.network.client import PeerClient
+from gateway.network.metadata import Metadata
+from gateway.network.placement import Placer
+from gateway.network.restore import Restore
+from gateway.owner.keyring import Keyring
 from gateway.store.database import Store
+from gateway.store.provider import Provider
 from tests.helpers.e2e import (
     assert_stored_exactly_once,
     assert_verify_all,
@@ -27,6 +34,7 @@ from tests.helpers.e2e import (
     scan_for,
     simulated_trackers,
 )
+from tests.helpers.network import PeerNode, pair
 from tests.helpers.paths import ENV, REPO
 from tests.helpers.wait import wait_for
 
@@ -232,7 +240,6 @@ def test_a_lost_gateway_is_restored_from_its_peers(tmp_path):
 
 
 def test_restore_says_what_to_do_without_a_keyring_identity(tmp_path):
-    from gateway.owner.keyring import Keyring
     ring = Keyring(str(tmp_path / "k"), PASSPHRASE)
     ring.save()
     r = cli("gateway", "restore", "--keyring", str(tmp_path / "k"), "--peer",
@@ -240,3 +247,86 @@ def test_restore_says_what_to_do_without_a_keyring_identity(tmp_path):
             "http://127.0.0.1:1", env=dict(ENV, EDGEKEEP_PASSPHRASE=PASSPHRASE))
     assert r.returncode != 0
     assert "holds no gateway identity" in r.stderr and "identity export" in r.stderr
+
+
+# -- in one process: an interrupted restore, and a blob with too few shares left --------------
+
+def owner_with_peers(tmp_path, n_blobs):
+    """An owner gateway whose blobs and metadata are on three peers, and the peers."""
+
+    owner = PeerNode(tmp_path / "owner")
+    peers = [PeerNode(tmp_path / n) for n in ("p1", "p2", "p3")]
+    for p in peers:
+        pair(p, owner)
+    provider = Provider.open(owner.store)
+    blobs = [os.urandom(3000 + i) for i in range(n_blobs)]
+    for blob in blobs:
+        provider.put(hashlib.sha256(blob).digest(), blob)
+    metadata = Metadata(owner.store, provider, owner.identity)
+    metadata.snapshot()
+    placer = Placer(owner.store, provider, owner.identity, k=2, m=3)
+    placer.queue_new()
+    while placer.step()["left"]:
+        pass
+    assert metadata.publish(lambda p: placer.client(p.name, p.endpoint)) == 3
+    return owner, peers, blobs
+
+
+def test_an_interrupted_restore_resumes_where_it_stopped(tmp_path):
+    owner, peers, blobs = owner_with_peers(tmp_path, 30)
+    try:
+        new = str(tmp_path / "new")
+
+        def stop_at_ten(done, total, what):
+            if done == 10:
+                raise KeyboardInterrupt
+
+        store = Store.open(new)
+        with pytest.raises(KeyboardInterrupt):
+            Restore(store, owner.identity, "http://127.0.0.1:1", stop_at_ten).run(
+                PeerClient(owner.identity, peers[0].name, peers[0].url))
+        store.close()
+        store = Store.open(new)
+        report = Restore(store, owner.identity, "http://127.0.0.1:1").run(
+            PeerClient(owner.identity, peers[0].name, peers[0].url))
+        assert report.ok and report.already >= 10 and report.blobs + report.already >= 31
+        provider = Provider.open(store)
+        for blob in blobs:
+                    assert provider.get(hashlib.sha256(blob).digest()) == blob
+        store.close()
+    finally:
+        for n in [owner] + peers:
+            n.close()
+
+
+def drop_two_shares(owner, peers, digest):
+    """Two of a blob's three shares are gone from their peers: one is left, k = 2."""
+    for p in owner.store.placements.of_blob(digest)[:2]:
+        node = next(n for n in peers if n.name == p.peer)
+        with node.server.lock:
+            node.store.peers.release(owner.name, p.slot, "{}")
+
+
+def test_a_blob_with_fewer_than_k_shares_left_is_reported_lost(tmp_path):
+
+    owner, peers, blobs = owner_with_peers(tmp_path, 5)
+    try:
+        lost = hashlib.sha256(blobs[2]).digest()
+        drop_two_shares(owner, peers, lost)
+        store = Store.open(str(tmp_path / "new"))
+        report = Restore(store, owner.identity, "http://127.0.0.1:1").run(
+            PeerClient(owner.identity, peers[0].name, peers[0].url))
+        assert not report.ok and report.blobs == 5     # 4 data blobs and the snapshot
+        assert report.lost == [owner.store.placements.get(lost).sealed]
+        assert any("blobs lost" in line for line in report.lines())
+        store.close()
+
+        drop_two_shares(owner, peers, owner.store.backup.snapshots()[0])
+        store = Store.open(str(tmp_path / "newer"))
+        with pytest.raises(RuntimeError, match="metadata snapshot"):
+            Restore(store, owner.identity, "http://127.0.0.1:1").run(
+                PeerClient(owner.identity, peers[0].name, peers[0].url))
+        store.close()
+    finally:
+        for n in [owner] + peers:
+            n.close()
