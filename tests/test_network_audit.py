@@ -13,7 +13,7 @@ import pytest
 from gateway.chain.client import DEFAULT_DEV_KEY, Chain
 from gateway.chain.node import Anvil
 from gateway.health import Registry
-from gateway.keeper.challenges import Challenge, Outcome, record_hash
+from gateway.keeper.records import check_audit
 from gateway.network import protocol
 from gateway.network.audit import RemoteKeeper, RemoteKeeperLoop
 from gateway.network.commits import Committer
@@ -22,7 +22,6 @@ from gateway.network.server import PeerServer
 from gateway.store.database import Store
 from gateway.store.placements import FAILED, PLACED, RELEASED
 from gateway.store.provider import Provider
-from gateway.wire import merkle
 from tests.helpers.network import PeerNode, pair
 from tests.helpers.wait import wait_for
 
@@ -123,14 +122,8 @@ def check_on_chain(net, audit, provider, count):
     assert (on_chain["challenges"], on_chain["failed"]) == (len(records), row["failed"])
     assert [r.leaf for r in records] == protocol.draw_slots(on_chain["seed_hash"], provider,
                                                             count, SAMPLES)
-    hashes = [r.hash for r in records]
-    assert on_chain["root"] == merkle.root(hashes)
-    for r in records:
-        assert r.hash == record_hash(audit, on_chain["seed_block"], on_chain["seed_hash"],
-                                     Challenge(r.idx, r.epoch, r.leaf, 0),
-                                     Outcome(r.outcome, None, r.digest, r.chunk))
-        proof = merkle.inclusion_proof(hashes, r.idx)
-        assert net.chain.verify_audit_record(audit, r.hash, r.idx, len(hashes), proof)
+    checked, problems = check_audit(net.chain, audit, records)
+    assert problems == [] and checked == [(r.idx, None) for r in records]
     return records
 
 
@@ -169,6 +162,20 @@ def test_audits_pass_then_a_lying_peer_fails_is_replaced_and_its_audit_anchored(
     records = check_on_chain(net, audit, b.name, BLOBS)
     assert {r.outcome for r in records} == {"failed"}
     assert all("wrong_bytes" in r.detail and r.digest is None for r in records)
+    r = subprocess.run([sys.executable, "-m", "gateway", "verify", "--data-dir", g.data_dir,
+                        "--rpc", net.rpc, "--audit", str(audit)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("PROVEN record") == SAMPLES and "failed: peer %s: wrong_bytes" % b.short \
+        in r.stdout
+    assert "%d record(s) proven on chain, %d failed challenge(s)" % (SAMPLES, SAMPLES) in r.stdout
+    # a record altered in the store after it was anchored no longer proves
+    g.store.db.execute("UPDATE audit_records SET outcome = 'ok' WHERE audit = ? AND idx = 0",
+                       (audit,))
+    checked, problems = check_audit(net.chain, audit, g.store.audits.records(audit))
+    assert checked[0] == (0, "its fields do not give its hash") and problems
+    g.store.db.execute("UPDATE audit_records SET outcome = 'failed' WHERE audit = ? AND idx = 0",
+                       (audit,))
 
     # the next commit has the spare's agreement; p1, down at the time, does not hear of it
     port = p1.server.port

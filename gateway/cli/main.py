@@ -73,6 +73,8 @@ def cmd_demo(args):
 def cmd_verify(args):
     from gateway.keeper.verify import Verifier, parse_message_id
     store = open_store(args.data_dir)
+    if args.audit is not None:
+        return verify_audit(store, args)
     if args.all:
         messages = store.messages()
     else:
@@ -93,6 +95,29 @@ def cmd_verify(args):
                                   ", %d pending (not anchored yet)" % c["pending"] if c["pending"] else "",
                                   ", %d FAILED" % c["failed"] if c["failed"] else ""))
     return 1 if c["failed"] or not result.checked else 0
+
+
+def verify_audit(store, args):
+    """`verify --audit N`: an anchored audit's records against the chain alone."""
+    from gateway.keeper.records import check_audit
+    row = store.audits.get(args.audit)
+    if row is None:
+        print("error: no audit %d in %s" % (args.audit, args.data_dir), file=sys.stderr)
+        return 2
+    records = store.audits.records(args.audit)
+    with chain_for(args.data_dir, args.rpc) as chain:
+        checked, problems = check_audit(chain, args.audit, records)
+    for r, (idx, problem) in zip(records, checked):
+        print("%s record %d (epoch %d, leaf %d): %s%s" % (
+            "NOT PROVEN" if problem else "PROVEN", idx, r.epoch, r.leaf, r.outcome,
+            " -- %s" % problem if problem else (": %s" % r.detail if r.detail else "")))
+    for p in problems:
+        print("FAILED audit %d: %s" % (args.audit, p))
+    bad = problems or any(p for _, p in checked)
+    print("audit %d (%s): %d record(s) %s on chain, %d failed challenge(s) recorded" % (
+        args.audit, row["mode"], len(records), "NOT proven" if bad else "proven",
+        sum(r.outcome == "failed" for r in records)))
+    return 1 if bad else 0
 
 
 def cmd_proof(args):
@@ -235,6 +260,8 @@ def build_parser():
     s.add_argument("--rpc", help="JSON-RPC URL (default: the data dir's local anvil)")
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--all", action="store_true")
+    g.add_argument("--audit", type=int, metavar="N",
+                   help="an anchored audit's records, a failure included, against the chain")
     g.add_argument("message_id", nargs="?", help="<device>-<seq>")
     s.set_defaults(fn=cmd_verify)
 
