@@ -7,7 +7,9 @@ import base64
 import hashlib
 import hmac
 import struct
-from typing import NamedTuple
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 
 import cbor2
 from cryptography.exceptions import InvalidTag
@@ -31,24 +33,32 @@ AGREEMENT_LEAF = struct.Struct(">32sQ32s")  # provider, slot count, agreement ro
 HEADERS = ("EK-From", "EK-To", "EK-Time", "EK-Nonce", "EK-Signature")
 
 
+class Signer(Protocol):
+    """What signs: a gateway's Identity (gateway/network/identity.py)."""
+    public: bytes
+    name: str
+
+    def sign(self, message: bytes) -> bytes: ...
+
+
 class Refused(Exception):
     """A peer's request or answer refused; reason is the counted name (docs/network.md)."""
 
-    def __init__(self, reason, detail):
+    def __init__(self, reason: str, detail: str) -> None:
         super().__init__("%s: %s" % (reason, detail))
         self.reason, self.detail = reason, detail
 
 
 # -- names -------------------------------------------------------------------------------
 
-def check_name(name):
+def check_name(name: Any) -> str:
     """name if it is a peer name (64 lowercase hex), else Refused malformed."""
     if not isinstance(name, str) or len(name) != 64 or name.strip("0123456789abcdef"):
         raise Refused("malformed", "a peer name is 64 lowercase hex characters")
     return name
 
 
-def verify_signature(name, signature, message):
+def verify_signature(name: str, signature: bytes, message: bytes) -> bool:
     try:
         Ed25519PublicKey.from_public_bytes(bytes.fromhex(name)).verify(signature, message)
         return True
@@ -56,7 +66,7 @@ def verify_signature(name, signature, message):
         return False
 
 
-def registration_statement(chain_id, contract, account):
+def registration_statement(chain_id: int, contract: str, account: str) -> bytes:
     """What a gateway's identity signs to register its roles on StorageNetwork: the domain,
     the chain id (u64), the contract's and the registering account's 20-byte addresses."""
     return (REGISTRATION_DOMAIN + chain_id.to_bytes(8, "big") + bytes.fromhex(contract[2:])
@@ -73,14 +83,15 @@ class Invitation(NamedTuple):
     token: bytes
 
 
-def make_invitation(identity, endpoint, capacity, expires, token):
+def make_invitation(identity: Signer, endpoint: str, capacity: int, expires: int,
+                    token: bytes) -> str:
     payload = cbor2.dumps({"v": 1, "id": identity.public, "ep": endpoint, "cap": capacity,
                            "exp": expires, "tok": token}, canonical=True)
     return "%s%s.%s" % (INVITATION_PREFIX, _b64(payload),
                         _b64(identity.sign(INVITATION_DOMAIN + payload)))
 
 
-def parse_invitation(text, now):
+def parse_invitation(text: str, now: float) -> Invitation:
     """The Invitation in text; Refused bad_invitation (malformed or forged) or
     expired_invitation."""
     text = text.strip()
@@ -111,12 +122,14 @@ def parse_invitation(text, now):
 
 # -- signed requests -------------------------------------------------------------------------
 
-def request_string(method, path, to, time, nonce, body):
+def request_string(method: str, path: str, to: str, time: int, nonce: str,
+                   body: bytes) -> bytes:
     return ("%s\n%s\n%s\n%s\n%s\n%s\n%s" % (REQUEST_DOMAIN, method.upper(), path, to, time, nonce,
                                             hashlib.sha256(body).hexdigest())).encode()
 
 
-def sign_request(identity, to, method, path, body, time, nonce):
+def sign_request(identity: Signer, to: str, method: str, path: str, body: bytes, time: int,
+                 nonce: str) -> dict[str, str]:
     """The EK-* headers of a request from identity to peer `to` (docs/network.md)."""
     sig = identity.sign(request_string(method, path, to, time, nonce, body))
     return {"EK-From": identity.name, "EK-To": to, "EK-Time": str(time), "EK-Nonce": nonce,
@@ -127,10 +140,11 @@ class SignedRequest(NamedTuple):
     sender: str
     time: int
     nonce: str
-    headers: dict
+    headers: dict[str, str]
 
 
-def check_request(headers, method, path, body, me, now):
+def check_request(headers: Mapping[str, str], method: str, path: str, body: bytes, me: str,
+                  now: float) -> SignedRequest:
     """The SignedRequest if the headers sign this request to `me` at about `now`; Refused
     malformed, wrong_peer, stale or forged. Whether the sender is paired and the nonce new is
     the caller's (it has the tables)."""
@@ -156,14 +170,14 @@ def check_request(headers, method, path, body, me, now):
 
 # -- sealed blobs --------------------------------------------------------------------------------
 
-def seal(key, blob, digest=None):
+def seal(key: bytes, blob: bytes, digest: bytes | None = None) -> bytes:
     """nonce || AES-256-GCM(key, nonce, blob), nonce = HMAC-SHA256(key, SHA-256(blob))[:12]."""
     digest = digest or hashlib.sha256(blob).digest()
     nonce = hmac.new(key, digest, "sha256").digest()[:12]
     return nonce + AESGCM(key).encrypt(nonce, bytes(blob), SEAL_AAD)
 
 
-def open_sealed(key, sealed):
+def open_sealed(key: bytes, sealed: bytes) -> bytes:
     """The blob in sealed bytes; Refused not_ours if the key or the bytes do not fit."""
     nonce = bytes(sealed[:12])
     try:
@@ -178,7 +192,9 @@ def open_sealed(key, sealed):
 
 # -- share records -------------------------------------------------------------------------------
 
-class Record(NamedTuple):
+@dataclass(frozen=True)
+class Record:
+    """A share record: its header's fields and its body."""
     k: int
     m: int
     index: int
@@ -187,11 +203,12 @@ class Record(NamedTuple):
     body: bytes
 
 
-def make_record(k, m, index, size, sealed_digest, body):
+def make_record(k: int, m: int, index: int, size: int, sealed_digest: bytes,
+                body: bytes) -> bytes:
     return RECORD.pack(RECORD_MAGIC, k, m, index, size, sealed_digest) + bytes(body)
 
 
-def parse_record(raw):
+def parse_record(raw: bytes) -> Record:
     """The Record in raw bytes; Refused bad_share if it is not one."""
     if len(raw) < RECORD.size:
         raise Refused("bad_share", "a share record is at least %d bytes" % RECORD.size)
@@ -202,18 +219,18 @@ def parse_record(raw):
     return Record(k, m, index, size, sealed, body)
 
 
-def leaf(record_bytes):
+def leaf(record_bytes: bytes) -> bytes:
     return hashlib.sha256(record_bytes).digest()
 
 
 # -- agreement trees and commits -------------------------------------------------------------------
 
-def agreement_leaf(provider, count, root):
+def agreement_leaf(provider: str, count: int, root: bytes) -> bytes:
     """The 72-byte leaf of an agreement in a network epoch's tree."""
     return AGREEMENT_LEAF.pack(bytes.fromhex(provider), count, root)
 
 
-def draw_slots(seed, provider, count, n):
+def draw_slots(seed: bytes, provider: str, count: int, n: int) -> list[int]:
     """n slots of an agreement with `count` slots, from a 32-byte block hash."""
     out = []
     for i in range(n if count else 0):
@@ -223,7 +240,8 @@ def draw_slots(seed, provider, count, n):
     return out
 
 
-def check_answer(answer, slot, provider, owner_root, epoch, owner=None):
+def check_answer(answer: Mapping[str, Any], slot: int, provider: str, owner_root: bytes,
+                 epoch: int, owner: str | None = None) -> str:
     """Whether a challenge's answer proves slot `slot` of provider's agreement into
     `owner_root`, the root on chain of owner's latest epoch `epoch`: "ok", "released" (the
     owner's own signed DELETE of that slot, so owner is needed to accept it) or Refused with
@@ -252,7 +270,7 @@ def check_answer(answer, slot, provider, owner_root, epoch, owner=None):
     return "ok"
 
 
-def _released_by(headers, owner, provider, slot):
+def _released_by(headers: Mapping[str, str], owner: str, provider: str, slot: int) -> bool:
     """Whether headers are owner's signed DELETE of this slot at provider."""
     try:
         signed = check_request(headers, "DELETE", "/v1/slots/%d" % slot, b"", provider,
@@ -262,9 +280,9 @@ def _released_by(headers, owner, provider, slot):
     return signed.sender == owner
 
 
-def _b64(data):
+def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _unb64(text):
+def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
