@@ -1,6 +1,7 @@
 """/metrics for Prometheus, read from the admin monitor's latest snapshot at scrape time.
 
-Aggregates only (no device ids), so the endpoint can be scraped without a session.
+Aggregates only (no device ids), so the endpoint can be scraped without a session; peers
+are labelled with their short names (public keys' first 16 hex digits).
 Ingest rate is `rate(edgekeep_messages_stored_total[1m])`.
 """
 from prometheus_client import CollectorRegistry, generate_latest
@@ -58,6 +59,8 @@ class SnapshotCollector:
                 yield GaugeMetricFamily("edgekeep_%s_up" % name, "1 if the %s is reachable" % name,
                                         value=1 if ok else 0)
         yield from components(s.get("components") or {})
+        if s.get("network") and "error" not in s["network"]:
+            yield from network(s["network"])
 
 
 def components(comps):
@@ -85,6 +88,37 @@ def components(comps):
         paused.add_metric(["disk_full"], 1 if ingest["state"] == "paused"
                           and ingest["reason"] == "disk_full" else 0)
         yield paused
+
+
+def network(n):
+    """The Provider network (docs/network.md): refusals, what is not off-box yet, peers by
+    status, and bytes each way per peer (labelled with its short name)."""
+    refused = CounterMetricFamily("edgekeep_peer_refused",
+                                  "Requests the peer port refused, by reason", labels=["reason"])
+    for reason, count in sorted(n["refused"].items()):
+        refused.add_metric([reason], count)
+    yield refused
+    yield GaugeMetricFamily("edgekeep_network_not_offbox_bytes",
+                            "Bytes of blobs not yet durable off-box (fewer than k shares placed)",
+                            value=n["not_offbox_bytes"])
+    yield GaugeMetricFamily("edgekeep_network_not_offbox_blobs",
+                            "Blobs not yet durable off-box (fewer than k shares placed)",
+                            value=n["not_offbox_blobs"])
+    peers = GaugeMetricFamily("edgekeep_peers", "Paired peers by status", labels=["status"])
+    for status, count in sorted(n["statuses"].items()):
+        peers.add_metric([status], count)
+    yield peers
+    placed = GaugeMetricFamily("edgekeep_peer_bytes_placed",
+                               "Bytes of this gateway's share records on the peer",
+                               labels=["peer"])
+    for peer, size in sorted(n["placed"].items()):
+        placed.add_metric([peer], size)
+    yield placed
+    held = GaugeMetricFamily("edgekeep_peer_bytes_held",
+                             "Bytes of the peer's share records held here", labels=["peer"])
+    for peer, size in sorted(n["held"].items()):
+        held.add_metric([peer], size)
+    yield held
 
 
 def endpoint(monitor):

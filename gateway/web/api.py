@@ -334,6 +334,21 @@ async def storage_challenge(request):
         raise ApiError(410, "lost: %s" % e)
 
 
+async def network(request):
+    """The Provider network: this gateway, what its peers survive, each peer.
+
+    `gateway`: name, short, endpoint (null with endpoint_note when the peer port is closed);
+    `survival`: peers in use, k, m, survives, statement, level (ok, caution, bad),
+    not_offbox_blobs, not_offbox_bytes, durable, complete; `peers`: name, short, endpoint,
+    status, reachable (true, false, null if never called) and reachable_text, last_seen,
+    unreachable_since, bytes_placed (ours there), bytes_held (its here), capacity, quota,
+    paired_at, term_end, last_audit, audit_failures, last_error; `refused`: requests the peer
+    port refused, by reason.
+    """
+    st = state(request)
+    return JSONResponse(st.network.view(st.store))
+
+
 def settings_rows(cfg):
     """The running configuration, secrets excluded (file paths only)."""
     rows = {k: v for k, v in vars(cfg).items() if k != "chain"}
@@ -370,6 +385,7 @@ ROUTES = [
     Route("/api/audits", audits),
     Route("/api/storage/chain", storage_chain),
     Route("/api/storage/challenge", storage_challenge),
+    Route("/api/network", network),
     Route("/api/settings", settings),
     Route("/api/openapi.json", openapi),
 ]

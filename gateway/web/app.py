@@ -15,6 +15,7 @@ from gateway.integrations import metrics
 from gateway.store.database import Store
 from gateway.store.provider import Provider
 from gateway.web import api, auth, pages
+from gateway.web.network import Network
 from gateway.web.sse import Broadcaster
 from gateway.web.status import Monitor
 
@@ -55,7 +56,8 @@ def create_app(cfg, gateway=None):
     """The ASGI app over cfg.data_dir, a store already opened (migrated) with Store.open;
     `gateway` (a started service.Gateway) adds chain and broker."""
     broadcaster = Broadcaster()
-    monitor = Monitor(cfg.data_dir, gateway, broadcaster)
+    network = Network(cfg, gateway)
+    monitor = Monitor(cfg.data_dir, gateway, broadcaster, network)
     sessions = auth.Sessions()
 
     @contextlib.asynccontextmanager
@@ -82,6 +84,7 @@ def create_app(cfg, gateway=None):
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={api.ApiError: on_error})
     app.state.cfg, app.state.data_dir, app.state.gateway = cfg, cfg.data_dir, gateway
     app.state.monitor, app.state.broadcaster = monitor, broadcaster
+    app.state.network = network
     app.state.sessions, app.state.limiter = sessions, auth.LoginLimiter()
     app.add_middleware(auth.AuthMiddleware, sessions=sessions, public=PUBLIC,
                        csrf_exempt={"/api/session"})

@@ -121,6 +121,12 @@ async def chain(request):
                   contracts=contracts, s=state(request).monitor.snapshot)
 
 
+async def peers(request):
+    """This gateway on the network, what its peers survive, and one card per peer."""
+    st = state(request)
+    return render(request, "peers.html", **st.network.view(st.store))
+
+
 async def settings(request):
     return render(request, "settings.html", rows=api.settings_rows(state(request).cfg))
 
@@ -135,5 +141,6 @@ ROUTES = [
     Route("/camera", camera),
     Route("/storage", storage),
     Route("/chain", chain),
+    Route("/peers", peers),
     Route("/settings", settings),
 ]

@@ -19,7 +19,7 @@ log = logging.getLogger("edgekeep.web")
 TICK = 1.0
 ONLINE_SECONDS = 120      # a device heard from within this is online (4 default Pebble uplinks)
 RATE_WINDOW = 10          # seconds of history behind messages per second
-SLOW_EVERY = 5            # chain, broker and disk checks every this many ticks
+SLOW_EVERY = 5            # chain, broker, disk and network checks every this many ticks
 
 
 def device_row(d, now):
@@ -48,9 +48,12 @@ def disk_usage(data_dir):
 
 
 class Monitor:
-    def __init__(self, data_dir, gateway, broadcaster):
+    def __init__(self, data_dir, gateway, broadcaster, network=None):
+        """network: a gateway.web.network.Network, for the snapshot's "network" entry (the
+        Off-box card, the network's /metrics), read with the slow checks."""
         self.data_dir = data_dir
         self.gateway = gateway
+        self.network = network
         self.broadcaster = broadcaster
         self.snapshot = None
         self.samples = deque(maxlen=int(RATE_WINDOW / TICK) + 1)
@@ -122,7 +125,8 @@ class Monitor:
 
     def slow_checks(self):
         return {"storage": disk_usage(self.data_dir), "broker": self.broker_health(),
-                "chain": self.chain_health()}
+                "chain": self.chain_health(),
+                "network": self.network.summary(self.store) if self.network else None}
 
     def broker_health(self):
         if not self.gateway or not self.gateway.ingest:

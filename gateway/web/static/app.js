@@ -60,6 +60,8 @@ function showStatus(s) {
         textContent: name + ": " + c.state + (c.detail ? " · " + c.detail : "") +
           (c.restarts ? " · " + c.restarts + " restart(s)" : "") })));
   }
+  const survival = document.getElementById("offbox-statement");
+  if (survival && s.network && s.network.level) survival.className = "survival " + s.network.level;
   const anchor = document.getElementById("anchor");
   if (anchor && s.anchor) {
     anchor.replaceChildren(
@@ -322,6 +324,23 @@ function showIn(section, oid, node) {
   viewer.replaceChildren(node);
 }
 
+// -- peers: copy this gateway's full name -------------------------------------------------
+
+function copyButtons() {
+  for (const button of document.querySelectorAll("[data-copy]")) {
+    button.addEventListener("click", async () => {
+      const text = document.getElementById(button.dataset.copy);
+      try {
+        await navigator.clipboard.writeText(text.textContent.trim());  // https or localhost only
+        button.textContent = "Copied";
+      } catch {
+        getSelection().selectAllChildren(text);  // plain http: selected, copy it by hand
+        button.textContent = "Selected";
+      }
+    });
+  }
+}
+
 // -- start -----------------------------------------------------------------------------------
 
 if (page !== "login") listen();
@@ -329,3 +348,4 @@ if (document.getElementById("keyring")) keyringForm();
 if (page === "devices") deviceActions();
 if (page === "device") telemetry();
 if (page === "camera") cameras();
+if (page === "peers") copyButtons();
