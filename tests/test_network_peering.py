@@ -137,6 +137,9 @@ def test_cli_invite_add_list_remove(nodes, capsys):
     assert rows[b.short][6:8] == ["98", "B"]          # held for b
     assert rows[c.short][1:4] == [c.url, "active", "yes"]
     assert "2 peer(s)" in lines[3]
+    # what two peers give with the default 2 of 3: the loss of this gateway, not of a peer too
+    assert "blobs survive the loss of this gateway but not of a peer" in lines[4]
+    assert "pair 1 more peer" in lines[4]
     # the invitation is good once: a second add is refused by a
     with pytest.raises(SystemExit) as e:
         cli.main(["peer", "add", invitation, "--data-dir", c.data_dir, "--endpoint", c.url,

@@ -23,6 +23,7 @@ from gateway.config import Config
 from gateway.network import pairing
 from gateway.network.client import PeerClient, PeerError
 from gateway.network.identity import Identity
+from gateway.network.placement import Placer
 from gateway.network.protocol import Refused
 from gateway.store.peers import REMOVED
 
@@ -197,17 +198,15 @@ def _fix(e):
 
 
 def cmd_list(args):
-    data_dir, _ = _gateway(args)
+    data_dir, cfg = _gateway(args)
+    cfg = cfg or Config()
     store = open_store(data_dir)
     try:
         me = Identity.load_or_create(data_dir)
         peers = [p for p in store.peers.all() if args.all or p.status != REMOVED]
         held = store.peers.used_by_owner()
-        placements = getattr(store, "placements", None)
-        bytes_on = getattr(placements, "bytes_on", None)
-        placed = {p.name: bytes_on(p.name) if bytes_on else 0 for p in peers}
-        not_offbox = getattr(placements, "not_offbox", None)
-        pending = not_offbox() if not_offbox else None
+        placed = {p.name: store.placements.bytes_on(p.name) for p in peers}
+        survival = Placer(store, None, None, cfg.network_k, cfg.network_m).survival()
     finally:
         store.close()
     reach = _probe(me, [p for p in peers if p.status != REMOVED])
@@ -221,9 +220,10 @@ def cmd_list(args):
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     print("%d peer(s); this gateway is %s" % (len(peers), me.short))
-    if pending is not None and pending.blobs:
-        print("not yet durable off the box: %d blob(s), %s" % (pending.blobs,
-                                                               human(pending.bytes)))
+    print(survival["statement"])
+    if survival["not_offbox_blobs"]:
+        print("not yet durable off the box: %d blob(s), %s" % (
+            survival["not_offbox_blobs"], human(survival["not_offbox_bytes"])))
     return 0
 
 
