@@ -21,13 +21,13 @@ re-placed (Placer.release_to).
 import logging
 import threading
 import time
-from collections.abc import Mapping
 from typing import NamedTuple
 
 from gateway.health import DISK_FULL, Registry, disk_full, unreachable
 from gateway.keeper.audit import Keeper
 from gateway.keeper.challenges import Challenge, Outcome, record_hash, seed_block
 from gateway.network import protocol
+from gateway.network.client import Clients
 from gateway.network.protocol import Refused
 from gateway.store.audits import Record
 from gateway.store.placements import FAILED, split_leaves
@@ -153,29 +153,19 @@ class RemoteKeeper:
         self.audits = store.audits
         self.identity = identity
         self.chain = chain
-        self.clients = clients
+        self.clients = Clients(identity, clients)
         self.placer = placer
         self.grace, self.samples = grace, samples
         self.halt = threading.Event()
-        self._cache = {}
         self._leaves = {}           # network epoch -> its agreement leaves (this gateway's row)
 
     def client(self, peer):
         """The client of a peer: as for Placer, `clients` None (a PeerClient per peer, kept),
         a mapping by name or a function (name, endpoint)."""
-        if isinstance(self.clients, Mapping):
-            return self.clients[peer]
         row = self.store.peers.get(peer)
         if row is None:
             raise LookupError("%s is not a peer of this gateway" % peer[:16])
-        endpoint = row.endpoint
-        if self.clients is not None:
-            return self.clients(peer, endpoint)
-        key = (peer, endpoint)
-        if key not in self._cache:
-            from gateway.network.client import PeerClient
-            self._cache[key] = PeerClient(self.identity, peer, endpoint)
-        return self._cache[key]
+        return self.clients(peer, row.endpoint)
 
     # -- what is committed ---------------------------------------------------------------
 

@@ -23,6 +23,7 @@ import ssl
 import threading
 import time
 import urllib.parse
+from collections.abc import Mapping
 
 from gateway.network import protocol
 from gateway.network.identity import cert_public_key
@@ -245,3 +246,21 @@ class PeerClient:
     def _unreachable(self, e):
         return PeerError("unreachable", "the peer at %s did not answer: %s" % (
             self.endpoint, e or type(e).__name__))
+
+
+class Clients:
+    """A component's way to its peers: one PeerClient per (name, endpoint), kept open; or, as
+    tests give it, a mapping of clients by peer name or a function (name, endpoint)."""
+
+    def __init__(self, identity, given=None):
+        self.identity, self.given = identity, given
+        self.open = {}
+
+    def __call__(self, name, endpoint):
+        if isinstance(self.given, Mapping):
+            return self.given[name]
+        if self.given is not None:
+            return self.given(name, endpoint)
+        if (name, endpoint) not in self.open:
+            self.open[name, endpoint] = PeerClient(self.identity, name, endpoint)
+        return self.open[name, endpoint]

@@ -19,12 +19,12 @@ mined (the metadata snapshot hangs off it).
 import logging
 import threading
 import time
-from collections.abc import Mapping
 
 import cbor2
 
 from gateway.health import DISK_FULL, Registry, disk_full
 from gateway.network import protocol
+from gateway.network.client import Clients, PeerError
 from gateway.store.placements import split_leaves
 from gateway.wire import merkle
 
@@ -72,8 +72,7 @@ class Committer:
             self.chain, self._connect = None, chain_or_connect
         else:
             self.chain, self._connect = chain_or_connect, None
-        self._clients = clients
-        self._cache = {}
+        self._clients = Clients(identity, clients)
         self.period = period
         self.on_commit = on_commit
         self.endpoint = endpoint
@@ -91,14 +90,6 @@ class Committer:
     # -- peers -------------------------------------------------------------------------
 
     def client(self, name, endpoint):
-        if self._clients is None:
-            key = (name, endpoint)
-            if key not in self._cache:
-                from gateway.network.client import PeerClient
-                self._cache[key] = PeerClient(self.identity, name, endpoint)
-            return self._cache[key]
-        if isinstance(self._clients, Mapping):
-            return self._clients[name]
         return self._clients(name, endpoint)
 
     # -- closing an epoch --------------------------------------------------------------
@@ -234,7 +225,6 @@ class Committer:
     def tell_providers(self):
         """POST /v1/commit to every provider of the latest mined epoch that has not accepted it
         yet; how many accepted now. One not answering is told on a later step."""
-        from gateway.network.client import PeerError
         c = self.placements.last_mined()
         if c is None:
             return 0

@@ -25,10 +25,10 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Mapping
 
 from gateway.health import DISK_FULL, Registry, disk_full
 from gateway.network import protocol
+from gateway.network.client import Clients, PeerError
 from gateway.store import erasure
 from gateway.store.placements import FAILED, HELD, PLACED, RELEASED, SENDING, Placement
 from gateway.store.provider import Unrecoverable
@@ -96,8 +96,7 @@ class Placer:
         self.provider = provider
         self.identity = identity
         self.k, self.m = k, m
-        self._clients = clients
-        self._cache = {}
+        self._clients = Clients(identity, clients)
         self.lock = threading.RLock()   # one step, replace or release at a time
         self.halt = threading.Event()   # set: step() returns between two blobs
         self._full_checked = {}         # peer -> time.monotonic() of the last look
@@ -109,14 +108,6 @@ class Placer:
     # -- peers ---------------------------------------------------------------------------
 
     def client(self, name, endpoint):
-        if self._clients is None:
-            key = (name, endpoint)
-            if key not in self._cache:
-                from gateway.network.client import PeerClient
-                self._cache[key] = PeerClient(self.identity, name, endpoint)
-            return self._cache[key]
-        if isinstance(self._clients, Mapping):
-            return self._clients[name]
         return self._clients(name, endpoint)
 
     def _peers(self):
@@ -307,7 +298,6 @@ class Placer:
         """PUT one record: "placed", "blocked" (unreachable: tried again later), "gap" (the
         peer's slots and ours disagree: not this peer for now) or "refused" (it will not take
         it: over quota, a bad share)."""
-        from gateway.network.client import PeerError
         name = peer["name"]
         try:
             self.client(name, peer["endpoint"]).put_slot(slot, record)
@@ -382,7 +372,6 @@ class Placer:
         return self._sealed_from_peers(off, stats, exclude)
 
     def _sealed_from_peers(self, off, stats, exclude):
-        from gateway.network.client import PeerError
         peers = self._peers()
         good = {}
         for p in self.placements.of_blob(off.digest):
@@ -459,7 +448,6 @@ class Placer:
         """Tell a peer that answers again to drop every slot of ours marked failed there
         (DELETE); each becomes 'released'. How many; stops at the first call that does not
         get through (the rest on the next call)."""
-        from gateway.network.client import PeerError
         with self.lock:
             row = self.store.peers.get(peer)
             if row is None:
@@ -504,7 +492,6 @@ class Placer:
             return self._recheck_full(every)
 
     def _recheck_full(self, every):
-        from gateway.network.client import PeerError
         out = []
         for name, p in self._peers().items():
             if p["status"] != "full":
