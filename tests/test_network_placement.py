@@ -231,6 +231,27 @@ def test_replace_a_lost_peer_then_release_to_it(gateway, nodes):
     assert placer.release_to(p1.name) == 0
 
 
+def test_a_blob_deleted_here_is_released_at_its_peers(gateway, nodes):
+    """Retention deleted a clip's chunk: its shares do not stay on the peers for ever."""
+    g, provider, digests = gateway
+    three = peers(nodes, g, 3)
+    placer = Placer(g.store, provider, g.identity, k=2, m=3)
+    placer.queue_new()
+    placer.step()
+    used = {p.name: p.store.peers.used(g.name) for p in three}
+    gone = {r.peer: r.length for r in g.store.placements.of_blob(digests[1])}
+    with g.store.transaction():
+        provider.delete(digests[1])
+    assert placer.forget_deleted() == 1 and placer.forget_deleted() == 0
+    assert g.store.placements.get(digests[1]) is None
+    assert placer.queue_new() == 0                          # not placed again
+    assert placer.release_pending() == 3
+    for p in three:
+        assert p.store.peers.used(g.name) == used[p.name] - gone[p.name]
+    assert {r.state for r in g.store.placements.of_blob(digests[1])} == {"released"}
+    assert all(len(holders(g, d)) == 3 for d in digests if d != digests[1])
+
+
 def test_an_unreachable_peer_waits_then_is_replaced(gateway, nodes):
     g, provider, digests = gateway
     p1, p2, down = peers(nodes, g, 3)

@@ -14,7 +14,6 @@ import time
 import cbor2
 
 from gateway.network import protocol
-from gateway.store.backup import Mark
 from gateway.wire import canonical
 
 log = logging.getLogger("edgekeep.network")
@@ -95,13 +94,13 @@ class Metadata:
         delta, mark = self.store.backup.delta(since, now)
         delta["files"] = read_files(self.store.data_dir)
         state = cbor2.dumps([delta["devices"], delta["files"]], canonical=True)
-        if mark.epoch == since.epoch and since.time and state == self._last_state:
+        if mark[:2] == since[:2] and since.time and state == self._last_state:
             return None
         blob = encode_snapshot(delta)
         digest = hashlib.sha256(blob).digest()
         with self.store.transaction():
             self.provider.put(digest, blob)
-            self.store.backup.add_snapshot(digest, Mark(mark.epoch, now))
+            self.store.backup.add_snapshot(digest, mark)
         self._last_state = state
         log.info("metadata snapshot %s: epochs up to %d, %d message rows", digest.hex()[:16],
                  mark.epoch, len(delta["messages"]))

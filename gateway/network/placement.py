@@ -470,6 +470,20 @@ class Placer:
                          peer[:16], n)
             return n
 
+    def forget_deleted(self, limit=QUEUE_BATCH):
+        """Blobs the local Provider no longer holds (retention deleted a clip) are forgotten
+        off the box too: their shares are released at their peers by release_pending. How
+        many blobs."""
+        with self.lock:
+            orphans = self.placements.orphans(limit)
+            with self.store.transaction():
+                for digest in orphans:
+                    self.placements.drop(digest)
+            if orphans:
+                log.info("%d blob(s) deleted here: their shares on peers are released",
+                         len(orphans))
+            return len(orphans)
+
     def release_pending(self):
         """release_to every peer with failed placements that is not removed, each at most
         every RETRY_RELEASE seconds (a failed peer may well not answer); how many released."""
@@ -622,6 +636,7 @@ class PlacerLoop:
         queued = p.queue_new(QUEUE_BATCH)
         stats = p.step(STEP_BATCH)
         self.last = stats
+        p.forget_deleted()
         p.release_pending()
         p.recheck_full()
         more = queued == QUEUE_BATCH or (stats["blobs"] == STEP_BATCH and stats["placed"] > 0)

@@ -4,7 +4,8 @@
 A delta holds what changed since a Mark: the messages sealed in later epochs (their rows
 without the bytes: those are blobs of their own), those epochs, the objects updated since
 and their chunks, gaps and refused messages recorded since, and every device and counter (a
-few rows). Replaying the deltas in order, with the messages' bytes from their blobs,
+few rows) and the key of every object there is (so that one deleted by retention is deleted
+on a replay too). Replaying the deltas in order, with the messages' bytes from their blobs,
 rebuilds the tables the ingest, the anchor outbox and the web page read.
 """
 
@@ -31,8 +32,10 @@ REFUSED_COLUMNS = ("device", "seq", "digest", "reason", "detail", "recorded_at")
 
 
 class Mark(NamedTuple):
-    """Where the last delta ended: its last epoch and its time."""
+    """Where the last delta ended: its last epoch, the last epoch before which every one was
+    mined (later ones are sent again, with their anchors), and its time."""
     epoch: int
+    settled: int
     time: float
 
 
@@ -53,14 +56,15 @@ class Backup:
         unmined: int = self.db.execute(
             "SELECT coalesce(min(epoch), ?) FROM epochs WHERE status != 'mined'",
             (last + 1,)).fetchone()[0]
-        first = min(since.epoch + 1, unmined)
         d: Delta = {
             "v": 1, "upto": last, "time": now,
             "devices": self._select("devices", DEVICE_COLUMNS),
-            "epochs": self._select("epochs", EPOCH_COLUMNS, "epoch >= ?", (first,)),
+            "epochs": self._select("epochs", EPOCH_COLUMNS, "epoch > ?", (since.settled,)),
             "messages": self._select("messages", MESSAGE_COLUMNS, "epoch > ? ORDER BY id",
                                      (since.epoch,)),
             "objects": self._select("objects", OBJECT_COLUMNS, "updated_at > ?", (since.time,)),
+            # every object there is now: one retention deleted is deleted on a replay too
+            "object_keys": self._select("objects", ("device", "oid")),
             "chunks": self._select(
                 "object_chunks", CHUNK_COLUMNS, "(device, oid) IN (SELECT device, oid FROM "
                 "objects WHERE updated_at > ?)", (since.time,)),
@@ -69,7 +73,7 @@ class Backup:
             "counters": self._select("counters", ("name", "count")),
             "rejects": self._select("rejects", ("reason", "count")),
         }
-        return d, Mark(last, now)
+        return d, Mark(last, unmined - 1, now)
 
     def apply(self, d: Mapping[str, Any], raw_of: Callable[[bytes], bytes | None]) -> int:
         """Replay a delta (inside the caller's transaction); raw_of(digest) gives a message's
@@ -88,11 +92,22 @@ class Backup:
         self._upsert("messages", MESSAGE_COLUMNS + ("raw",), rows)
         self._upsert("objects", OBJECT_COLUMNS, d["objects"])
         self._upsert("object_chunks", CHUNK_COLUMNS, d["chunks"])
+        self._keep_objects(d["object_keys"])
         self._insert("gaps", GAP_COLUMNS, d["gaps"])
         self._upsert("refused", REFUSED_COLUMNS, d["refused"])
         self._upsert("counters", ("name", "count"), d["counters"])
         self._upsert("rejects", ("reason", "count"), d["rejects"])
         return lost
+
+    def _keep_objects(self, keys: Rows) -> None:
+        """Delete the objects (and their chunks' rows) not among keys [[device, oid]]."""
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS keep_objects (device TEXT, oid TEXT)")
+        self.db.execute("DELETE FROM keep_objects")
+        self.db.executemany("INSERT INTO keep_objects VALUES (?, ?)", keys)
+        for table in ("object_chunks", "objects"):
+            self.db.execute("DELETE FROM %s WHERE (device, oid) NOT IN (SELECT device, oid "
+                            "FROM keep_objects)" % table)
+        self.db.execute("DELETE FROM keep_objects")
 
     def _upsert(self, table: str, columns: Sequence[str], rows: Rows) -> None:
         self.db.executemany("INSERT OR REPLACE INTO %s (%s) VALUES (%s)" % (
@@ -112,14 +127,14 @@ class Backup:
     # -- the snapshots made (table snapshots) ------------------------------------------------
 
     def last_mark(self) -> Mark:
-        row = self.db.execute("SELECT upto, time FROM snapshots ORDER BY seq DESC LIMIT 1"
-                              ).fetchone()
-        return Mark(0, 0.0) if row is None else Mark(*row)
+        row = self.db.execute("SELECT upto, settled, time FROM snapshots ORDER BY seq DESC "
+                              "LIMIT 1").fetchone()
+        return Mark(0, 0, 0.0) if row is None else Mark(*row)
 
     def add_snapshot(self, digest: bytes, mark: Mark) -> int:
         seq: int = self.db.execute(
-            "INSERT INTO snapshots (digest, upto, time) VALUES (?, ?, ?) RETURNING seq",
-            (digest, mark.epoch, mark.time)).fetchone()[0]
+            "INSERT INTO snapshots (digest, upto, settled, time) VALUES (?, ?, ?, ?) "
+            "RETURNING seq", (digest, mark.epoch, mark.settled, mark.time)).fetchone()[0]
         return seq
 
     def snapshots(self) -> list[bytes]:

@@ -281,6 +281,21 @@ class Placements:
                         (FAILED, peer, *HELD))
         return digests
 
+    def orphans(self, limit: int) -> list[bytes]:
+        """Up to `limit` blobs placed off the box that the local Provider no longer holds
+        (retention deleted them)."""
+        return [bytes(r[0]) for r in self.db.execute(
+            "SELECT o.digest FROM offbox o LEFT JOIN blobs b ON b.digest = o.digest "
+            "WHERE b.digest IS NULL LIMIT ?", (limit,))]
+
+    def drop(self, digest: bytes) -> int:
+        """Forget a blob's off-box state; its shares on peers become 'failed' (to be released
+        with a DELETE, as a failed peer's are). How many shares."""
+        n: int = self.db.execute("UPDATE placements SET state = ? WHERE digest = ? AND state "
+                                 "IN (?, ?)", (FAILED, digest, *HELD)).rowcount
+        self.db.execute("DELETE FROM offbox WHERE digest = ?", (digest,))
+        return n
+
     # -- network commits -------------------------------------------------------------------
 
     def add_commit(self, epoch: int, root: bytes, leaves: bytes, changed: bytes,

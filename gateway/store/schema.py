@@ -282,6 +282,7 @@ CREATE TABLE snapshots (
     seq INTEGER PRIMARY KEY,         -- 1, 2, ...: replayed in this order
     digest BLOB NOT NULL,            -- the snapshot blob's SHA-256
     upto INTEGER NOT NULL,           -- the last epoch it holds
+    settled INTEGER NOT NULL,        -- every epoch up to this one was mined when it was made
     time REAL NOT NULL,              -- its mark: what changed after it is in the next one
     published_at REAL                -- listed in the catalog the peers hold
 );
