@@ -22,7 +22,6 @@ SNAPSHOT_MAGIC = b"EKMETA1"
 # What a gateway on a new machine needs to accept its devices again, relative to DATA_DIR.
 FILES = ("broker/passwd", "broker/acl", "broker/gateway.secret", "admin-password.argon2",
          "chain/deployment.json")
-MAX_CATALOG = 1 << 20
 
 
 def encode_snapshot(delta):
