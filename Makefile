@@ -9,9 +9,9 @@ STAMPS  := .stamps
 
 setup: $(STAMPS)/venv $(STAMPS)/npm system
 
-# Tests also drive a real browser.
+# Tests also drive a real browser, and start a real PostgreSQL (the store's second backend).
 setup-test: setup
-	@$(PY) tools/ensure_system.py --browser
+	@$(PY) tools/ensure_system.py --browser --postgresql
 
 $(STAMPS)/venv: pyproject.toml
 	@mkdir -p $(STAMPS)
@@ -35,9 +35,9 @@ test: setup-test
 	$(VPY) -m pytest -q
 
 # Pure tests (pytest -m unit): no broker, chain, node, browser or subprocess; the venv is
-# all they need.
+# all they need (a unit module's cases on PostgreSQL are integration: they start a server).
 test-unit: $(STAMPS)/venv
-	$(VPY) -m pytest -q -m unit
+	$(VPY) -m pytest -q -m "unit and not integration"
 
 # ruff and mypy come with the venv's test extra; configured in pyproject.toml.
 lint: $(STAMPS)/venv

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from gateway.mqtt.broker import Mosquitto
+from tests.helpers.postgres import PostgresMissing, PostgresServer
 
 MARKERS = ("unit", "integration", "browser")
 
@@ -31,3 +32,43 @@ def broker(tmp_path, broker_options):
     """A real Mosquitto on a free port, in tmp_path/broker."""
     with Mosquitto(os.path.join(tmp_path, "broker"), **broker_options) as b:
         yield b
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL for the whole session, in a temporary directory
+    (tests/helpers/postgres.py). None installed: the tests that need it fail, saying what to
+    install."""
+    server = None
+    try:
+        server = PostgresServer()
+        server.start()
+    except PostgresMissing as e:
+        if server is not None:
+            server.stop()
+        pytest.fail(str(e), pytrace=False)
+    except BaseException:
+        if server is not None:
+            server.stop()
+        raise
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """The URL of a new, empty PostgreSQL database, dropped after the test."""
+    from gateway.store import postgres
+    name, url = postgres_server.create_database()
+    yield url
+    postgres.close_pools(url)
+    postgres_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def database_url(request):
+    """A test that takes it runs on both backends: "" (SQLite in the data directory, the
+    default) and a new PostgreSQL database's URL (an integration test: it starts a server)."""
+    if request.param == "sqlite":
+        return ""
+    return request.getfixturevalue("postgres_url")

@@ -1,5 +1,5 @@
 """The schema: numbered migrations run once by Store.open, a newer database refused, and
-constructors that touch nothing."""
+constructors that touch nothing; on SQLite and on PostgreSQL (database_url) alike."""
 import os
 import sqlite3
 
@@ -7,9 +7,10 @@ import pytest
 
 from gateway.ingest.objects import ObjectStore
 from gateway.keeper.audit import Keeper
-from gateway.store import schema
-from gateway.store.database import Store, db_path
+from gateway.store import database, dialect, schema
+from gateway.store.database import Store, db_path, postgres_marker
 from gateway.store.provider import Provider
+from tests.helpers.postgres import Traced, raw_connection, table_names
 
 pytestmark = pytest.mark.unit
 
@@ -31,48 +32,55 @@ def ddl(statements):
 
 
 def tables(db):
-    return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    """The store's tables (PostgreSQL's schema_version, where SQLite has user_version, aside)."""
+    return table_names(db) - {"schema_version"}
 
 
-def test_a_fresh_database_is_migrated_to_the_latest_version_once(tmp_path):
+def test_a_fresh_database_is_migrated_to_the_latest_version_once(tmp_path, database_url):
     data = str(tmp_path / "gw")
-    store = Store.open(data)
+    store = Store.open(data, database_url)
     assert schema.version(store.db) == schema.LATEST
     assert tables(store.db) == TABLES
     assert store.last_audit() is None           # the audits table is simply there
     store.close()
-    db = sqlite3.connect(db_path(data), isolation_level=None)
-    seen = traced(db)
+    db = Traced(raw_connection(data, database_url))
     assert schema.migrate(db) == 0              # already current: nothing applied
-    assert ddl(seen) == [] and not any("BEGIN" in s for s in seen)
+    assert ddl(db.seen) == [] and not any("BEGIN" in s for s in db.seen)
     db.close()
 
 
-def test_opening_an_already_migrated_store_runs_no_ddl(tmp_path, monkeypatch):
+def test_opening_an_already_migrated_store_runs_no_ddl(tmp_path, monkeypatch, database_url):
     data = str(tmp_path / "gw")
-    Store.open(data).close()
+    Store.open(data, database_url).close()
     applied = []
     real = schema.statements
     monkeypatch.setattr(schema, "statements", lambda script: applied.append(script) or real(script))
-    Store.open(data).close()
+    Store.open(data, database_url).close()
     Store.connect(data).close()
     assert applied == []
 
 
-def test_migrations_apply_in_order_in_one_transaction(tmp_path, monkeypatch):
-    db = sqlite3.connect(str(tmp_path / "x.db"), isolation_level=None)
+def test_migrations_apply_in_order_in_one_transaction(tmp_path, monkeypatch, database_url,
+                                                      request):
+    db = raw_connection(str(tmp_path / "x"), database_url)
     monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS + [
         "CREATE TABLE later (x INTEGER);", "INSERT INTO later VALUES (1);"])
     monkeypatch.setattr(schema, "LATEST", len(schema.MIGRATIONS))
     assert schema.migrate(db) == schema.LATEST
     assert schema.version(db) == schema.LATEST
     assert db.execute("SELECT x FROM later").fetchall() == [(1,)]
+    db.close()
 
-    broken = sqlite3.connect(str(tmp_path / "y.db"), isolation_level=None)
+    if database_url:  # another new database
+        broken = raw_connection(None, request.getfixturevalue("postgres_server")
+                                .create_database()[1])
+    else:
+        broken = raw_connection(str(tmp_path / "y"), "")
     monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:-1] + ["INSERT INTO nowhere VALUES (1);"])
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(Exception, match="nowhere"):
         schema.migrate(broken)
     assert schema.version(broken) == 0 and tables(broken) == set()  # all or nothing
+    broken.close()
 
 
 def test_a_database_from_before_migrations_is_taken_to_version_1_as_it_is(tmp_path):
@@ -91,31 +99,66 @@ def test_a_database_from_before_migrations_is_taken_to_version_1_as_it_is(tmp_pa
     assert [d["id"] for d in store.devices()] == ["aa"]
 
 
-def test_a_database_at_an_older_version_gets_only_the_missing_migrations(tmp_path):
+def set_version(db, n):
+    if database_url_of(db):
+        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+        db.execute("DELETE FROM schema_version")
+        db.execute("INSERT INTO schema_version VALUES (?)", (n,))
+    else:
+        db.execute("PRAGMA user_version = %d" % n)
+
+
+def database_url_of(db):
+    return getattr(db, "dialect", "sqlite") == "postgresql"
+
+
+def test_a_database_at_an_older_version_gets_only_the_missing_migrations(tmp_path, database_url):
     data = str(tmp_path / "gw")
-    os.makedirs(data)
-    db = sqlite3.connect(db_path(data), isolation_level=None)
+    db = raw_connection(data, database_url)
     for stmt in schema.statements(schema.MIGRATIONS[0]):
-        db.execute(stmt)
-    db.execute("PRAGMA user_version = 1")
+        db.execute(dialect.ddl(stmt) if database_url else stmt)
+    set_version(db, 1)
     db.execute("INSERT INTO rejects (reason, count) VALUES ('malformed', 4)")
     db.close()
-    store = Store.open(data)
+    store = Store.open(data, database_url)
     assert schema.version(store.db) == schema.LATEST and tables(store.db) == TABLES
     assert store.reject_counts() == {"malformed": 4}
     store.add_counts({"duplicates": 2})
     assert store.counts()["duplicates"] == 2
 
 
-def test_a_database_newer_than_this_edgekeep_is_refused(tmp_path):
+def test_a_database_newer_than_this_edgekeep_is_refused(tmp_path, database_url):
     data = str(tmp_path / "gw")
-    Store.open(data).close()
-    db = sqlite3.connect(db_path(data), isolation_level=None)
-    db.execute("PRAGMA user_version = %d" % (schema.LATEST + 1))
+    Store.open(data, database_url).close()
+    db = raw_connection(data, database_url)
+    set_version(db, schema.LATEST + 1)
     db.close()
     for opener in (Store.open, Store.connect):
         with pytest.raises(schema.SchemaTooNew, match="upgrade EdgeKeep"):
+            opener(data, database_url)
+
+
+def test_connect_wants_a_migrated_postgresql_database(tmp_path, postgres_url):
+    with pytest.raises(schema.SchemaError, match="migrate"):
+        Store.connect(str(tmp_path / "gw"), postgres_url)
+
+
+def test_a_postgresql_data_directory_is_never_opened_as_sqlite(tmp_path, postgres_url):
+    """Store.open leaves store.postgresql (the URL, no password) in the data directory:
+    another process that opens the directory without the URL is told to pass it, rather than
+    given a new, empty SQLite store."""
+    data = str(tmp_path / "gw")
+    Store.open(data, postgres_url).close()
+    assert not os.path.exists(db_path(data))
+    with open(postgres_marker(data)) as f:
+        assert f.read().strip() == postgres_url
+    Store.connect(data).close()                 # this process knows where it is
+    database._urls.clear()                      # another process does not
+    for opener in (Store.open, Store.connect):
+        with pytest.raises(schema.SchemaError, match="PostgreSQL .*database_url"):
             opener(data)
+    assert not os.path.exists(db_path(data))
+    Store.connect(data, postgres_url).close()
 
 
 def test_connect_wants_a_migrated_store(tmp_path):
@@ -141,3 +184,11 @@ def test_constructors_create_no_files_and_run_no_sql(tmp_path):
     assert (keeper.store, objects.provider) == (store, prov)
     assert seen == []
     assert list(data.iterdir()) == []
+
+
+def test_without_postgresql_its_tests_fail_saying_what_to_install(monkeypatch):
+    from tests.helpers import postgres
+    monkeypatch.setattr(postgres.glob, "glob", lambda pattern: [])
+    monkeypatch.setattr(postgres.shutil, "which", lambda cmd: None)
+    with pytest.raises(postgres.PostgresMissing, match="ensure_system.py --postgresql"):
+        postgres.PostgresServer()

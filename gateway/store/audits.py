@@ -2,9 +2,10 @@
 audit_records, repairs, keeper_state), on the Store's connection (`store.audits`).
 """
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
+
+from gateway.store.dialect import Connection
 
 RECORD_COLUMNS = ("idx", "epoch", "leaf", "chunk", "digest", "outcome", "detail", "hash")
 
@@ -24,7 +25,7 @@ class Record(NamedTuple):
 
 
 class Audits:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: Connection) -> None:
         self.db = db
 
     def _row(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
@@ -36,10 +37,9 @@ class Audits:
 
     def start(self, time: float, mode: str, seed_block: int, seed_hash: str) -> int:
         """A new open audit; its id."""
-        audit = self.db.execute("INSERT INTO audits (time, mode, seed_block, seed_hash) "
-                                "VALUES (?, ?, ?, ?)",
-                                (time, mode, seed_block, seed_hash)).lastrowid
-        assert audit is not None  # an INSERT's cursor always has it
+        audit: int = self.db.execute("INSERT INTO audits (time, mode, seed_block, seed_hash) "
+                                     "VALUES (?, ?, ?, ?) RETURNING id",
+                                     (time, mode, seed_block, seed_hash)).fetchone()[0]
         return audit
 
     def add_records(self, audit: int, records: Iterable[Record]) -> None:

@@ -9,9 +9,10 @@ on a replay too). Replaying the deltas in order, with the messages' bytes from t
 rebuilds the tables the ingest, the anchor outbox and the web page read.
 """
 
-import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
+
+from gateway.store.dialect import POSTGRESQL, Connection, dialect_of
 
 Rows = list[list[Any]]
 Delta = dict[str, Any]
@@ -29,6 +30,11 @@ OBJECT_COLUMNS = ("device", "oid", "seq", "time", "event", "type", "size", "chun
 CHUNK_COLUMNS = ("device", "oid", "idx", "digest")
 GAP_COLUMNS = ("device", "first", "last", "recorded_at")
 REFUSED_COLUMNS = ("device", "seq", "digest", "reason", "detail", "recorded_at")
+# the primary key of each table a delta upserts into: a replayed row replaces the row with
+# its key, every column (all of them are in the delta)
+KEYS = {"devices": ("id",), "epochs": ("epoch",), "messages": ("id",),
+        "objects": ("device", "oid"), "object_chunks": ("device", "oid", "idx"),
+        "refused": ("device", "seq"), "counters": ("name",), "rejects": ("reason",)}
 
 
 class Mark(NamedTuple):
@@ -40,10 +46,10 @@ class Mark(NamedTuple):
 
 
 class Backup:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: Connection) -> None:
         self.db = db
 
-    def _select(self, table: str, columns: Sequence[str], where: str = "1",
+    def _select(self, table: str, columns: Sequence[str], where: str = "TRUE",
                 args: Sequence[Any] = ()) -> Rows:
         return [list(r) for r in self.db.execute(
             "SELECT %s FROM %s WHERE %s" % (", ".join(columns), table, where), args)]
@@ -90,6 +96,9 @@ class Backup:
                 continue
             rows.append(list(r) + [raw])
         self._upsert("messages", MESSAGE_COLUMNS + ("raw",), rows)
+        if dialect_of(self.db) == POSTGRESQL:  # ids given: the next one after them
+            self.db.execute("SELECT setval(pg_get_serial_sequence('messages', 'id'), max(id)) "
+                            "FROM messages")
         self._upsert("objects", OBJECT_COLUMNS, d["objects"])
         self._upsert("object_chunks", CHUNK_COLUMNS, d["chunks"])
         self._keep_objects(d["object_keys"])
@@ -110,8 +119,10 @@ class Backup:
         self.db.execute("DELETE FROM keep_objects")
 
     def _upsert(self, table: str, columns: Sequence[str], rows: Rows) -> None:
-        self.db.executemany("INSERT OR REPLACE INTO %s (%s) VALUES (%s)" % (
-            table, ", ".join(columns), ", ".join("?" * len(columns))), rows)
+        key = KEYS[table]
+        self.db.executemany("INSERT INTO %s (%s) VALUES (%s) ON CONFLICT (%s) DO UPDATE SET %s" % (
+            table, ", ".join(columns), ", ".join("?" * len(columns)), ", ".join(key),
+            ", ".join("%s = excluded.%s" % (c, c) for c in columns if c not in key)), rows)
 
     def _insert(self, table: str, columns: Sequence[str], rows: Rows) -> None:
         self.db.executemany("INSERT INTO %s (%s) VALUES (%s)" % (

@@ -6,9 +6,10 @@ what it reads and writes, on the Store's connection (`store.blobs`), inside the 
 transaction if any.
 """
 
-import sqlite3
 from collections.abc import Iterable
 from typing import NamedTuple
+
+from gateway.store.dialect import Connection
 
 
 class Blob(NamedTuple):
@@ -39,15 +40,15 @@ Move = tuple[str, int, bytes, int, str]
 
 
 class Blobs:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: Connection) -> None:
         self.db = db
 
     # -- blobs -------------------------------------------------------------------------
 
     def add(self, digest: bytes, size: int, k: int, m: int, stored_at: float) -> bool:
         """A new blob, coded k of m; False (and nothing written) if it is held already."""
-        return bool(self.db.execute("INSERT OR IGNORE INTO blobs (digest, size, k, m, stored_at) "
-                                    "VALUES (?, ?, ?, ?, ?)",
+        return bool(self.db.execute("INSERT INTO blobs (digest, size, k, m, stored_at) "
+                                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                                     (digest, size, k, m, stored_at)).rowcount)
 
     def get(self, digest: bytes) -> Blob | None:
@@ -70,13 +71,15 @@ class Blobs:
     def add_shares(self, rows: Iterable[ShareRow]) -> None:
         """rows: [(digest, share index, pack, offset, length)], each replacing the share's
         previous location, if any."""
-        self.db.executemany("INSERT OR REPLACE INTO shares (digest, idx, pack, offset, length) "
-                            "VALUES (?, ?, ?, ?, ?)", rows)
+        self.db.executemany('INSERT INTO shares (digest, idx, pack, "offset", length) '
+                            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest, idx) DO UPDATE SET "
+                            'pack = excluded.pack, "offset" = excluded."offset", '
+                            "length = excluded.length", rows)
 
     def location(self, digest: bytes, idx: int) -> Location | None:
         """(pack, offset, length) of share idx of a blob, or None."""
         row = self.db.execute(
-            "SELECT pack, offset, length FROM shares WHERE digest = ? AND idx = ?",
+            'SELECT pack, "offset", length FROM shares WHERE digest = ? AND idx = ?',
             (digest, idx)).fetchone()
         return None if row is None else Location._make(row)
 
@@ -96,10 +99,10 @@ class Blobs:
     def in_pack(self, pack: str) -> list[PackedShare]:
         """[(digest, share index, offset, length)] of the shares whose record is in a pack."""
         return [PackedShare._make(r) for r in self.db.execute(
-            "SELECT digest, idx, offset, length FROM shares WHERE pack = ?", (pack,))]
+            'SELECT digest, idx, "offset", length FROM shares WHERE pack = ?', (pack,))]
 
     def move_shares(self, moves: Iterable[Move]) -> None:
         """moves: [(new pack, new offset, digest, share index, old pack)]; a share no longer
         in its old pack (rewritten meanwhile) stays where it is now."""
-        self.db.executemany("UPDATE shares SET pack = ?, offset = ? "
+        self.db.executemany('UPDATE shares SET pack = ?, "offset" = ? '
                             "WHERE digest = ? AND idx = ? AND pack = ?", moves)

@@ -1,4 +1,5 @@
-"""The gateway's durable state: SQLite in WAL mode, one file in the data directory.
+"""The gateway's durable state: SQLite in WAL mode, one file in the data directory; or a
+PostgreSQL database (the config's database_url), behind the same Store.
 
 Messages are stored as received (signed envelope + ciphertext); the gateway holds no key
 that opens them.
@@ -10,20 +11,29 @@ schema version. Constructors do nothing but keep what they are given. Callers us
 and plain values; a transaction is `with store.transaction():`. Objects (store/objects.py),
 the Keeper's audits (store/audits.py) and the Provider's blobs (store/blobs.py) share the
 Store's connection: `store.objects`, `store.audits`, `store.blobs`.
+
+PostgreSQL (gateway/store/postgres.py, gateway/store/dialect.py): `Store.open(data_dir, url)`
+migrates the database at url and notes in this process that data_dir's store is there, so
+that `Store.connect(data_dir)` (every other connection, from the URL's pool) needs no URL.
+It also leaves data_dir/store.postgresql (the URL, without its password): a data directory
+whose store is in PostgreSQL is never opened as an empty SQLite store by mistake.
 """
 import contextlib
 import json
 import logging
 import os
 import sqlite3
+import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, Self
 
-from gateway.store import schema
+from gateway.store import dialect, schema
 from gateway.store.audits import Audits
 from gateway.store.backup import Backup
 from gateway.store.blobs import Blobs
+from gateway.store.dialect import Connection
 from gateway.store.objects import Objects
 from gateway.store.peers import Peers
 from gateway.store.placements import Placements
@@ -58,12 +68,42 @@ def environmental(error: BaseException) -> bool:
     """True for an error of the store or the machine (disk full, I/O, a corrupt file, out of
     memory) rather than of the values being written: what failed would fail for any message,
     so the ingest fails the batch (redelivered) instead of refusing the message."""
+    postgres = sys.modules.get("gateway.store.postgres")  # imported if a store is there
     return (isinstance(error, (sqlite3.OperationalError, OSError, MemoryError))
-            or type(error) is sqlite3.DatabaseError or not isinstance(error, Exception))
+            or type(error) is sqlite3.DatabaseError or not isinstance(error, Exception)
+            or (postgres is not None and isinstance(error, postgres.ENVIRONMENTAL)))
 
 
 def db_path(data_dir: str) -> str:
     return os.path.join(data_dir, "store.db")
+
+
+def postgres_marker(data_dir: str) -> str:
+    """The file that says data_dir's store is in PostgreSQL (and where, without password)."""
+    return os.path.join(data_dir, "store.postgresql")
+
+
+_urls: dict[str, str] = {}   # realpath(data_dir) -> database URL, from Store.open
+_urls_lock = threading.Lock()
+
+
+def _url_of(data_dir: str, url: str | None) -> str | None:
+    """The database URL of data_dir: url if given, else the one Store.open used in this
+    process; SchemaError for a PostgreSQL data directory with no URL at hand."""
+    if url:
+        if not dialect.is_postgres_url(url):
+            raise ValueError("database_url must be postgresql://... (or empty for SQLite in "
+                             "the data directory), not %r" % url)
+        return url
+    with _urls_lock:
+        known = _urls.get(os.path.realpath(data_dir))
+    if known is None and os.path.exists(postgres_marker(data_dir)):
+        with open(postgres_marker(data_dir)) as f:
+            where = f.read().strip()
+        raise schema.SchemaError(
+            "%s keeps its store in PostgreSQL (%s): open it with its config's database_url "
+            "(--config)" % (data_dir, where))
+    return known
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -74,8 +114,9 @@ def _connect(path: str) -> sqlite3.Connection:
 
 
 class Store:
-    def __init__(self, db: sqlite3.Connection, data_dir: str | None = None) -> None:
-        """A store over an open connection (autocommit mode); no I/O."""
+    def __init__(self, db: Connection, data_dir: str | None = None) -> None:
+        """A store over an open connection (autocommit mode: a sqlite3.Connection with
+        isolation_level=None, or a postgres.Connection); no I/O."""
         self.db = db
         self.data_dir = data_dir
         self.objects = Objects(db)
@@ -86,10 +127,15 @@ class Store:
         self.backup = Backup(db)
 
     @classmethod
-    def open(cls, data_dir: str) -> Self:
+    def open(cls, data_dir: str, url: str | None = None) -> Self:
         """The store of data_dir, made if need be and migrated to the latest schema: once, at
-        start (the gateway service, the CLI, tests)."""
+        start (the gateway service, the CLI, tests). url: a PostgreSQL database
+        (postgresql://...) instead of SQLite in data_dir (None or empty: SQLite, unless
+        this process opened data_dir's store in PostgreSQL already)."""
+        url = _url_of(data_dir, url)
         os.makedirs(data_dir, exist_ok=True)
+        if url:
+            return cls._open_postgres(data_dir, url)
         db = _connect(db_path(data_dir))
         try:
             schema.migrate(db, db_path(data_dir))
@@ -99,8 +145,37 @@ class Store:
         return cls(db, data_dir)
 
     @classmethod
-    def connect(cls, data_dir: str) -> Self:
-        """Another connection to a store already opened (migrated) with Store.open."""
+    def _open_postgres(cls, data_dir: str, url: str) -> Self:
+        from gateway.store import postgres
+        where = postgres.redact(url)
+        direct = postgres.direct(url)   # its error at once, not a pool's timeout
+        try:
+            schema.migrate(direct, where)
+        finally:
+            direct.close()
+        marker = postgres_marker(data_dir)
+        tmp = marker + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(where + "\n")
+        os.replace(tmp, marker)
+        with _urls_lock:
+            _urls[os.path.realpath(data_dir)] = url
+        return cls(postgres.pooled(url), data_dir)
+
+    @classmethod
+    def connect(cls, data_dir: str, url: str | None = None) -> Self:
+        """Another connection to a store already opened (migrated) with Store.open; on
+        PostgreSQL the URL Store.open was given, unless url says otherwise."""
+        url = _url_of(data_dir, url)
+        if url:
+            from gateway.store import postgres
+            pg = postgres.pooled(url)
+            try:
+                schema.check(pg, postgres.redact(url))
+            except BaseException:
+                pg.close()
+                raise
+            return cls(pg, data_dir)
         path = db_path(data_dir)
         if not os.path.exists(path):
             raise schema.SchemaError("%s does not exist: open it with Store.open first" % path)
@@ -111,6 +186,11 @@ class Store:
             db.close()
             raise
         return cls(db, data_dir)
+
+    @property
+    def dialect(self) -> str:
+        """dialect.SQLITE or dialect.POSTGRESQL."""
+        return dialect.dialect_of(self.db)
 
     def close(self) -> None:
         self.db.close()
@@ -129,7 +209,7 @@ class Store:
             if self.db.in_transaction:
                 try:
                     self.db.execute("ROLLBACK")
-                except sqlite3.Error as e:  # the original error is the one raised
+                except Exception as e:  # the original error is the one raised
                     log.warning("rollback after a failed transaction failed too: %s", e)
             raise
 
@@ -171,7 +251,7 @@ class Store:
         return cur.rowcount == 1
 
     def devices(self) -> list[Row]:
-        return self._devices("ORDER BY name, id")
+        return self._devices("ORDER BY name NULLS FIRST, id")  # SQLite's order on both
 
     def device(self, dev_hex: str) -> Row | None:
         found = self._devices("WHERE id = ?", (dev_hex,))
@@ -386,14 +466,14 @@ class Store:
         """Add {name: count} to the counters (duplicates)."""
         self.db.executemany(
             "INSERT INTO counters (name, count) VALUES (?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET count = count + excluded.count",
+            "ON CONFLICT (name) DO UPDATE SET count = counters.count + excluded.count",
             [(k, n) for k, n in counts.items() if n])
 
     def add_rejects(self, counts: Mapping[str, int]) -> None:
         """Add {reason: count} to the reject counters."""
         self.db.executemany(
             "INSERT INTO rejects (reason, count) VALUES (?, ?) "
-            "ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count",
+            "ON CONFLICT (reason) DO UPDATE SET count = rejects.count + excluded.count",
             list(counts.items()))
 
     # -- epochs: sealing (in a transaction) and the anchor outbox -----------------
@@ -440,9 +520,11 @@ class Store:
     def messages_from(self, after_id: int, limit: int = -1) -> list[StoredMessage]:
         """[(id, digest, raw)] of the messages stored after row id after_id, oldest first; at
         most limit of them (-1: all)."""
-        return [StoredMessage._make(r) for r in self.db.execute(
-            "SELECT id, digest, raw FROM messages WHERE id > ? ORDER BY id LIMIT ?",
-            (after_id, limit))]
+        sql = "SELECT id, digest, raw FROM messages WHERE id > ? ORDER BY id"
+        args: tuple[int, ...] = (after_id,)
+        if limit >= 0:
+            sql, args = sql + " LIMIT ?", (after_id, limit)
+        return [StoredMessage._make(r) for r in self.db.execute(sql, args)]
 
     def sealed_messages(self) -> list[Row]:
         """Every sealed message as a dict (device, seq, kind, raw, epoch, leaf), by epoch and

@@ -4,9 +4,10 @@ The upload logic is the ingest's (gateway/ingest/objects.py); this is what it re
 writes, on the Store's connection (`store.objects`), inside the caller's transaction if any.
 """
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
+
+from gateway.store.dialect import Connection
 
 COLUMNS = ("device", "oid", "seq", "time", "event", "type", "size", "chunk_size", "count", "root",
            "hashes", "stored", "bytes", "created_at", "updated_at", "completed_at")
@@ -39,7 +40,7 @@ Candidates = list[Candidate]
 
 
 class Objects:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: Connection) -> None:
         self.db = db
 
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> Rows:
@@ -68,8 +69,9 @@ class Objects:
 
     def add_chunk(self, device: str, oid: str, idx: int, digest: bytes) -> bool:
         """Note chunk idx as stored; False if it was already."""
-        return self.db.execute("INSERT OR IGNORE INTO object_chunks (device, oid, idx, digest) "
-                               "VALUES (?, ?, ?, ?)", (device, oid, idx, digest)).rowcount == 1
+        return self.db.execute("INSERT INTO object_chunks (device, oid, idx, digest) "
+                               "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                               (device, oid, idx, digest)).rowcount == 1
 
     def set_progress(self, rows: Iterable[Progress]) -> None:
         """rows: [(device, oid, chunks stored, bytes added, updated_at, completed_at or None)]."""

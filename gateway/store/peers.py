@@ -12,11 +12,12 @@ slots 0, 1, 2, ... in order; a released slot keeps its leaf (the agreement's tre
 grows) and the owner's signed DELETE, but not its bytes.
 """
 
-import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+
+from gateway.store.dialect import Connection
 
 ACTIVE, FAILED, FULL, REMOVED = "active", "failed", "full", "removed"
 STATUSES = (ACTIVE, FAILED, FULL, REMOVED)
@@ -72,7 +73,7 @@ class Held(NamedTuple):
     stored_at: float
 
 
-HELD_COLUMNS = ", ".join(Held._fields)
+HELD_COLUMNS = ", ".join('"offset"' if f == "offset" else f for f in Held._fields)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class Catalog(NamedTuple):
 
 
 class Peers:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: Connection) -> None:
         self.db = db
 
     # -- peers -------------------------------------------------------------------------
@@ -231,7 +232,7 @@ class Peers:
     def add_held(self, owner: str, slot: int, digest: bytes, idx: int, leaf: bytes,
                  length: int, pack: str, offset: int, stored_at: float) -> None:
         self.db.execute(
-            "INSERT INTO held (owner, slot, digest, idx, leaf, length, pack, offset, stored_at) "
+            'INSERT INTO held (owner, slot, digest, idx, leaf, length, pack, "offset", stored_at) '
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (owner, slot, digest, idx, leaf, length, pack, offset, stored_at))
 
@@ -257,7 +258,7 @@ class Peers:
         """Drop a slot's bytes (its pack and offset), keeping its leaf and the owner's release
         (JSON); False if it is not held or already released (the first release stays)."""
         return self.db.execute(
-            "UPDATE held SET pack = NULL, offset = NULL, released = ? "
+            'UPDATE held SET pack = NULL, "offset" = NULL, released = ? '
             "WHERE owner = ? AND slot = ? AND released IS NULL",
             (release, owner, slot)).rowcount == 1
 

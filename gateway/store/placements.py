@@ -14,10 +14,11 @@ The protocol is docs/network.md; the placer that fills these is gateway/network/
 and the committer gateway/network/commits.py.
 """
 
-import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
+
+from gateway.store.dialect import Connection
 
 SENDING, PLACED, FAILED, RELEASED = "sending", "placed", "failed", "released"
 HELD = (SENDING, PLACED)          # the share is (or is being) on the peer, for us
@@ -83,7 +84,7 @@ _COMMIT = ("epoch, root, leaves, changed, snapshot, created_at, status, tx_hash,
 
 
 class Placements:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: Connection) -> None:
         self.db = db
 
     # -- offbox --------------------------------------------------------------------------
@@ -98,8 +99,9 @@ class Placements:
               queued_at: float) -> bool:
         """Queue a network blob for placement; False (and nothing written) if it is already."""
         return bool(self.db.execute(
-            "INSERT OR IGNORE INTO offbox (digest, sealed, size, k, m, queued_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)", (digest, sealed, size, k, m, queued_at)).rowcount)
+            "INSERT INTO offbox (digest, sealed, size, k, m, queued_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (digest, sealed, size, k, m, queued_at)).rowcount)
 
     def get(self, digest: bytes) -> Offbox | None:
         row = self.db.execute("SELECT %s FROM offbox WHERE digest = ?" % _OFFBOX,
@@ -135,7 +137,8 @@ class Placements:
         at = time.time() if now is None else now
         self.queue(digest, sealed, size, k, m, at)
         self.db.executemany(
-            "INSERT OR IGNORE INTO placements (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?)" % _PLACEMENT,
+            "INSERT INTO placements (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+            % _PLACEMENT,
             [(peer, slot, digest, idx, leaf or b"", length or 0, PLACED, at)
              for peer, slot, idx, leaf, length in shares])
         self.refresh(digest, at)
@@ -146,8 +149,8 @@ class Placements:
         leaves stay in the agreement's tree); the blob is named by its sealed digest, since
         what it was here is no longer known."""
         self.db.executemany(
-            "INSERT OR IGNORE INTO placements (%s) VALUES (?, ?, ?, ?, ?, ?, 'released', NULL)"
-            % _PLACEMENT, rows)
+            "INSERT INTO placements (%s) VALUES (?, ?, ?, ?, ?, ?, 'released', NULL) "
+            "ON CONFLICT DO NOTHING" % _PLACEMENT, rows)
 
     def state(self, digest: bytes) -> BlobState | None:
         """A blob's off-box row with its placed and sending share counts, None if not queued."""
@@ -155,8 +158,9 @@ class Placements:
         if off is None:
             return None
         placed, sending = self.db.execute(
-            "SELECT coalesce(sum(state = 'placed'), 0), coalesce(sum(state = 'sending'), 0) "
-            "FROM placements WHERE digest = ?", (digest,)).fetchone()
+            "SELECT count(*) FILTER (WHERE state = 'placed'), "
+            "count(*) FILTER (WHERE state = 'sending') FROM placements WHERE digest = ?",
+            (digest,)).fetchone()
         return BlobState(off, placed, sending)
 
     def refresh(self, digest: bytes, now: float) -> BlobState | None:
@@ -188,8 +192,7 @@ class Placements:
     def counts(self) -> dict[str, int]:
         """{"queued", "durable", "complete"}: network blobs in each off-box state."""
         queued, durable, complete = self.db.execute(
-            "SELECT count(*), coalesce(sum(durable_at IS NOT NULL), 0), "
-            "coalesce(sum(complete_at IS NOT NULL), 0) FROM offbox").fetchone()
+            "SELECT count(*), count(durable_at), count(complete_at) FROM offbox").fetchone()
         return {"queued": queued, "durable": durable, "complete": complete}
 
     # -- placements ----------------------------------------------------------------------
@@ -302,8 +305,12 @@ class Placements:
                    created_at: float) -> None:
         """A network epoch closed, pending. An epoch number used before (an earlier chain,
         since reset) is taken over: the chain says what the next epoch is."""
-        self.db.execute("INSERT OR REPLACE INTO network_commits (epoch, root, leaves, changed, "
-                        "created_at, status) VALUES (?, ?, ?, ?, ?, ?)",
+        self.db.execute("INSERT INTO network_commits (epoch, root, leaves, changed, "
+                        "created_at, status) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (epoch) "
+                        "DO UPDATE SET root = excluded.root, leaves = excluded.leaves, "
+                        "changed = excluded.changed, created_at = excluded.created_at, "
+                        "status = excluded.status, snapshot = NULL, tx_hash = NULL, "
+                        "block = NULL, gas = NULL, last_error = NULL",
                         (epoch, root, leaves, changed, created_at, PENDING))
 
     def commit(self, epoch: int) -> Commit | None:

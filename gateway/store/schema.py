@@ -1,17 +1,22 @@
 """The whole schema of the gateway's database, as numbered migrations.
 
 MIGRATIONS[n - 1] takes a database from version n - 1 to version n; the version is SQLite's
-`PRAGMA user_version` (0 for a new file). `migrate` applies the missing ones in order inside
-one transaction, so a crash midway leaves the database at its old version. It runs once at
-start (`Store.open`: the gateway service, every CLI command, the tests), never per request
-and never in a constructor. A database newer than this code is refused: an older EdgeKeep
-must not write to tables it does not know.
+`PRAGMA user_version` (0 for a new file), or on PostgreSQL the one row of the table
+schema_version (none: 0). The migrations are SQLite's DDL, and the same list builds a
+PostgreSQL database: each statement goes through dialect.ddl there (types, identity columns).
+`migrate` applies the missing ones in order inside one transaction, so a crash midway leaves
+the database at its old version. It runs once at start (`Store.open`: the gateway service,
+every CLI command, the tests), never per request and never in a constructor. A database
+newer than this code is refused: an older EdgeKeep must not write to tables it does not know.
 
 Migration 1 is the schema as it stood when migrations began (IF NOT EXISTS: a database made
 before then, at version 0 with its tables present, is taken to version 1 as it is). Add a
 migration by appending to MIGRATIONS; never edit one that has shipped.
 """
 import sqlite3
+
+from gateway.store import dialect
+from gateway.store.dialect import Connection
 
 MIGRATIONS: list[str] = [
     # 1: devices, messages, gaps, epochs, rejects (the store); objects and their chunks (camera
@@ -300,9 +305,22 @@ class SchemaTooNew(SchemaError):
     """The database was migrated by a newer EdgeKeep than this one."""
 
 
-def version(db: sqlite3.Connection) -> int:
+def version(db: Connection) -> int:
+    if dialect.dialect_of(db) == dialect.POSTGRESQL:
+        if db.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
+            return 0
+        row = db.execute("SELECT max(version) FROM schema_version").fetchone()
+        return int(row[0] or 0)
     found: int = db.execute("PRAGMA user_version").fetchone()[0]
     return found
+
+
+def _set_version(db: Connection, n: int) -> None:
+    if dialect.dialect_of(db) == dialect.POSTGRESQL:
+        db.execute("DELETE FROM schema_version")
+        db.execute("INSERT INTO schema_version (version) VALUES (?)", (n,))
+    else:
+        db.execute("PRAGMA user_version = %d" % n)
 
 
 def too_new(found: int, where: str = "the database") -> SchemaTooNew:
@@ -311,7 +329,7 @@ def too_new(found: int, where: str = "the database") -> SchemaTooNew:
         "written by a newer EdgeKeep; upgrade EdgeKeep to open it" % (where, found, LATEST))
 
 
-def check(db: sqlite3.Connection, where: str = "the database") -> None:
+def check(db: Connection, where: str = "the database") -> None:
     """SchemaError unless db is at exactly LATEST (a connection opened after `migrate`)."""
     found = version(db)
     if found > LATEST:
@@ -336,21 +354,24 @@ def statements(script: str) -> list[str]:
     return out
 
 
-def migrate(db: sqlite3.Connection, where: str = "the database") -> int:
+def migrate(db: Connection, where: str = "the database") -> int:
     """Bring db to LATEST: the missing migrations in order, in one transaction. Returns the
     migrations applied (0 when it is current). SchemaTooNew for a database newer than this
-    code. db: a connection in autocommit mode (isolation_level=None)."""
+    code. db: a connection in autocommit mode (sqlite3's isolation_level=None)."""
     if version(db) == LATEST:
         return 0
+    postgres = dialect.dialect_of(db) == dialect.POSTGRESQL
     db.execute("BEGIN IMMEDIATE")
     try:
+        if postgres:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
         found = version(db)  # again under the write lock: another process may have migrated
         if found > LATEST:
             raise too_new(found, where)
         for n in range(found, LATEST):
             for stmt in statements(MIGRATIONS[n]):
-                db.execute(stmt)
-        db.execute("PRAGMA user_version = %d" % LATEST)
+                db.execute(dialect.ddl(stmt) if postgres else stmt)
+        _set_version(db, LATEST)
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
