@@ -66,9 +66,29 @@ def postgres_url(postgres_server):
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
-def database_url(request):
-    """A test that takes it runs on both backends: "" (SQLite in the data directory, the
-    default) and a new PostgreSQL database's URL (an integration test: it starts a server)."""
+def new_database_url(request):
+    """new_database_url(): the database_url of a new, empty store, on the backend of the
+    test's case: "" (SQLite: each data directory has its own file) or a new PostgreSQL
+    database (an integration case: it starts a server), dropped after the test. A test that
+    takes it, or database_url, runs on both backends."""
     if request.param == "sqlite":
-        return ""
-    return request.getfixturevalue("postgres_url")
+        yield lambda: ""
+        return
+    from gateway.store import postgres
+    server = request.getfixturevalue("postgres_server")
+    made = []
+
+    def new():
+        name, url = server.create_database()
+        made.append((name, url))
+        return url
+    yield new
+    for name, url in made:
+        postgres.close_pools(url)
+        server.drop_database(name)
+
+
+@pytest.fixture
+def database_url(new_database_url):
+    """The database_url of the test's store, on each backend in turn (new_database_url)."""
+    return new_database_url()

@@ -9,7 +9,7 @@ from gateway.store import packs, provider
 from gateway.store.database import Store
 from gateway.store.provider import Provider, Unrecoverable
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.unit  # its cases on PostgreSQL are integration (conftest)
 
 
 def blob(n, seed=0):
@@ -19,15 +19,16 @@ def blob(n, seed=0):
 
 
 @pytest.fixture
-def prov(tmp_path):
+def prov(tmp_path, database_url):
     data = str(tmp_path / "gw")
     provider.configure(data, [], 2, 4)
-    return open_provider(data)
+    return open_provider(data, database_url)
 
 
-def open_provider(data):
-    """The Provider of data dir `data` on a Store of its own, as another process would."""
-    return Provider.open(Store.open(data))
+def open_provider(data, url=None):
+    """The Provider of data dir `data` on a Store of its own, as another process would (on
+    SQLite or PostgreSQL: the URL this test opened data's store with)."""
+    return Provider.open(Store.open(data, url))
 
 
 def reopen(prov):
@@ -109,10 +110,10 @@ def test_a_damaged_header_counts_the_share_as_missing(prov):
         prov.get(digest)
 
 
-def test_a_new_store_has_no_missing_root_and_a_wiped_one_stays_missing(tmp_path):
+def test_a_new_store_has_no_missing_root_and_a_wiped_one_stays_missing(tmp_path, database_url):
     data = str(tmp_path / "gw")
     provider.configure(data, [str(tmp_path / "disk1"), str(tmp_path / "disk2")], 2, 4)
-    prov = open_provider(data)
+    prov = open_provider(data, database_url)
     assert prov.missing_roots() == [] and all(os.path.isdir(r) for r in prov.roots)
     d, blob_data = blob(5000)
     prov.put(d, blob_data)

@@ -60,9 +60,8 @@ def test_opening_an_already_migrated_store_runs_no_ddl(tmp_path, monkeypatch, da
     assert applied == []
 
 
-def test_migrations_apply_in_order_in_one_transaction(tmp_path, monkeypatch, database_url,
-                                                      request):
-    db = raw_connection(str(tmp_path / "x"), database_url)
+def test_migrations_apply_in_order_in_one_transaction(tmp_path, monkeypatch, new_database_url):
+    db = raw_connection(str(tmp_path / "x"), new_database_url())
     monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS + [
         "CREATE TABLE later (x INTEGER);", "INSERT INTO later VALUES (1);"])
     monkeypatch.setattr(schema, "LATEST", len(schema.MIGRATIONS))
@@ -71,11 +70,7 @@ def test_migrations_apply_in_order_in_one_transaction(tmp_path, monkeypatch, dat
     assert db.execute("SELECT x FROM later").fetchall() == [(1,)]
     db.close()
 
-    if database_url:  # another new database
-        broken = raw_connection(None, request.getfixturevalue("postgres_server")
-                                .create_database()[1])
-    else:
-        broken = raw_connection(str(tmp_path / "y"), "")
+    broken = raw_connection(str(tmp_path / "y"), new_database_url())
     monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:-1] + ["INSERT INTO nowhere VALUES (1);"])
     with pytest.raises(Exception, match="nowhere"):
         schema.migrate(broken)

@@ -1,4 +1,5 @@
-"""store.backup: the metadata deltas a restore replays (gateway/store/backup.py)."""
+"""store.backup: the metadata deltas a restore replays (gateway/store/backup.py), on SQLite
+and PostgreSQL."""
 import hashlib
 
 import pytest
@@ -30,22 +31,27 @@ def tables(store):
 
 
 @pytest.fixture
-def source(tmp_path):
-    s = Store.open(str(tmp_path / "lost"))
+def source(tmp_path, new_database_url):
+    s = Store.open(str(tmp_path / "lost"), new_database_url())
     s.add_device("aa" * 8, b"\x04" + bytes(64), "tracker-1")
     s.add_device("bb" * 8, b"\x04" + bytes(range(64)), "camera-1", "camera")
     yield s
     s.close()
 
 
-def replay(tmp_path, deltas, raw_of):
-    s = Store.open(str(tmp_path / "restored"))
-    with s.transaction():
-        lost = sum(s.backup.apply(d, raw_of) for d in deltas)
-    return s, lost
+@pytest.fixture
+def replay(tmp_path, new_database_url):
+    """replay(deltas, raw_of): a new store (on the same backend) the deltas are replayed
+    into, and the messages left out."""
+    def replay(deltas, raw_of):
+        s = Store.open(str(tmp_path / "restored"), new_database_url())
+        with s.transaction():
+            lost = sum(s.backup.apply(d, raw_of) for d in deltas)
+        return s, lost
+    return replay
 
 
-def test_deltas_replayed_in_order_rebuild_the_tables(source, tmp_path):
+def test_deltas_replayed_in_order_rebuild_the_tables(source, replay):
     for seq in range(1, 4):
         message(source, "aa" * 8, seq)
     seal_epoch(source)
@@ -69,24 +75,24 @@ def test_deltas_replayed_in_order_rebuild_the_tables(source, tmp_path):
     assert [e[0] for e in third["epochs"]] == [2]     # sent again, now mined
 
     raws = blobs_of(source)
-    restored, lost = replay(tmp_path, [first, second, third], raws.get)
+    restored, lost = replay([first, second, third], raws.get)
     assert lost == 0
     assert tables(restored) == tables(source)
     assert restored.epoch_leaves(1) == source.epoch_leaves(1)
     restored.close()
 
 
-def test_a_message_whose_blob_is_lost_is_left_out_and_counted(source, tmp_path):
+def test_a_message_whose_blob_is_lost_is_left_out_and_counted(source, replay):
     kept = message(source, "aa" * 8, 1)
     message(source, "aa" * 8, 2)
     seal_epoch(source)
     delta, _ = source.backup.delta(Mark(0, 0, 0.0), 1765000050.0)
-    restored, lost = replay(tmp_path, [delta], {kept[0]: kept[1]}.get)
+    restored, lost = replay([delta], {kept[0]: kept[1]}.get)
     assert lost == 1 and restored.message_count() == 1
     restored.close()
 
 
-def test_an_object_deleted_by_retention_is_deleted_on_a_replay(source, tmp_path):
+def test_an_object_deleted_by_retention_is_deleted_on_a_replay(source, replay):
     with source.transaction():
         for oid in ("0011", "0022"):
             source.objects.register("bb" * 8, oid, 4, 1765000000, "motion", "image/jpeg", 100,
@@ -96,20 +102,31 @@ def test_an_object_deleted_by_retention_is_deleted_on_a_replay(source, tmp_path)
     with source.transaction():
         source.objects.delete("bb" * 8, "0011")
     second, _ = source.backup.delta(mark, 1765000060.0)
-    restored, _ = replay(tmp_path, [first, second], {}.get)
+    restored, _ = replay([first, second], {}.get)
     assert [o["oid"] for o in restored.objects.list()] == ["0022"]
     assert tables(restored)["object_chunks"] == tables(source)["object_chunks"]
     restored.close()
 
 
-def test_acked_follows_the_messages_restored(source, tmp_path):
+def test_acked_follows_the_messages_restored(source, replay):
     for seq in (1, 2, 3):
         message(source, "aa" * 8, seq)
     seal_epoch(source)
     source.set_acked({"aa" * 8: 3}, 1765000000.0)
     delta, _ = source.backup.delta(Mark(0, 0, 0.0), 1765000050.0)
-    restored, _ = replay(tmp_path, [delta], blobs_of(source).get)
+    restored, _ = replay([delta], blobs_of(source).get)
     with restored.transaction():
         restored.backup.fix_acked()
     assert restored.device("aa" * 8)["acked"] == 3
+    restored.close()
+
+
+def test_after_a_replay_the_next_message_gets_the_next_id(source, replay):
+    for seq in (1, 2, 3):
+        message(source, "aa" * 8, seq)
+    seal_epoch(source)
+    delta, _ = source.backup.delta(Mark(0, 0, 0.0), 1765000050.0)
+    restored, _ = replay([delta], blobs_of(source).get)
+    message(restored, "aa" * 8, 4)
+    assert [m.id for m in restored.messages_from(0)] == [1, 2, 3, 4]
     restored.close()
