@@ -1,6 +1,9 @@
 """Gateway configuration: a TOML file, every key optional.
 
     data_dir = "/var/lib/edgekeep"
+    database_url = ""                       # the store: empty = SQLite in data_dir; or
+                                            # "postgresql://user@host/db" (a password from
+                                            # ~/.pgpass or PGPASSFILE; docs/operations.md)
     broker = "mqtt://127.0.0.1:1883"       # the gateway's own Mosquitto
     broker_username = "gateway"             # optional
     broker_password_file = "/etc/edgekeep/broker.pass"
@@ -51,6 +54,7 @@ class ChainConfig:
 @dataclass
 class Config:
     data_dir: str = "data"
+    database_url: str = ""
     broker: str = "mqtt://127.0.0.1:1883"
     broker_username: str = ""
     broker_password_file: str = ""
@@ -84,6 +88,10 @@ class Config:
             raw = tomllib.load(f)
         chain = ChainConfig(**_known(ChainConfig, raw.pop("chain", {}), "[chain]"))
         cfg = cls(chain=chain, **_known(cls, raw, "top level"))
+        if cfg.database_url and not cfg.database_url.startswith(("postgresql://",
+                                                                 "postgres://")):
+            raise ValueError("database_url must be postgresql://... (or empty: SQLite in "
+                             "data_dir), not %r" % cfg.database_url)
         base = os.path.dirname(os.path.abspath(path))
         cfg.data_dir = os.path.join(base, cfg.data_dir)
         cfg.storage_roots = [os.path.join(base, r) for r in cfg.storage_roots]

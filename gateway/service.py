@@ -96,7 +96,7 @@ class Gateway:
         cfg = self.cfg
         # The one place the running gateway migrates its store; every thread below opens a
         # connection of its own with Store.connect. The Anchorer takes this one.
-        store = Store.open(cfg.data_dir)
+        store = Store.open(cfg.data_dir, cfg.database_url)
         # the chain is connected in the anchor thread, when it answers (ChainLink)
         self.anchorer = Anchorer(store, self.link, health=self.health)
         provider.configure(cfg.data_dir, cfg.storage_roots, cfg.ec_k, cfg.ec_m)

@@ -4,7 +4,8 @@ import os
 from collections.abc import Iterator
 
 from gateway.chain.client import Chain
-from gateway.store.database import Store, db_path
+from gateway.store import schema
+from gateway.store.database import Store, db_path, postgres_marker
 
 
 @contextlib.contextmanager
@@ -22,9 +23,14 @@ def chain_for(data_dir: str, rpc: str | None) -> Iterator[Chain]:
             node.stop_running(data_dir)
 
 
-def open_store(data_dir: str, create: bool = False) -> Store:
+def open_store(data_dir: str, create: bool = False, url: str | None = None) -> Store:
     """The store of an existing gateway data directory (or a new one, with create), migrated
-    to this EdgeKeep's schema: a command's one Store.open."""
-    if not create and not os.path.exists(db_path(data_dir)):
+    to this EdgeKeep's schema: a command's one Store.open. url: the config's database_url
+    (PostgreSQL), for the commands that take --config."""
+    if not create and not url and not os.path.exists(db_path(data_dir)) \
+            and not os.path.exists(postgres_marker(data_dir)):
         raise SystemExit("error: %s is not a gateway data directory (no store.db)" % data_dir)
-    return Store.open(data_dir)
+    try:
+        return Store.open(data_dir, url)
+    except schema.SchemaError as e:
+        raise SystemExit("error: %s" % e)

@@ -30,14 +30,15 @@ def cmd_push(args):
     from gateway.ingest.ota import Pusher, Release
     if args.config:
         cfg = Config.load(args.config)
-        data_dir, broker = cfg.data_dir, cfg.broker
+        data_dir, broker, url = cfg.data_dir, cfg.broker, cfg.database_url
         username, password = cfg.broker_username or None, cfg.broker_password()
     elif args.data_dir:
         data_dir, broker, username, password = args.data_dir, args.broker, None, None
+        url = None
     else:
         raise SystemExit("error: ota push needs --config or --data-dir")
     release = Release.verified(args.bundle, signing.load_public(args.release_key), args.chunk_size)
-    active = {d["id"]: d["public_key"] for d in open_store(data_dir).devices()
+    active = {d["id"]: d["public_key"] for d in open_store(data_dir, url=url).devices()
               if d["status"] == "active"}
     if args.device:
         if args.device not in active:

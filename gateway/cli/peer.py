@@ -144,7 +144,7 @@ def _endpoint(args, cfg):
 def cmd_invite(args):
     data_dir, cfg = _gateway(args)
     endpoint = _endpoint(args, cfg)
-    store = open_store(data_dir)
+    store = open_store(data_dir, url=cfg.database_url if cfg else None)
     me = Identity.load_or_create(data_dir)
     try:
         text = pairing.invite(store, me, endpoint, args.capacity, args.expires)
@@ -167,7 +167,7 @@ def cmd_invite(args):
 def cmd_add(args):
     data_dir, cfg = _gateway(args)
     endpoint = _endpoint(args, cfg)
-    store = open_store(data_dir)
+    store = open_store(data_dir, url=cfg.database_url if cfg else None)
     me = Identity.load_or_create(data_dir)
     try:
         peer = pairing.add(store, me, args.invitation, endpoint, args.capacity)
@@ -200,7 +200,7 @@ def _fix(e):
 def cmd_list(args):
     data_dir, cfg = _gateway(args)
     cfg = cfg or Config()
-    store = open_store(data_dir)
+    store = open_store(data_dir, url=cfg.database_url if cfg else None)
     try:
         me = Identity.load_or_create(data_dir)
         peers = [p for p in store.peers.all() if args.all or p.status != REMOVED]
@@ -245,8 +245,8 @@ def _probe(me, peers):
 
 
 def cmd_remove(args):
-    data_dir, _ = _gateway(args)
-    store = open_store(data_dir)
+    data_dir, cfg = _gateway(args)
+    store = open_store(data_dir, url=cfg.database_url if cfg else None)
     try:
         found = store.peers.find(args.name)
         if not found:

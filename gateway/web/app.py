@@ -62,10 +62,10 @@ def create_app(cfg, gateway=None):
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        store = app.state.store = Store.connect(cfg.data_dir)
+        store = app.state.store = Store.connect(cfg.data_dir, cfg.database_url)
         app.state.objects = ObjectStore.open(store)
         # storage challenges are answered in worker threads, on a connection of their own
-        app.state.challenges = Provider.open(Store.connect(cfg.data_dir))
+        app.state.challenges = Provider.open(Store.connect(cfg.data_dir, cfg.database_url))
         app.state.challenge_lock = threading.Lock()
         monitor.start()
         try:
