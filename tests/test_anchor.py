@@ -25,11 +25,11 @@ def add_messages(store, n, device="00" * 8, start=1):
 
 
 @pytest.fixture
-def chain_env(tmp_path):
+def chain_env(tmp_path, database_url):
     data = str(tmp_path / "gw")
     anvil = Anvil(data, block_time=0).start()
     chain = Chain(anvil.rpc_url, DEFAULT_DEV_KEY, os.path.join(data, "chain", "deployment.json"))
-    store = Store.open(data)
+    store = Store.open(data, database_url)
     yield data, anvil, chain, store
     anvil.stop()
 

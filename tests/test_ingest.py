@@ -34,9 +34,9 @@ class Device:
 
 
 @pytest.fixture
-def setup(tmp_path, broker):
+def setup(tmp_path, broker, database_url):
     data = str(tmp_path / "gw")
-    store = Store.open(data)
+    store = Store.open(data, database_url)
     a, revoked, stranger = Device(), Device(), Device()
     store.add_device(a.ident.hex, a.ident.public, "a")
     store.add_device(revoked.ident.hex, revoked.ident.public, "b")
@@ -120,12 +120,13 @@ def test_every_reject_reason_is_counted_and_ingest_keeps_going(setup):
     wait_for(lambda: acks_for(client, a)[-1] == 2, what="ack 2")
 
 
-def test_a_batch_of_chunks_and_signed_messages_keeps_each_outcome_with_its_message(tmp_path):
+def test_a_batch_of_chunks_and_signed_messages_keeps_each_outcome_with_its_message(tmp_path,
+                                                                                   database_url):
     """Chunks are verified on one thread, signatures across the pool; the outcomes must
     still line up with the messages, in order."""
     data = str(tmp_path / "gw")
     a, stranger = Device(), Device()
-    store = Store.open(data)
+    store = Store.open(data, database_url)
     store.add_device(a.ident.hex, a.ident.public, "a")
     store.close()
     ingest = Ingest(data, "mqtt://127.0.0.1:1")  # never connected: only its verification
@@ -141,13 +142,13 @@ def test_a_batch_of_chunks_and_signed_messages_keeps_each_outcome_with_its_messa
         1, protocol.MALFORMED, 2, protocol.UNKNOWN_DEVICE, 3]
 
 
-def test_a_device_registered_while_the_worker_reloads_is_never_forgotten(tmp_path):
+def test_a_device_registered_while_the_worker_reloads_is_never_forgotten(tmp_path, database_url):
     """The worker reloads the devices every 2 s; reload_devices() comes from other threads
     (the demo, the benches). A reload that read the table before a registration must not
     replace the keys of one that read it after: the new device's messages would be rejected
     as unknown until the next reload."""
     data = str(tmp_path / "gw")
-    store = Store.open(data)
+    store = Store.open(data, database_url)
     ingest = Ingest(data, "mqtt://127.0.0.1:1")
     stop = threading.Event()
 

@@ -40,13 +40,13 @@ def add_message(store, ident, seq, raw, kind):
 
 
 @pytest.fixture
-def gw(tmp_path):
+def gw(tmp_path, database_url):
     """A gateway store with tracker batches in epochs 1 and 2 and a 6-chunk clip in epoch 2,
     all anchored on a fresh anvil."""
     data = str(tmp_path / "gw")
     with Anvil(data, block_time=0) as anvil:
         chain = Chain(anvil.rpc_url, DEFAULT_DEV_KEY, os.path.join(data, "chain", "deployment.json"))
-        store = Store.open(data)
+        store = Store.open(data, database_url)
         tracker, camera = Identity.create(os.urandom), Identity.create(os.urandom)
         registry.register(store, chain, tracker.public, "t1")
         registry.register(store, chain, camera.public, "cam", "camera")
