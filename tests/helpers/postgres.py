@@ -5,22 +5,26 @@ test. Nothing is skipped: without PostgreSQL the tests that need it fail and say
 install.
 
 initdb refuses to run as root; as root (CI runs `make test` as root) the server runs as the
-`postgres` user that Debian's package creates (runuser), in a directory handed to it.
+`postgres` user that Debian's package creates (runuser, setpriv), in a directory handed to
+it. The server is a child of the test process that dies with it (gateway.localhost.spawn),
+so a killed test run leaves no PostgreSQL behind.
 """
 import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 import uuid
 
-from gateway.localhost import free_port
+from gateway.localhost import free_port, spawn
 
 INSTALL = "python3 tools/ensure_system.py --postgresql (apt-get install postgresql)"
-SERVER_OPTIONS = ("-c listen_addresses='' -c fsync=off -c synchronous_commit=off "
-                  "-c full_page_writes=off -c max_connections=300 -c shared_buffers=32MB")
+# no TCP: a unix socket in the temporary directory; no durability (a test's data dies with it)
+SERVER_OPTIONS = {"listen_addresses": "", "fsync": "off", "synchronous_commit": "off",
+                  "full_page_writes": "off", "max_connections": "300", "shared_buffers": "32MB"}
 
 
 class PostgresMissing(RuntimeError):
@@ -49,6 +53,7 @@ class PostgresServer:
         self.port = None
         self.user = None            # the OS user the server runs as (None: this one)
         self.version = None
+        self.proc = None
 
     def _run(self, *args, timeout=120):
         cmd = [os.path.join(self.bin, args[0]), *args[1:]]
@@ -77,10 +82,33 @@ class PostgresServer:
         self._run("initdb", "-D", data, "-U", "postgres", "--auth=trust", "--encoding=UTF8",
                   "--locale=C", "--no-sync")
         self.port = free_port()
-        self._run("pg_ctl", "-D", data, "-l", os.path.join(self.dir, "server.log"), "-w",
-                  "-t", "60", "start", "-o", "%s -c port=%d -c unix_socket_directories='%s'"
-                  % (SERVER_OPTIONS, self.port, self.dir))
+        options = dict(SERVER_OPTIONS, port=str(self.port), unix_socket_directories=self.dir)
+        cmd = [os.path.join(self.bin, "postgres"), "-D", data]
+        for key, value in options.items():
+            cmd += ["-c", "%s=%s" % (key, value)]
+        if self.user:  # setpriv execs in place: postgres stays this process's child
+            cmd = ["setpriv", "--reuid=%s" % self.user, "--regid=%s" % self.user,
+                   "--init-groups", "--pdeathsig=SIGQUIT", *cmd]
+        with open(os.path.join(self.dir, "server.log"), "wb") as log:
+            self.proc = spawn(cmd, sig=signal.SIGQUIT, stdout=log, stderr=subprocess.STDOUT)
+        self._wait_ready(60)
         return self
+
+    def _wait_ready(self, timeout):
+        import psycopg
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("PostgreSQL exited (%s) at start:\n%s"
+                                   % (self.proc.returncode, self.log()[-3000:]))
+            try:
+                psycopg.connect(self.url(), connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("PostgreSQL did not answer in %ds:\n%s"
+                                       % (timeout, self.log()[-3000:]))
+                time.sleep(0.05)
 
     def url(self, database="postgres"):
         return "postgresql://postgres@/%s?host=%s&port=%d" % (database, self.dir, self.port)
@@ -110,11 +138,13 @@ class PostgresServer:
         if self.dir is None:
             return
         try:
-            if self.port is not None:
-                self._run("pg_ctl", "-D", os.path.join(self.dir, "data"), "-m", "immediate",
-                          "-w", "stop")
-        except (RuntimeError, subprocess.TimeoutExpired):
-            pass
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGINT)     # fast shutdown
+                try:
+                    self.proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
         finally:
             for _ in range(3):
                 shutil.rmtree(self.dir, ignore_errors=True)
