@@ -14,9 +14,12 @@ MARKERS = ("unit", "integration", "browser")
 
 def pytest_collection_modifyitems(items):
     """A test module without pytestmark = pytest.mark.unit/integration/browser is integration:
-    it is left out of `make test-unit` until someone shows it is pure."""
+    it is left out of `make test-unit` until someone shows it is pure. A test that starts
+    PostgreSQL (the postgres_* fixtures; database_url's PostgreSQL case) is integration too,
+    in whichever module: `make test-unit` runs `-m "unit and not integration"`."""
     for item in items:
-        if not any(item.get_closest_marker(m) for m in MARKERS):
+        if not any(item.get_closest_marker(m) for m in MARKERS) \
+                or "postgres_server" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.integration)
 
 
