@@ -53,3 +53,15 @@ def test_soak_runs_small_and_samples_the_gateway():
     samples = int(re.search(r"(\d+) samples;", line).group(1))
     assert sent > 0 and samples >= 5
     assert re.search(r"gateway RSS [\d.]+ -> [\d.]+ MB", line) and "slope" in line
+
+
+def test_network_bench_runs_small_restores_everything_and_moves_what_it_should():
+    line = bench("network.py", "--quick")
+    assert "LOST" not in line and re.search(r"restore [\d.]+ MB/s", line) and "ratio" in line
+    # a share record is half the sealed blob and its header: 0.501 of the blob's bytes
+    local, remote = re.findall(r"([\d.]+) GB sent \+ ([\d.]+) GB fetched per GB stored", line)
+    assert 0.49 < float(local[0]) < 0.52 and float(local[1]) == 0
+    assert 0.49 < float(remote[0]) < 0.52 and 0.98 < float(remote[1]) < 1.04
+    # flat: a chunk share's answer grows only by its longer Merkle paths
+    chunk = [int(b) for b in re.findall(r"chunk share's challenge (\d+) B", line)]
+    assert len(chunk) == 3 and max(chunk) - min(chunk) < 1000
