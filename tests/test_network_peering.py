@@ -12,6 +12,7 @@ import pytest
 from gateway.cli import main as cli
 from gateway.network import pairing, protocol
 from gateway.network.client import PeerClient, PeerError
+from gateway.network.server import PeerServer
 from gateway.wire import merkle
 from tests.helpers.network import PeerNode, pair
 
@@ -438,3 +439,31 @@ def test_unreachable(net, tmp_path):
     with pytest.raises(PeerError) as e:
         PeerClient(b.identity, a.name, "https://127.0.0.1:%d" % free_port(), 2).hello()
     assert e.value.reason == "unreachable" and e.value.status is None
+
+
+def test_a_kept_connection_the_peer_dropped_is_made_again(nodes):
+    """An idle kept connection the server has closed (its keep-alive is 30 s; an hourly audit
+    finds it dead, ssl.SSLEOFError) costs a reconnect, not an unreachable peer."""
+    a, b = nodes("a"), nodes("b")
+    pair(a, b)
+    to_a = b.client_to(a)
+    assert to_a.hello()["name"] == a.name
+    port = a.server.port
+    a.server.stop()                               # every connection to it is gone
+    a.server = PeerServer(a.data_dir, a.identity, "127.0.0.1", port).start()
+    assert to_a.hello()["name"] == a.name
+    to_a.used -= 3600                             # idle for an hour: not even tried
+    first = to_a.conn
+    assert to_a.hello()["name"] == a.name and to_a.conn is not first
+
+
+def test_a_patient_client_waits_out_the_rate_limit(nodes):
+    a, b = nodes("a", rate=2, burst=4), nodes("b")
+    pair(a, b)
+    patient = PeerClient(b.identity, a.name, a.url, patience=3)
+    started = time.monotonic()
+    for _ in range(6):
+        assert patient.hello()["name"] == a.name
+    assert time.monotonic() - started >= 0.5      # it waited, and was not refused
+    assert a.refused("rate_limited") >= 1
+    patient.close()

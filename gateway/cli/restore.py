@@ -3,7 +3,7 @@ keyring, and a lost gateway back from its peers with that keyring (docs/network.
 import sys
 
 from gateway.cli.common import open_store
-from gateway.network.client import PeerClient
+from gateway.network.client import PATIENCE, PeerClient
 from gateway.network.identity import Identity
 from gateway.network.protocol import Refused, parse_invitation
 from gateway.network.restore import Restore
@@ -64,12 +64,12 @@ def first_peer(me, spec):
             inv = parse_invitation(spec, 0)   # an old invitation still names the peer
         except Refused as e:
             raise SystemExit("error: %s" % e.detail) from None
-        return PeerClient(me, inv.name, inv.endpoint)
+        return PeerClient(me, inv.name, inv.endpoint, patience=PATIENCE)
     name, at, endpoint = spec.partition("@")
     if not at or len(name) != 64 or not endpoint.startswith("https://"):
         raise SystemExit("error: --peer takes an invitation (ekinv1....) or NAME@https://HOST:PORT"
                          "\nfix: `edgekeep peer list` on any peer shows its name and endpoint")
-    return PeerClient(me, name, endpoint)
+    return PeerClient(me, name, endpoint, patience=PATIENCE)
 
 
 def cmd_restore(args):

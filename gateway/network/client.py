@@ -42,11 +42,21 @@ class PeerError(Exception):
         self.retry_after = retry_after
 
 
+IDLE = 20          # seconds a kept connection may idle before a new one is made (the
+                   # server drops idle ones after 30)
+MAX_WAIT = 10      # seconds a patient client waits on one rate_limited answer
+PATIENCE = 3       # rate_limited answers the gateway's own components wait out
+
+
 class PeerClient:
-    def __init__(self, identity, name, endpoint, timeout=30):
+    def __init__(self, identity, name, endpoint, timeout=30, patience=0):
         """A client of the peer `name` (64 hex; None: trust on first use) at endpoint
-        (https://host:port); no I/O until the first call."""
+        (https://host:port); no I/O until the first call. patience: how many times a call
+        the peer refuses as rate_limited waits its Retry-After (at most MAX_WAIT s) and is
+        made again, before the refusal is raised (bulk work: placing, repair, restore)."""
         self.identity, self.name, self.endpoint, self.timeout = identity, name, endpoint, timeout
+        self.patience = patience
+        self.used = 0.0             # time.monotonic() of the kept connection's last answer
         u = urllib.parse.urlsplit(endpoint)
         if u.scheme != "https" or not u.hostname:
             raise ValueError("a peer endpoint is https://host:port, not %r" % endpoint)
@@ -169,6 +179,8 @@ class PeerClient:
         unreachable or wrong_key."""
         body = bytes(body)
         with self.lock:
+            if self.conn is not None and time.monotonic() - self.used > IDLE:
+                self._drop()        # the server closes it soon, or has: a new one
             for attempt in (0, 1):
                 reused = self.conn is not None
                 if self.conn is None:
@@ -180,23 +192,30 @@ class PeerClient:
                     self.conn.request(method, path, body, h)
                     resp = self.conn.getresponse()
                     data = resp.read()
-                except (http.client.RemoteDisconnected, BrokenPipeError,
-                        ConnectionResetError) as e:
-                    self._drop()
-                    if reused and attempt == 0 and headers is None:
-                        continue  # the server closed the kept connection: once more
-                    raise self._unreachable(e) from None
                 except (OSError, http.client.HTTPException) as e:
+                    # (ssl.SSLEOFError too: a kept connection the server closed while idle)
                     self._drop()
+                    if reused and attempt == 0 and headers is None and not isinstance(
+                            e, TimeoutError):
+                        continue  # the kept connection was dead: once more, on a new one
                     raise self._unreachable(e) from None
+                self.used = time.monotonic()
                 if resp.will_close:
                     self._drop()
                 return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
         raise AssertionError("unreachable code")
 
     def call(self, method, path, body=b""):
-        """The body of a 200 answer; PeerError otherwise."""
-        status, headers, data = self.raw(method, path, body)
+        """The body of a 200 answer; PeerError otherwise (rate_limited after `patience`
+        waits)."""
+        for _ in range(self.patience):
+            status, headers, data = self.raw(method, path, body)
+            retry = headers.get("retry-after", "")
+            if status != 429 or not retry.isdigit():
+                break
+            time.sleep(min(int(retry), MAX_WAIT))
+        else:
+            status, headers, data = self.raw(method, path, body)
         if status == 200:
             return data
         try:
@@ -262,5 +281,6 @@ class Clients:
         if self.given is not None:
             return self.given(name, endpoint)
         if (name, endpoint) not in self.open:
-            self.open[name, endpoint] = PeerClient(self.identity, name, endpoint)
+            self.open[name, endpoint] = PeerClient(self.identity, name, endpoint,
+                                                   patience=PATIENCE)
         return self.open[name, endpoint]

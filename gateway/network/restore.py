@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from gateway.chain.reader import ChainReader
 from gateway.network import metadata, protocol
-from gateway.network.client import PeerClient, PeerError
+from gateway.network.client import PATIENCE, PeerClient, PeerError
 from gateway.store import erasure
 from gateway.store.provider import Provider
 from gateway.wire import merkle
@@ -102,7 +102,8 @@ class Restore:
         clients = {first.name: first}
         for p in catalog["peers"]:
             if p["name"] not in clients:
-                clients[p["name"]] = PeerClient(self.identity, p["name"], p["endpoint"])
+                clients[p["name"]] = PeerClient(self.identity, p["name"], p["endpoint"],
+                                             patience=PATIENCE)
         for name, client in list(clients.items()):
             try:
                 other = metadata.open_catalog(self.identity, client.get_catalog())
@@ -113,7 +114,8 @@ class Restore:
                 catalog = other
         for p in catalog["peers"]:
             if p["name"] not in clients:
-                clients[p["name"]] = PeerClient(self.identity, p["name"], p["endpoint"])
+                clients[p["name"]] = PeerClient(self.identity, p["name"], p["endpoint"],
+                                             patience=PATIENCE)
         return catalog, clients
 
     def _inventory(self, clients):

@@ -51,7 +51,7 @@ STATUS = {"malformed": 400, "wrong_peer": 401, "stale": 401, "forged": 401,
           "root_mismatch": 409}
 COUNTER = "peer_refused_%s"
 MAX_CATALOG = 1 << 20
-RATE, BURST = 50.0, 200        # requests per second per peer, sustained and at once
+RATE, BURST = 200.0, 400       # requests per second per peer, sustained and at once
 DRAIN = 2 * protocol.MAX_BODY  # a body over the cap is read (and dropped) up to this, so the
                                # client sees its 413 rather than a reset connection
 LOG_EVERY = 60                 # seconds between two log lines of one (reason, peer)
