@@ -65,3 +65,11 @@ def test_network_bench_runs_small_restores_everything_and_moves_what_it_should()
     # flat: a chunk share's answer grows only by its longer Merkle paths
     chunk = [int(b) for b in re.findall(r"chunk share's challenge (\d+) B", line)]
     assert len(chunk) == 3 and max(chunk) - min(chunk) < 1000
+
+
+def test_offbox_bench_runs_small_and_gets_every_clip_off_the_box():
+    line = bench("offbox.py", "--mb", "0.3", "--runs", "1")
+    idle, busy = map(float, re.search(r"gateway ([\d.]+) s with the placer idle, ([\d.]+) s "
+                                      r"while", line).groups())
+    assert idle > 0 and busy > 0
+    assert re.search(r"durable off the box [\d.]+ s after", line)
