@@ -34,6 +34,11 @@
     network_samples = 4                     # challenges per peer per audit
     peer_grace_seconds = 86400              # unreachable this long: its shares are re-placed
 
+    # Ingest workers (docs/operations.md, "More than one machine").
+    worker_group = "edgekeep"               # the MQTT shared subscription's group
+    worker_name = ""                        # unique per worker; default host/INDEX
+    lease_seconds = 15                      # a dead lease holder's jobs move after this
+
     [chain]
     rpc_url = "local"                       # "local": anvil under data_dir/chain; or any JSON-RPC URL
     private_key_file = ""                   # empty on "local": anvil's public dev key
@@ -80,6 +85,9 @@ class Config:
     network_audit_seconds: float = 3600
     network_samples: int = 4
     peer_grace_seconds: float = 86400
+    worker_group: str = "edgekeep"
+    worker_name: str = ""
+    lease_seconds: float = 15
     chain: ChainConfig = field(default_factory=ChainConfig)
 
     @classmethod

@@ -38,10 +38,10 @@ def owner_passphrase(sim_dir):
 def provision(paths, kind, store, chain, ring, broker):
     """Make (or reuse) simulated devices: keys made on the 'device', registration on chain and
     at the gateway, a broker account of their own, the data key in the owner's keyring."""
-    for path in paths:
-        name = os.path.basename(path)
-        ident = sim.provision_dir(path, name)
-        registry.register(store, chain, ident.public, name, kind)
+    idents = [sim.provision_dir(path, os.path.basename(path)) for path in paths]
+    registry.register_many(store, chain, [(ident.public, os.path.basename(path), kind)
+                                          for path, ident in zip(paths, idents)])
+    for path, ident in zip(paths, idents):
         if broker and broker.credentials:
             sim.save_credentials(path, ident.hex, broker.add_device_credentials(ident.hex))
         ring.add(ident.hex, ident.data_key)

@@ -1,6 +1,11 @@
 """The running gateway: chain connection, anchor outbox, ingest and Keeper, started and stopped
 together.
 
+A Gateway is one worker of its deployment (gateway/workers.py): it always ingests; the jobs
+that run once per deployment (anchor outbox, Keeper, Provider network, Home Assistant
+bridge, and the sealing of epochs in the ingest) start when it takes the workers' lease,
+which a lone gateway does as it starts.
+
 Every long-running thread is supervised (gateway/health.py): restarted with back-off when it
 raises, and when one keeps failing the process exits with EXIT_FATAL so systemd restarts it.
 Nothing here waits for the chain: the anchor outbox makes the Chain client (and starts the
@@ -20,6 +25,7 @@ from gateway.integrations.homeassistant import Bridge
 from gateway.keeper.audit import Keeper, KeeperLoop
 from gateway.store import provider
 from gateway.store.database import Store
+from gateway.workers import LeaseHolder, default_name
 
 log = logging.getLogger("edgekeep")
 
@@ -75,11 +81,17 @@ class ChainLink:
 
 
 class Gateway:
-    def __init__(self, cfg, exit_on_fatal=True):
+    def __init__(self, cfg, exit_on_fatal=True, worker=0):
         """exit_on_fatal: when a component is dead (gateway/health.py), stop and exit the
         process with EXIT_FATAL (`gateway run`); False leaves that to the caller (tests),
-        who finds it in self.health.fatal_reason."""
+        who finds it in self.health.fatal_reason. worker: this process's index among the
+        workers of this machine (`run --workers N` numbers its children 1..N-1); it names
+        the worker unless the config's worker_name does."""
         self.cfg = cfg
+        self.worker = worker
+        self.name = cfg.worker_name or default_name(worker)
+        self.lease = None
+        self._singletons_lock = threading.Lock()
         self.exit_on_fatal = exit_on_fatal
         self.health = health.Registry(on_fatal=self._fatal)
         self.link = ChainLink(cfg)
@@ -96,32 +108,58 @@ class Gateway:
         cfg = self.cfg
         # The one place the running gateway migrates its store; every thread below opens a
         # connection of its own with Store.connect. The Anchorer takes this one.
-        store = Store.open(cfg.data_dir, cfg.database_url)
-        # the chain is connected in the anchor thread, when it answers (ChainLink)
-        self.anchorer = Anchorer(store, self.link, health=self.health)
+        Store.open(cfg.data_dir, cfg.database_url).close()
         provider.configure(cfg.data_dir, cfg.storage_roots, cfg.ec_k, cfg.ec_m)
-        self.keeper = KeeperLoop(Keeper.open(Store.connect(cfg.data_dir), None),
-                                 cfg.audit_seconds, cfg.audit_samples, connect=self.link,
+        self.lease = LeaseHolder(Store.connect(cfg.data_dir), self.name, self.start_singletons,
+                                 self._lease_lost, ttl=cfg.lease_seconds,
                                  health=self.health)
         self.ingest = Ingest(cfg.data_dir, cfg.broker, cfg.max_message_bytes, cfg.epoch_seconds,
+                             client_id=self.client_id(),
                              username=cfg.broker_username or None,
                              password=cfg.broker_password(), on_sealed=self.sealed,
                              object_keep_days=cfg.retention_days,
                              object_max_bytes=cfg.retention_max_bytes or None,
-                             min_free_bytes=cfg.min_free_bytes, health=self.health)
-        self.start_network()
-        self.anchorer.start()
-        self.keeper.start()
+                             min_free_bytes=cfg.min_free_bytes, health=self.health,
+                             group=cfg.worker_group, lease=self.lease)
+        self.lease.ingest = self.ingest
+        self.lease.start()
         self.ingest.start()
         if cfg.web_port >= 0:
             self.start_web()
-        if cfg.homeassistant:
-            self.homeassistant = Bridge(cfg.data_dir, cfg.broker, cfg.gateway_id,
-                                        cfg.broker_username or None, cfg.broker_password(),
-                                        health=self.health).start()
-        log.info("gateway up: data %s, broker %s, chain %s (anchoring starts when it answers)",
-                 cfg.data_dir, cfg.broker, cfg.chain.rpc_url)
+        log.info("gateway up: worker %s, data %s, broker %s, chain %s (anchoring starts when "
+                 "it answers)%s", self.name, cfg.data_dir, cfg.broker, cfg.chain.rpc_url,
+                 "" if self.lease.held else "; another worker holds the lease")
         return self
+
+    def client_id(self):
+        """The ingest's MQTT client id: each worker keeps a persistent session of its own.
+        The first worker of `run` keeps the id a lone gateway always had."""
+        return "edgekeep-gateway" if self.worker == 0 and not self.cfg.worker_name else \
+            "edgekeep-gateway-" + self.name
+
+    def start_singletons(self):
+        """The jobs one worker of the deployment runs (it took the lease): anchor outbox,
+        Keeper, Provider network, Home Assistant bridge."""
+        cfg = self.cfg
+        with self._singletons_lock:
+            # the chain is connected in the anchor thread, when it answers (ChainLink)
+            self.anchorer = Anchorer(Store.connect(cfg.data_dir), self.link, health=self.health,
+                                     fence=self.lease.fence)
+            self.keeper = KeeperLoop(Keeper.open(Store.connect(cfg.data_dir), None),
+                                     cfg.audit_seconds, cfg.audit_samples, connect=self.link,
+                                     health=self.health)
+            self.start_network()
+            self.anchorer.start()
+            self.keeper.start()
+            if cfg.homeassistant:
+                self.homeassistant = Bridge(cfg.data_dir, cfg.broker, cfg.gateway_id,
+                                            cfg.broker_username or None, cfg.broker_password(),
+                                            health=self.health).start()
+
+    def _lease_lost(self, why):
+        """Another worker may run the one-of-a-kind jobs now: they must stop here. The
+        process exits (its service manager starts it again, as a worker without them)."""
+        self._fatal("lease", "this worker lost the lease (%s)" % why)
 
     def start_network(self):
         """The Provider network (docs/network.md): the identity, the peer port if it is open,
@@ -199,8 +237,10 @@ class Gateway:
             log.exception("stopping after a fatal error failed")
 
     def sealed(self, epoch):
-        self.anchorer.notify(epoch)
-        self.keeper.notify(epoch)
+        if self.anchorer:
+            self.anchorer.notify(epoch)
+        if self.keeper:
+            self.keeper.notify(epoch)
         if self.placer:
             self.placer.notify(epoch)
 
@@ -229,8 +269,9 @@ class Gateway:
                  ("Home Assistant bridge", self.homeassistant and self.homeassistant.stop),
                  ("ingest", self.ingest and self.ingest.stop),
                  ("keeper", self.keeper and self.keeper.stop),
-                 ("anchor outbox", self.anchorer and self.anchorer.stop)]
-        if self.cfg.chain.rpc_url == "local":
+                 ("anchor outbox", self.anchorer and self.anchorer.stop),
+                 ("lease", self.lease and self.lease.stop)]
+        if self.cfg.chain.rpc_url == "local" and self.worker == 0:  # `run` started it
             steps.append(("local chain", lambda: node.stop_running(self.cfg.data_dir)))
         for name, step in steps:
             if not step:

@@ -2,13 +2,14 @@
 idempotent after a crash, and a conflicting root is refused."""
 import hashlib
 import os
+import threading
 
 import pytest
 
 from gateway.anchor import epochs as anchor
 from gateway.anchor.epochs import Anchorer
 from gateway.chain.client import DEFAULT_DEV_KEY, Chain
-from gateway.chain.node import Anvil
+from gateway.chain.node import Anvil, rpc_call
 from gateway.store.database import Store
 from gateway.wire import merkle
 from tests.helpers.wait import wait_for
@@ -97,3 +98,39 @@ def test_conflicting_root_is_refused_and_kept_for_inspection(chain_env):
     with pytest.raises(RuntimeError, match="another root on chain"):
         a.anchor(epoch)
     assert store.epoch(epoch)["status"] == "pending"
+
+
+def test_a_transaction_still_in_the_pool_is_waited_for_not_sent_again(tmp_path, database_url):
+    """The worker that sent an epoch's anchor died before it was mined; the worker that took
+    over finds the transaction in the node's pool and waits for it: one transaction."""
+    data = str(tmp_path / "gw")
+    with Anvil(data, block_time=0) as anvil:
+        chain = Chain(anvil.rpc_url, DEFAULT_DEV_KEY, os.path.join(data, "chain",
+                                                                    "deployment.json"))
+        store = Store.open(data, database_url)
+        add_messages(store, 3)
+        epoch = anchor.seal_epoch(store)
+        rpc_call(anvil.rpc_url, "evm_setAutomine", [False])
+        tx = chain.send_anchor(epoch, store.epoch(epoch)["root"], 3)
+        store.epoch_sent(epoch, tx)                      # ... and the sender died here
+        nonce = chain.w3.eth.get_transaction_count(chain.address, "pending")
+        taker = Anchorer(Store.connect(data), chain)
+        t = threading.Thread(target=taker.anchor, args=(epoch,))
+        t.start()
+        wait_for(lambda: t.is_alive(), what="the taker waiting")
+        rpc_call(anvil.rpc_url, "evm_mine", [])
+        t.join(30)
+        assert store.epoch(epoch)["status"] == "mined" and store.epoch(epoch)["tx_hash"] == tx
+        assert chain.w3.eth.get_transaction_count(chain.address, "pending") == nonce
+
+
+def test_an_anchorer_fenced_off_sends_nothing(chain_env):
+    data, anvil, chain, store = chain_env
+    add_messages(store, 2)
+    epoch = anchor.seal_epoch(store)
+    nonce = chain.w3.eth.get_transaction_count(chain.address)
+    fenced = Anchorer(Store.connect(data), chain, fence=lambda s: False)
+    assert fenced.step() and store.epoch(epoch)["status"] == "pending"
+    assert chain.w3.eth.get_transaction_count(chain.address) == nonce
+    assert Anchorer(Store.connect(data), chain, fence=lambda s: True).step()
+    assert store.epoch(epoch)["status"] == "mined"

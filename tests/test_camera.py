@@ -5,16 +5,12 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 
 import cbor2
 import pytest
 
 from agent import cbor, cose
-from agent.camera import CameraAgent
 from agent.identity import Identity
-from agent.motion import FrameDiff
-from agent.mqtt import MQTTClient
 from agent.objects import (
     CACK_ID,
     CACK_RANGES,
@@ -22,79 +18,20 @@ from agent.objects import (
     CACK_VERSION,
     MAX_CHUNK_SIZE,
     UNKNOWN,
-    ObjectQueue,
     manifest,
 )
 from agent.proto import ACK_SEQ, ACK_VERSION
 from agent.simcamera import Scene
-from agent.spool import Spool
 from gateway.ingest.objects import ObjectStore
 from gateway.ingest.pipeline import Ingest
 from gateway.mqtt.broker import Mosquitto
 from gateway.store.database import Store
-from tests.helpers.camera import cli, export
+from tests.helpers.camera import SMALL, Device, StillCamera, cli, export, register
 from tests.helpers.mqtt import Subscriber
 from tests.helpers.paths import ENV, REPO
 from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.integration
-
-SMALL = Scene(size=(320, 240))
-
-
-class StillCamera:
-    """Hands out the scene's JPEGs at successive times; records what it captured."""
-
-    def __init__(self, scene):
-        self.scene = scene
-        self.t = 0.0
-        self.captured = []
-
-    def gray(self):
-        return self.scene.gray(self.t)
-
-    def capture(self):
-        self.t += 0.3
-        jpeg = self.scene.jpeg(self.t)
-        self.captured.append(jpeg)
-        return jpeg
-
-
-class Device:
-    """A provisioned camera's flash (keys, spool, object queue) and its agent loop."""
-
-    def __init__(self, tmp_path, broker_port, scene=SMALL, **config):
-        self.dir = tmp_path / "camera"
-        self.dir.mkdir(exist_ok=True)
-        self.ident = Identity.create(os.urandom)
-        self.camera = StillCamera(scene)
-        self.port = broker_port
-        self.config = dict({"ack_timeout": 5, "reconnect_max": 1, "frame_interval": 3600}, **config)
-        self.stop = threading.Event()
-        self.thread = None
-        self.agent = self._agent()
-
-    def _agent(self):
-        transport = MQTTClient("ek-" + self.ident.hex, "127.0.0.1", self.port, keepalive=5)
-        return CameraAgent(self.ident, transport, self.camera, FrameDiff(self.camera),
-                           Spool(str(self.dir / "spool")), ObjectQueue(str(self.dir / "objects")),
-                           self.config, os.urandom, log=lambda m: None)
-
-    def start(self):
-        self.thread = threading.Thread(target=self.agent.run, args=(None, self.stop.is_set, 0))
-        self.thread.start()
-
-    def close(self):
-        self.stop.set()
-        if self.thread:
-            self.thread.join(20)
-        self.agent.transport.close()
-
-
-def register(store, ingest, dev):
-    store.add_device(dev.ident.hex, dev.ident.public, "cam", "camera")
-    ingest.reload_devices()
-
 
 @pytest.fixture
 def gateway(tmp_path, broker):

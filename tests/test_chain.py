@@ -418,3 +418,28 @@ def test_busy_port_is_refused(tmp_path):
         busy.listen()
         with pytest.raises(AnvilError, match="already in use"):
             Anvil(tmp_path, port=busy.getsockname()[1], block_time=0).start()
+
+
+def test_many_devices_register_in_a_few_blocks_not_one_each(tmp_path):
+    """`devices import` and the demo send every registration before waiting for any: 30
+    devices on a chain mining a block a second take a few blocks, and a second run (some
+    on chain already) only adds them locally."""
+    from gateway.chain import registry
+    from gateway.store.database import Store
+    with Anvil(tmp_path / "chain", block_time=1) as anvil:
+        chain = Chain(anvil.rpc_url, DEFAULT_DEV_KEY, anvil.chain_dir / "deployment.json")
+        store = Store.open(str(tmp_path / "gw"))
+        keys = [new_device_key()[1] for _ in range(30)]
+        first = chain.w3.eth.block_number
+        ids = registry.register_many(store, chain, [(k, "t%d" % i, "tracker")
+                                                    for i, k in enumerate(keys)])
+        assert chain.w3.eth.block_number - first <= 4
+        assert [chain.device(bytes.fromhex(d))["pubkey"] for d in ids] == keys
+        assert [store.device(d)["name"] for d in ids] == ["t%d" % i for i in range(30)]
+        nonce = chain.w3.eth.get_transaction_count(chain.address)
+        other = Store.open(str(tmp_path / "gw2"))
+        assert registry.register_many(other, chain, [(keys[0], "again", "tracker")]) == ids[:1]
+        assert chain.w3.eth.get_transaction_count(chain.address) == nonce
+        assert other.device(ids[0])["name"] == "again"
+        with pytest.raises(registry.RegistryError, match="uncompressed"):
+            registry.register_many(store, chain, [(b"\x02" + keys[0][1:33], None, "tracker")])

@@ -29,6 +29,7 @@ EVERYTHING = None
 MAY_IMPORT = {
     "web": EVERYTHING, "cli": EVERYTHING,
     "service": EVERYTHING, "demo": EVERYTHING, "__main__": EVERYTHING, "__init__": set(),
+    "workers": {"store"},
     "integrations": {"store", "mqtt", "wire"},
     "ingest": {"anchor", "store", "mqtt", "wire"},
     "network": {"keeper", "anchor", "store", "chain", "wire"},

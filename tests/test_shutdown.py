@@ -256,14 +256,14 @@ def test_timeout_of_the_demo_command(tmp_path):
     data = str(tmp_path / "demo")
     marker = data + os.sep
     log = tmp_path / "demo.log"
-    cmd = ["timeout", "--preserve-status", "-s", "TERM", "45", sys.executable, "-m", "gateway",
+    cmd = ["timeout", "--preserve-status", "-s", "TERM", "35", sys.executable, "-m", "gateway",
            "demo", "--trackers", "3", "--data-dir", data, *FAST]
     proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=log.open("w"),
                             stderr=subprocess.STDOUT)
     try:
         before = wait_up(proc, log, marker, r"verify with:")
-        rc = proc.wait(45 + STOP_BOUND + 10)
-        print("\ntimeout -s TERM 45 demo: exit status %d" % rc)
+        rc = proc.wait(35 + STOP_BOUND + 10)
+        print("\ntimeout -s TERM 35 demo: exit status %d" % rc)
         assert rc == 0, log.read_text()[-3000:]
         assert "stored " in log.read_text()
         assert_nothing_left(proc.pid, marker, before)

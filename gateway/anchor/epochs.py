@@ -19,10 +19,14 @@ DRAIN_TIMEOUT = 10  # Anchorer.stop: seconds, all told, for the outbox to empty
 BACKOFF_MAX = 60
 
 
-def seal_epoch(store):
+def seal_epoch(store, fence=None):
     """Give every unsealed message a leaf in the next epoch's tree; the epoch, or None.
-    store: the ingest's Store (gateway/store/database.py)."""
+    store: the ingest's Store (gateway/store/database.py). fence: a function of the store
+    that says, inside the transaction, whether this process may still seal (it holds the
+    workers' lease); None: it may."""
     with store.transaction():
+        if fence is not None and not fence(store):
+            return None
         rows = store.unsealed()
         if not rows:
             return None
@@ -34,13 +38,16 @@ def seal_epoch(store):
 
 
 class Anchorer:
-    def __init__(self, store, chain, health=None):
+    def __init__(self, store, chain, health=None, fence=None):
         """The outbox over a Store of its own (Store.connect: this thread's connection).
 
         chain: the Chain client, or a function that makes one (called in the outbox's
         thread, again with back-off until the chain answers: the gateway starts without it).
-        health: the process's gateway.health.Registry (a private one if None)."""
+        health: the process's gateway.health.Registry (a private one if None). fence: a
+        function of the store that says whether this process may still anchor (it holds the
+        workers' lease, gateway/workers.py); None: it may."""
         self.store = store
+        self.fence = fence
         if callable(chain):
             self.chain, self._connect = None, chain
         else:
@@ -126,7 +133,7 @@ class Anchorer:
         """Anchor the pending epochs, oldest first, until one fails (it is kept and retried
         after a back-off); True if none failed."""
         for epoch in self.pending():
-            if self._stop.is_set():
+            if self._stop.is_set() or (self.fence and not self.fence(self.store)):
                 return True
             try:
                 self.anchor(epoch)
@@ -154,8 +161,9 @@ class Anchorer:
             raise RuntimeError("epoch %d holds another root on chain: %s" % (
                 epoch, on_chain["root"].hex()))
         if on_chain is None:
-            tx_hash = self.chain.send_anchor(epoch, root, count)
-            self.store.epoch_sent(epoch, tx_hash)
+            if not (tx_hash and self.chain.known(tx_hash)):  # else: sent before a crash
+                tx_hash = self.chain.send_anchor(epoch, root, count)
+                self.store.epoch_sent(epoch, tx_hash)
             receipt = self.chain.wait_receipt(tx_hash, RECEIPT_TIMEOUT)
             if not receipt["status"]:
                 raise RuntimeError("anchor tx %s for epoch %d reverted" % (tx_hash, epoch))

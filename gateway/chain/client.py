@@ -163,9 +163,18 @@ class Chain(ChainReader):
     # device registry
 
     def register_device(self, id8, pubkey65, owner):
+        return self._receipt_dict(self.wait_mined(self.send_register_device(id8, pubkey65,
+                                                                            owner)))
+
+    def send_register_device(self, id8, pubkey65, owner):
+        """Send register(id, key, owner) without waiting; the tx hash (wait_mined)."""
         check_len("device id", id8, 8)
         check_len("public key", pubkey65, 65)
-        return self._transact(self.registry.functions.register(bytes(id8), bytes(pubkey65), owner))
+        return self._send(self.registry.functions.register(bytes(id8), bytes(pubkey65), owner))
+
+    def wait_mined(self, tx_hash, timeout=60):
+        """The receipt of a transaction sent here once mined; ChainError if it reverted."""
+        return self._mined(tx_hash, timeout)
 
     def revoke_device(self, id8):
         check_len("device id", id8, 8)
@@ -180,6 +189,14 @@ class Chain(ChainReader):
         """Send anchor(epoch, root, count) without waiting; resending the same root is harmless."""
         check_len("root", root32, 32)
         return self._send(self.proof_anchor.functions.anchor(epoch, bytes(root32), count))
+
+    def known(self, tx_hash):
+        """Whether the node has the transaction, mined or waiting in its pool."""
+        try:
+            self.w3.eth.get_transaction(tx_hash)
+        except TransactionNotFound:
+            return False
+        return True
 
     def wait_receipt(self, tx_hash, timeout):
         """Receipt of a mined transaction (status 0 if it reverted); TimeoutError if not mined."""

@@ -8,16 +8,30 @@ class RegistryError(Exception):
 
 def register(store, chain, public_key, name=None, kind="tracker", owner=None):
     """Register a device by its public key on chain and locally; returns its hex id."""
-    if len(public_key) != 65 or public_key[0] != 4:
-        raise RegistryError("public key must be 65-byte uncompressed P-256 (04||X||Y)")
-    dev = device_id(public_key)
-    on_chain = chain.device(dev)
-    if on_chain is None:
-        chain.register_device(dev, public_key, owner or chain.address)
-    elif on_chain["pubkey"] != public_key:
-        raise RegistryError("device id %s is registered on chain with another key" % dev.hex())
-    store.add_device(dev.hex(), public_key, name, kind, owner or chain.address)
-    return dev.hex()
+    return register_many(store, chain, [(public_key, name, kind)], owner)[0]
+
+
+def register_many(store, chain, devices, owner=None):
+    """Register [(public_key, name, kind)] on chain and locally; their hex ids. Every
+    registration is sent before any is waited for, so a hundred devices take a block or two,
+    not a hundred. A device already on chain with the same key is only added locally."""
+    owner = owner or chain.address
+    ids, sent = [], []
+    for public_key, _, _ in devices:
+        if len(public_key) != 65 or public_key[0] != 4:
+            raise RegistryError("public key must be 65-byte uncompressed P-256 (04||X||Y)")
+        dev = device_id(public_key)
+        on_chain = chain.device(dev)
+        if on_chain is None:
+            sent.append(chain.send_register_device(dev, public_key, owner))
+        elif on_chain["pubkey"] != public_key:
+            raise RegistryError("device id %s is registered on chain with another key" % dev.hex())
+        ids.append(dev.hex())
+    for tx_hash in sent:
+        chain.wait_mined(tx_hash)
+    for dev, (public_key, name, kind) in zip(ids, devices):
+        store.add_device(dev, public_key, name, kind, owner)
+    return ids
 
 
 def revoke(store, chain, dev_hex, broker=None):

@@ -47,19 +47,48 @@ def hold_signals():
 
 def cmd_run(args):
     from gateway.service import Gateway
+    from gateway.workers import Children
+    if args.workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return 2
     cfg = Config.load(args.config)
-    gw = Gateway(cfg)
+    children = []
+
+    def started(gw):
+        if args.workers > 1:
+            children.append(Children(os.path.abspath(args.config), args.workers).start())
+        return "gateway running (data %s, broker %s, %d worker(s))" % (
+            cfg.data_dir, cfg.broker, args.workers)
+    return serve(Gateway(cfg), started, lambda: [c.stop() for c in children])
+
+
+def cmd_worker(args):
+    """One more ingest worker of the deployment whose config this is (same broker, same
+    database): no admin page, and the one-of-a-kind jobs only while it holds the lease."""
+    from gateway.service import Gateway
+    if args.index < 1:
+        print("error: --index must be at least 1 (0 is `edgekeep run`'s own worker)",
+              file=sys.stderr)
+        return 2
+    cfg = Config.load(args.config)
+    cfg.web_port = -1
+    return serve(Gateway(cfg, worker=args.index), lambda gw: "worker %s running (data %s, "
+                 "broker %s)" % (gw.name, cfg.data_dir, cfg.broker))
+
+
+def serve(gw, started, stopping=lambda: None):
+    """Start gw, print started(gw), run until a stop signal; then stopping() and gw.stop()."""
     stop_on_signals()
     try:
         gw.start()
-        print("gateway running (data %s, broker %s); Ctrl-C to stop" % (cfg.data_dir, cfg.broker),
-              flush=True)
+        print(started(gw) + "; Ctrl-C to stop", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:
         hold_signals()
+        stopping()
         gw.stop()
     return 0
 
@@ -169,10 +198,12 @@ def cmd_devices(args):
                 _give_broker_account(broker, dev, args.credentials_out)
         elif args.action == "import":
             with open(args.file) as f:
-                for d in json.load(f):
-                    dev = registry.register(store, chain, bytes.fromhex(d["public_key"]),
-                                            d.get("name"))
-                    print("registered %s (%s)" % (dev, d.get("name") or "-"))
+                listed = json.load(f)
+            devices = [(bytes.fromhex(d["public_key"]), d.get("name"), "tracker")
+                       for d in listed]
+            for dev, (_, name, _) in zip(registry.register_many(store, chain, devices),
+                                         devices):
+                print("registered %s (%s)" % (dev, name or "-"))
         elif args.action == "revoke":
             registry.revoke(store, chain, args.device, broker=broker)
             print("revoked %s" % args.device)
@@ -236,7 +267,17 @@ def build_parser():
 
     s = sub.add_parser("run", help="run the gateway")
     s.add_argument("--config", required=True, help="TOML config file (see gateway/config.py)")
+    s.add_argument("--workers", type=int, default=1,
+                   help="ingest processes on this machine (default 1; docs/operations.md)")
     s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("worker", help="one more ingest worker (this or another machine)")
+    s.add_argument("--config", required=True,
+                   help="the deployment's config: its broker, database_url, chain")
+    s.add_argument("--index", type=int, default=1,
+                   help="this worker's number on its machine, 1 or more, unique there "
+                        "(default 1); it names the worker host/INDEX")
+    s.set_defaults(fn=cmd_worker)
 
     s = sub.add_parser("demo", help="broker + chain + gateway + simulated trackers on this machine")
     s.add_argument("--trackers", type=int, default=3)

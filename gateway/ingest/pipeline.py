@@ -4,9 +4,17 @@ One worker thread owns the write connection. It takes messages in batches, verif
 signature before any other work, stores the new ones in one transaction, and only after
 the commit sends each device `ek/<id>/down/ack` with its highest contiguous durable
 sequence. The broker's PUBACK is also held back until the commit (paho manual acks), so a
-gateway killed mid-batch gets the batch again from its persistent session. The broker may
-have 1024 unacked messages out to the gateway (`max_inflight_messages`, gateway/mqtt/broker.py),
-so the next batch arrives while one commits.
+gateway killed mid-batch gets the batch again from its persistent session. The ingest speaks
+MQTT v5 and tells the broker it takes at most RECEIVE_MAXIMUM unacked messages (flow
+control): the next batch arrives while one commits, and a slow database stops the broker
+sending rather than growing the inbox.
+
+Several ingest processes (workers, gateway/workers.py) share the uplinks through an MQTT v5
+shared subscription, `$share/<group>/ek/+/up/#`: a device's messages may reach any of them,
+in any order. So nothing a batch decides comes from this process's memory: each batch reads
+its devices' acked sequences under the database's write lock (one writer at a time, on
+SQLite and PostgreSQL alike) and decides duplicates, gaps and acks from the rows. Sealing an
+epoch is a one-of-a-kind job: only the worker holding the lease does it (`lease`).
 """
 import itertools
 import logging
@@ -24,7 +32,7 @@ from agent.proto import ACK_REJECTED, ACK_SEQ, ACK_VERSION, KIND_STATUS, VERSION
 from gateway.anchor import epochs as anchor
 from gateway.health import DISK_FULL, MB, Backoff, Registry, disk_full
 from gateway.ingest import malloc, objects
-from gateway.mqtt.client import new_client
+from gateway.mqtt.client import new_client, v5_session
 from gateway.store import database as store
 from gateway.store import erasure
 from gateway.wire import objects as wire_objects
@@ -34,6 +42,7 @@ from gateway.wire.protocol import REPLAY, UNSTORABLE, Refused, Reject
 log = logging.getLogger("edgekeep.ingest")
 
 UP_FILTER = "ek/+/up/#"
+RECEIVE_MAXIMUM = 1024   # unacked messages the broker may have out to one ingest
 CHUNK_TOPIC = "/up/" + KIND_CHUNK
 BATCH_MAX = 512
 SPACE_CHECK = 1.0   # seconds between free-space checks, running or paused
@@ -64,8 +73,14 @@ class Ingest:
     def __init__(self, data_dir, broker, max_bytes=65536, epoch_seconds=10.0,
                  client_id="edgekeep-gateway", username=None, password=None,
                  on_sealed=None, object_keep_days=30, object_max_bytes=None,
-                 min_free_bytes=0, health=None):
+                 min_free_bytes=0, health=None, group=None, lease=None):
+        """group: share the uplinks with the other ingest workers of this group (an MQTT
+        shared subscription); None: this ingest takes them all. lease: the worker's
+        gateway.workers.LeaseHolder; epochs are sealed only while it holds the lease
+        (None: always)."""
         self.store = store.Store.connect(data_dir)  # the write connection
+        self.filter = UP_FILTER if group is None else "$share/%s/%s" % (group, UP_FILTER)
+        self.lease = lease
         self.data_dir = data_dir
         self.objects = objects.ObjectStore.open(self.store, object_keep_days, object_max_bytes)
         self.max_bytes = max_bytes
@@ -86,6 +101,7 @@ class Ingest:
         self.min_free_bytes = min_free_bytes
         self.paused = None          # None, or why the ingest takes no messages ("disk_full")
         self._held = None           # the batch a full disk stopped, retried on resume
+        self._in_hand = 0           # messages of the batch being processed
         self._next_space_check = 0.0
         self._retry_at = 0.0
         self._retry = Backoff(2, 60)
@@ -93,8 +109,9 @@ class Ingest:
         self.health = registry.component("ingest", critical=True, fail_limit=5)
         self._worker = registry.thread("ingest", self._run, self._stop, critical=True,
                                        fail_limit=5)
-        self.client, b = new_client(broker, client_id, username, password, clean_session=False)
+        self.client, b = new_client(broker, client_id, username, password, v5=True)
         self.host, self.port = b.host, b.port
+        self.last_progress = time.monotonic()
         self.client.manual_ack_set(True)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
@@ -108,7 +125,8 @@ class Ingest:
         if erasure.ISAL is None:
             log.warning("ISA-L (libisal2) not found: chunks are erasure-coded with zfec, 7x "
                         "slower (apt-get install libisal2)")
-        self.client.connect(self.host, self.port, keepalive=30)
+        self.client.connect(self.host, self.port, keepalive=30, clean_start=False,
+                            properties=v5_session(RECEIVE_MAXIMUM))
         self.client.loop_start()
         if not self.connected.wait(timeout):
             raise RuntimeError("ingest: no CONNACK from broker %s:%d" % (self.host, self.port))
@@ -148,11 +166,18 @@ class Ingest:
         if reason_code.is_failure:
             log.error("broker refused the gateway: %s", reason_code)
             return
-        client.subscribe(UP_FILTER, qos=1)
+        client.subscribe(self.filter, qos=1)
         self.connected.set()
 
     def _on_message(self, client, userdata, msg):
+        self.stats["received"] += 1
         self.inbox.put((msg.topic, msg.payload, msg.mid, msg.qos))
+
+    def inflight(self):
+        """(messages taken from the broker and not yet acked, seconds since the last batch
+        committed while there were any): what a worker reports of its backlog."""
+        waiting = self.inbox.qsize() + len(self._held or ()) + self._in_hand
+        return waiting, (time.monotonic() - self.last_progress) if waiting else 0.0
 
     # -- worker ----------------------------------------------------------------
 
@@ -168,6 +193,7 @@ class Ingest:
                 self._stop.wait(SPACE_CHECK)
                 continue
             batch, self._held = self._held or self._take_batch(), None
+            self._in_hand = len(batch)
             if batch:
                 try:
                     self.process(batch)
@@ -182,6 +208,8 @@ class Ingest:
                         self.client.ack(mid, qos)
                 self._retry.reset()
                 self.health.progress()
+                self._in_hand = 0
+                self.last_progress = time.monotonic()
             now = time.monotonic()
             if now >= next_reload:
                 self._load_devices()
@@ -276,6 +304,7 @@ class Ingest:
         stored = duplicates = 0
         try:
             with self.store.transaction():
+                self.acked.update(self.store.acked_of(_devices(verified)))
                 bases = {}
                 for item in verified:
                     try:
@@ -457,8 +486,12 @@ class Ingest:
         return self.store.contiguous_seq(dev, acked)
 
     def seal_epoch(self):
+        """Seal the next epoch if this worker holds the lease (retention first); the epoch,
+        or None."""
+        if self.lease is not None and not self.lease.held:
+            return None
         self.objects.retain()
-        epoch = anchor.seal_epoch(self.store)
+        epoch = anchor.seal_epoch(self.store, self.lease and self.lease.fence)
         if epoch is not None:
             self.on_sealed(epoch)
         return epoch
@@ -490,6 +523,15 @@ class Ingest:
             self.keys = keys
             for dev, seq in acked.items():
                 self.acked.setdefault(dev, seq)
+
+
+def _devices(verified):
+    """The devices of a batch's signed messages and refusals (chunks have no sequence)."""
+    for item in verified:
+        if isinstance(item, Refused):
+            yield item.device
+        elif not isinstance(item, wire_objects.Chunk):
+            yield item[1].device
 
 
 def _device_of(topic):

@@ -59,6 +59,7 @@ class SnapshotCollector:
                 yield GaugeMetricFamily("edgekeep_%s_up" % name, "1 if the %s is reachable" % name,
                                         value=1 if ok else 0)
         yield from components(s.get("components") or {})
+        yield from workers(s.get("workers") or [])
         if s.get("network") and "error" not in s["network"]:
             yield from network(s["network"])
 
@@ -88,6 +89,28 @@ def components(comps):
         paused.add_metric(["disk_full"], 1 if ingest["state"] == "paused"
                           and ingest["reason"] == "disk_full" else 0)
         yield paused
+
+
+def workers(rows):
+    """Each ingest worker (gateway/workers.py), labelled with its name; its msg/s is
+    `rate(edgekeep_worker_stored_total[1m])`."""
+    families = [
+        (GaugeMetricFamily, "edgekeep_worker_up", "1 if the worker reported within 6 s", "alive"),
+        (CounterMetricFamily, "edgekeep_worker_received",
+         "Messages the worker took from the broker since it started", "received"),
+        (CounterMetricFamily, "edgekeep_worker_stored",
+         "New messages the worker stored since it started", "stored"),
+        (GaugeMetricFamily, "edgekeep_worker_inflight",
+         "Messages taken from the broker, not yet committed and acked", "inflight"),
+        (GaugeMetricFamily, "edgekeep_worker_lag_seconds",
+         "Seconds since the worker last committed while messages waited", "lag"),
+        (GaugeMetricFamily, "edgekeep_worker_lease",
+         "1 for the worker that seals, anchors and runs the Keepers", "lease")]
+    for kind, name, doc, key in families:
+        family = kind(name, doc, labels=["worker"])
+        for w in rows:
+            family.add_metric([w["name"]], float(w[key]))
+        yield family
 
 
 def network(n):

@@ -20,6 +20,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 
 
 class Broker:
@@ -36,21 +40,35 @@ class Broker:
 
 
 def new_client(url: str, client_id: str, username: str | None = None,
-               password: str | None = None, **options: Any) -> tuple[mqtt.Client, Broker]:
+               password: str | None = None, v5: bool = False,
+               **options: Any) -> tuple[mqtt.Client, Broker]:
     """A paho v2-callback client for the broker at url, not yet connected; explicit
-    credentials win over those in the URL."""
+    credentials win over those in the URL. v5: MQTT v5 (connect it with v5_session for a
+    persistent session); else 3.1.1."""
     broker = Broker(url)
     username, password = username or broker.username, password or broker.password
     private = private_client_id(client_id, password)
+    if v5:
+        options["protocol"] = mqtt.MQTTv5
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=private, **options)
     if username:
         client.username_pw_set(username, password)
     if broker.tls:
         client.tls_set()
     _no_delay(client)
-    if private != client_id and options.get("clean_session") is False:
+    if private != client_id and (v5 or options.get("clean_session") is False):
         _forget_session_once(client, broker, client_id, username, password)
     return client, broker
+
+
+def v5_session(receive_maximum: int) -> Properties:
+    """CONNECT properties of a persistent MQTT v5 session (connect with clean_start=False):
+    kept by the broker while the client is away (as 3.1.1's clean_session=False), and at
+    most receive_maximum unacked QoS 1 messages out to the client at once."""
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = SESSION_NEVER_EXPIRES
+    props.ReceiveMaximum = receive_maximum
+    return props
 
 
 def private_client_id(name: str, password: str | None) -> str:

@@ -26,7 +26,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, Self
 
 from gateway.store import dialect, schema
@@ -37,6 +37,7 @@ from gateway.store.dialect import Connection
 from gateway.store.objects import Objects
 from gateway.store.peers import Peers
 from gateway.store.placements import Placements
+from gateway.store.workers import Workers
 
 log = logging.getLogger("edgekeep.store")
 
@@ -89,7 +90,8 @@ _urls_lock = threading.Lock()
 
 def _url_of(data_dir: str, url: str | None) -> str | None:
     """The database URL of data_dir: url if given, else the one Store.open used in this
-    process; SchemaError for a PostgreSQL data directory with no URL at hand."""
+    process, else the one its marker file names (a PostgreSQL data directory opened by a
+    command given only --data-dir); None: SQLite."""
     if url:
         if not dialect.is_postgres_url(url):
             raise ValueError("database_url must be postgresql://... (or empty for SQLite in "
@@ -99,11 +101,18 @@ def _url_of(data_dir: str, url: str | None) -> str | None:
         known = _urls.get(os.path.realpath(data_dir))
     if known is None and os.path.exists(postgres_marker(data_dir)):
         with open(postgres_marker(data_dir)) as f:
-            where = f.read().strip()
-        raise schema.SchemaError(
-            "%s keeps its store in PostgreSQL (%s): open it with its config's database_url "
-            "(--config)" % (data_dir, where))
+            return _without_password(f.read().strip())
     return known
+
+
+def _without_password(url: str) -> str:
+    """The marker's URL with its `:***` left out: libpq takes the password from ~/.pgpass,
+    PGPASSFILE or PGPASSWORD, as for the gateway (docs/operations.md)."""
+    scheme, _, rest = url.partition("://")
+    if "@" in rest:
+        userinfo, _, host = rest.rpartition("@")
+        rest = userinfo.split(":", 1)[0] + "@" + host
+    return scheme + "://" + rest
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -125,6 +134,7 @@ class Store:
         self.peers = Peers(db)
         self.placements = Placements(db)
         self.backup = Backup(db)
+        self.workers = Workers(db)
 
     @classmethod
     def open(cls, data_dir: str, url: str | None = None) -> Self:
@@ -380,6 +390,16 @@ class Store:
         """[(id, public_key, status, acked)] of every device."""
         return [DeviceKey._make(r)
                 for r in self.db.execute("SELECT id, public_key, status, acked FROM devices")]
+
+    def acked_of(self, devices: Iterable[str]) -> dict[str, int]:
+        """{device: its acked sequence} as the database has it: other ingest workers move
+        it too, so a batch reads it under the write lock before it decides anything."""
+        devices = sorted(set(devices))
+        if not devices:
+            return {}
+        marks = ", ".join("?" * len(devices))
+        return dict(self.db.execute("SELECT id, acked FROM devices WHERE id IN (%s)" % marks,
+                                    devices).fetchall())
 
     def message_digest(self, device: str, seq: int) -> bytes | None:
         """The digest stored for (device, seq), or None."""

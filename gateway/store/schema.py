@@ -292,6 +292,27 @@ CREATE TABLE snapshots (
     published_at REAL                -- listed in the catalog the peers hold
 );
 """,
+    # 5: the ingest in several processes (gateway/workers.py): who holds the deployment's
+    # one-of-a-kind jobs, and what each ingest worker last said of itself.
+    """
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,           -- 'singletons': sealing, anchoring, the Keepers
+    holder TEXT NOT NULL,            -- the worker's name
+    expires REAL NOT NULL,           -- Unix time; another worker may take it after
+    since REAL NOT NULL              -- when this holder took it
+);
+CREATE TABLE workers (
+    name TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    seen_at REAL NOT NULL,           -- its last report (every few seconds while it runs)
+    received INTEGER NOT NULL,       -- messages taken from the broker since it started
+    stored INTEGER NOT NULL,         -- new messages it committed since it started
+    inflight INTEGER NOT NULL,       -- taken from the broker, not yet committed and acked
+    oldest REAL                      -- seconds the oldest of those has waited (its lag)
+);
+""",
 ]
 
 LATEST = len(MIGRATIONS)

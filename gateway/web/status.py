@@ -13,6 +13,8 @@ from collections import deque
 
 from gateway.health import Registry
 from gateway.store.database import Store
+from gateway.store.workers import LEASE
+from gateway.workers import REPORT
 
 log = logging.getLogger("edgekeep.web")
 
@@ -36,6 +38,33 @@ def device_row(d, now):
     }
 
 
+class WorkerRates:
+    """Each ingest worker's row (gateway/store/workers.py) as the dashboard and /metrics
+    show it: alive (reported within three periods), msg/s between its last two reports,
+    inflight and lag, and whether it holds the lease."""
+
+    def __init__(self):
+        self.last = {}   # name -> (seen_at, stored, rate)
+
+    def view(self, store, now):
+        lease = store.workers.lease(LEASE)
+        holder = lease.holder if lease and lease.expires > now else None
+        out = []
+        for w in store.workers.list():
+            seen, stored, rate = self.last.get(w.name, (None, None, 0.0))
+            if seen is not None and w.seen_at > seen and w.stored >= stored:
+                rate = (w.stored - stored) / (w.seen_at - seen)
+            self.last[w.name] = (w.seen_at, w.stored, rate)
+            alive = now - w.seen_at < 3 * REPORT
+            out.append({"name": w.name, "host": w.host, "pid": w.pid, "alive": alive,
+                        "seen_at": w.seen_at, "rate": rate if alive else 0.0,
+                        "received": w.received, "stored": w.stored,
+                        "inflight": w.inflight if alive else 0,
+                        "lag": (w.oldest or 0.0) if alive else 0.0,
+                        "lease": w.name == holder})
+        return out
+
+
 def disk_usage(data_dir):
     used = 0
     for root, _, files in os.walk(data_dir):
@@ -57,6 +86,7 @@ class Monitor:
         self.broadcaster = broadcaster
         self.snapshot = None
         self.samples = deque(maxlen=int(RATE_WINDOW / TICK) + 1)
+        self.worker_rates = WorkerRates()
         self.slow = {}
         self.ticks = 0
         self.last_id = None
@@ -120,6 +150,7 @@ class Monitor:
             "pending_epochs": store.pending_epochs(),
             "audit": store.last_audit(),
             "components": self.health.snapshot(),
+            "workers": self.worker_rates.view(store, now),
             **self.slow,
         }
 

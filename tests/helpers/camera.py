@@ -1,8 +1,17 @@
-"""Camera tests' owner side: a keyring that opens one device's data, and an object's export
-through the gateway's CLI."""
+"""Camera tests' two sides: a provisioned camera whose agent runs in a thread, and the
+owner's keyring that opens its data and exports an object through the gateway's CLI."""
+import os
 import subprocess
 import sys
+import threading
 
+from agent.camera import CameraAgent
+from agent.identity import Identity
+from agent.motion import FrameDiff
+from agent.mqtt import MQTTClient
+from agent.objects import ObjectQueue
+from agent.simcamera import Scene
+from agent.spool import Spool
 from gateway.owner.keyring import Keyring
 from tests.helpers.paths import ENV, REPO
 
@@ -28,3 +37,60 @@ def export(tmp_path, data, ident, oid):
     cli("export", "--data-dir", data, "--object", oid, "--key", key,
         "--passphrase-file", passfile, "--out", str(out))
     return out.read_bytes()
+
+
+SMALL = Scene(size=(320, 240))
+
+
+class StillCamera:
+    """Hands out the scene's JPEGs at successive times; records what it captured."""
+
+    def __init__(self, scene):
+        self.scene = scene
+        self.t = 0.0
+        self.captured = []
+
+    def gray(self):
+        return self.scene.gray(self.t)
+
+    def capture(self):
+        self.t += 0.3
+        jpeg = self.scene.jpeg(self.t)
+        self.captured.append(jpeg)
+        return jpeg
+
+
+class Device:
+    """A provisioned camera's flash (keys, spool, object queue) and its agent loop."""
+
+    def __init__(self, tmp_path, broker_port, scene=SMALL, **config):
+        self.dir = tmp_path / "camera"
+        self.dir.mkdir(exist_ok=True)
+        self.ident = Identity.create(os.urandom)
+        self.camera = StillCamera(scene)
+        self.port = broker_port
+        self.config = dict({"ack_timeout": 5, "reconnect_max": 1, "frame_interval": 3600}, **config)
+        self.stop = threading.Event()
+        self.thread = None
+        self.agent = self._agent()
+
+    def _agent(self):
+        transport = MQTTClient("ek-" + self.ident.hex, "127.0.0.1", self.port, keepalive=5)
+        return CameraAgent(self.ident, transport, self.camera, FrameDiff(self.camera),
+                           Spool(str(self.dir / "spool")), ObjectQueue(str(self.dir / "objects")),
+                           self.config, os.urandom, log=lambda m: None)
+
+    def start(self):
+        self.thread = threading.Thread(target=self.agent.run, args=(None, self.stop.is_set, 0))
+        self.thread.start()
+
+    def close(self):
+        self.stop.set()
+        if self.thread:
+            self.thread.join(20)
+        self.agent.transport.close()
+
+
+def register(store, ingest, dev):
+    store.add_device(dev.ident.hex, dev.ident.public, "cam", "camera")
+    ingest.reload_devices()

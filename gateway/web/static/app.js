@@ -60,6 +60,15 @@ function showStatus(s) {
         textContent: name + ": " + c.state + (c.detail ? " · " + c.detail : "") +
           (c.restarts ? " · " + c.restarts + " restart(s)" : "") })));
   }
+  const workers = document.getElementById("workers");
+  if (workers && s.workers && s.workers.length) {
+    workers.replaceChildren(...s.workers.map((w) =>
+      Object.assign(document.createElement("li"), {
+        className: w.alive ? "ok" : "dead",
+        textContent: w.name + ": " + (w.alive ? w.rate.toFixed(1) + " msg/s · " + w.inflight +
+          " in flight · lag " + w.lag.toFixed(1) + " s" : "not reporting") +
+          (w.lease ? " · lease" : "") })));
+  }
   const survival = document.getElementById("offbox-statement");
   if (survival && s.network && s.network.level) survival.className = "survival " + s.network.level;
   const anchor = document.getElementById("anchor");
