@@ -55,7 +55,8 @@ def signed_batches(devices, per_device, readings=32):
     for ident in devices:
         nonces = message.Nonces(os.urandom)
         for seq in range(1, per_device + 1):
-            msg = message.seal(ident, nonces, seq, int(now), "t", seq, plain, readings)
+            # base 1: nothing dropped, all still queued on the device (as when it was offline)
+            msg = message.seal(ident, nonces, seq, int(now), "t", 1, plain, readings)
             out.append(("ek/%s/up/t" % ident.hex, msg))
     return out
 

@@ -4,11 +4,24 @@ Both consumers hold persistent QoS 1 sessions on one Mosquitto; N signed message
 published while both are offline, then each drains its queue alone and is timed.
 
     .venv/bin/python bench/ingest.py [--messages 20000] [--devices 50] [--runs 3]
+
+With --workers N [N ...] it times N ingest worker processes instead (one MQTT v5 shared
+subscription group, gateway/workers.py) on --db sqlite or postgresql (a PostgreSQL server
+the bench starts in a temporary directory, as the tests do). Each worker's session is made
+first, the messages published while they are away, then all are started and timed from
+the moment every one is connected until the database holds every message. Against it, in
+the same run: the verify bound, the same messages' ES256 signatures checked by OpenSSL
+(`cryptography`) in a bare loop, one process per core the workers can use
+(min(N, cores)). Memory per worker is its peak RSS (VmHWM).
+
+    .venv/bin/python bench/ingest.py --workers 1 2 4 --db postgresql [--messages 20000]
 """
 import argparse
+import multiprocessing
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -18,6 +31,7 @@ from common import make_devices, median, signed_batches, use_openssl_for_preload
 from gateway.ingest.pipeline import Ingest
 from gateway.mqtt.broker import Mosquitto
 from gateway.store.database import Store
+from gateway.wire import protocol
 
 SUB_ID = "bench-mosquitto-sub"
 
@@ -69,13 +83,146 @@ def time_gateway(broker, data_dir, n):
     return rate
 
 
+# One ingest worker process: connects, says "up", ingests until its stdin closes.
+WORKER = """
+import sys
+from gateway.ingest.pipeline import Ingest
+ing = Ingest(sys.argv[1], sys.argv[2], epoch_seconds=3600, client_id=sys.argv[3], group="bench")
+ing.start()
+print("up", flush=True)
+sys.stdin.read()
+ing.stop()
+"""
+
+
+def start_workers(data, broker, count):
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, data, broker.url, "bench-w%d" % i],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for i in range(count)]
+    for p in procs:
+        if p.stdout.readline().strip() != "up":
+            raise RuntimeError("a worker did not start")
+    return procs
+
+
+def stop_workers(procs):
+    """Stop them; the largest peak RSS among them (MB)."""
+    peak = 0
+    for p in procs:
+        with open("/proc/%d/status" % p.pid) as f:
+            hwm = next(line for line in f if line.startswith("VmHWM:"))
+        peak = max(peak, int(hwm.split()[1]) // 1024)
+        p.stdin.close()
+    for p in procs:
+        p.wait(120)
+    return peak
+
+
+def drain(broker, data, count, n):
+    """(msg/s of `count` workers draining the n queued messages, a worker's peak RSS in MB)."""
+    store = Store.connect(data)
+    procs = start_workers(data, broker, count)
+    t0, before = time.perf_counter(), store.message_count()
+    while store.message_count() < n:
+        if time.perf_counter() - t0 > 600:
+            raise RuntimeError("the workers stored only %d of %d" % (store.message_count(), n))
+        time.sleep(0.02)
+    rate = (n - before) / (time.perf_counter() - t0)
+    store.close()
+    return rate, stop_workers(procs)
+
+
+def _verify_loop(items, seconds, out):
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    algorithm = ec.ECDSA(hashes.SHA256())
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for key, der, tbs in items:
+            key.verify(der, tbs, algorithm)
+        done += len(items)
+    out.put(done / (time.perf_counter() - t0))
+
+
+def verify_bound(devices, messages, procs, seconds=3.0):
+    """Signatures per second that `procs` processes check together in a bare loop."""
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+    keys = {d.hex: protocol.load_public_key(d.public) for d in devices}
+    items = []
+    for topic, raw in messages[:2000]:
+        signed = protocol.parse(topic, raw, len(raw))
+        der = encode_dss_signature(int.from_bytes(signed.signature[:32], "big"),
+                                   int.from_bytes(signed.signature[32:], "big"))
+        items.append((signed.device, der, signed.to_be_signed()))
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+
+    def run(part):
+        _verify_loop([(keys[d], der, tbs) for d, der, tbs in part], seconds, out)
+    workers = [ctx.Process(target=run, args=(items,)) for _ in range(procs)]
+    for w in workers:
+        w.start()
+    rates = [out.get(timeout=seconds * 10 + 60) for _ in workers]
+    for w in workers:
+        w.join()
+    return sum(rates)
+
+
+def workers_main(args):
+    cores = os.cpu_count() or 1
+    tmp = tempfile.mkdtemp(prefix="ek-bench-")
+    per_device = args.messages // args.devices
+    n = per_device * args.devices
+    results = []
+    server = None
+    try:
+        if args.db == "postgresql":
+            sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            from tests.helpers.postgres import PostgresServer
+            server = PostgresServer()
+            server.start()
+        with Mosquitto(os.path.join(tmp, "broker")) as broker:
+            devices = make_devices(args.devices)
+            messages = list(signed_batches(devices, per_device))
+            for count in args.workers:
+                rates, peaks = [], []
+                for run in range(args.runs):
+                    data = os.path.join(tmp, "gw%d-%d" % (count, run))
+                    url = server.create_database()[1] if server else None
+                    store = Store.open(data, url)
+                    for d in devices:
+                        store.add_device(d.hex, d.public)
+                    stop_workers(start_workers(data, broker, count))  # their sessions
+                    publish_all(broker.port, messages)
+                    rate, peak = drain(broker, data, count, n)
+                    assert store.message_count() == n
+                    store.close()
+                    rates.append(rate)
+                    peaks.append(peak)
+                bound = verify_bound(devices, messages, min(count, cores))
+                results.append((count, median(rates), bound, max(peaks)))
+    finally:
+        if server:
+            server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("bench/ingest: %d msgs x %d runs (32 readings each) on %s, %d cores, medians: %s"
+          % (n, args.runs, args.db, cores, "; ".join(
+              "%d worker(s) %.0f msg/s (%.0f readings/s), verify bound %.0f msg/s, ratio %.2f, "
+              "peak RSS %d MB/worker" % (c, r, r * 32, b, r / b, m) for c, r, b, m in results)))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=20000)
     ap.add_argument("--devices", type=int, default=50)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--workers", type=int, nargs="+",
+                    help="time this many worker processes (several counts: one after another)")
+    ap.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
     args = ap.parse_args()
     use_openssl_for_preload()
+    if args.workers:
+        return workers_main(args)
     tmp = tempfile.mkdtemp(prefix="ek-bench-")
     per_device = args.messages // args.devices
     n = per_device * args.devices

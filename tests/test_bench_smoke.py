@@ -40,6 +40,14 @@ def test_ingest_bench_runs_small():
     assert "ratio" in line
 
 
+def test_ingest_bench_with_workers_runs_small():
+    line = bench("ingest.py", "--messages", "400", "--devices", "4", "--runs", "1",
+                 "--workers", "2")
+    rate, bound = map(float, re.search(r"2 worker\(s\) (\d+) msg/s .* verify bound (\d+) msg/s",
+                                       line).groups())
+    assert rate > 0 and bound > 0 and "peak RSS" in line
+
+
 def test_camera_bench_runs_small_and_a_cut_upload_resends_at_most_one_chunk():
     line = bench("camera.py", "--mb", "0.5", "--runs", "1")
     assert "delivered" in line and "durable" in line
