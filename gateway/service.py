@@ -91,7 +91,6 @@ class Gateway:
         self.worker = worker
         self.name = cfg.worker_name or default_name(worker)
         self.lease = None
-        self._singletons_lock = threading.Lock()
         self.exit_on_fatal = exit_on_fatal
         self.health = health.Registry(on_fatal=self._fatal)
         self.link = ChainLink(cfg)
@@ -107,7 +106,7 @@ class Gateway:
     def start(self):
         cfg = self.cfg
         # The one place the running gateway migrates its store; every thread below opens a
-        # connection of its own with Store.connect. The Anchorer takes this one.
+        # connection of its own with Store.connect.
         Store.open(cfg.data_dir, cfg.database_url).close()
         provider.configure(cfg.data_dir, cfg.storage_roots, cfg.ec_k, cfg.ec_m)
         self.lease = LeaseHolder(Store.connect(cfg.data_dir), self.name, self.start_singletons,
@@ -141,20 +140,19 @@ class Gateway:
         """The jobs one worker of the deployment runs (it took the lease): anchor outbox,
         Keeper, Provider network, Home Assistant bridge."""
         cfg = self.cfg
-        with self._singletons_lock:
-            # the chain is connected in the anchor thread, when it answers (ChainLink)
-            self.anchorer = Anchorer(Store.connect(cfg.data_dir), self.link, health=self.health,
-                                     fence=self.lease.fence)
-            self.keeper = KeeperLoop(Keeper.open(Store.connect(cfg.data_dir), None),
-                                     cfg.audit_seconds, cfg.audit_samples, connect=self.link,
-                                     health=self.health)
-            self.start_network()
-            self.anchorer.start()
-            self.keeper.start()
-            if cfg.homeassistant:
-                self.homeassistant = Bridge(cfg.data_dir, cfg.broker, cfg.gateway_id,
-                                            cfg.broker_username or None, cfg.broker_password(),
-                                            health=self.health).start()
+        # the chain is connected in the anchor thread, when it answers (ChainLink)
+        self.anchorer = Anchorer(Store.connect(cfg.data_dir), self.link, health=self.health,
+                                 fence=self.lease.fence)
+        self.keeper = KeeperLoop(Keeper.open(Store.connect(cfg.data_dir), None),
+                                 cfg.audit_seconds, cfg.audit_samples, connect=self.link,
+                                 health=self.health)
+        self.start_network()
+        self.anchorer.start()
+        self.keeper.start()
+        if cfg.homeassistant:
+            self.homeassistant = Bridge(cfg.data_dir, cfg.broker, cfg.gateway_id,
+                                        cfg.broker_username or None, cfg.broker_password(),
+                                        health=self.health).start()
 
     def _lease_lost(self, why):
         """Another worker may run the one-of-a-kind jobs now: they must stop here. The
@@ -261,7 +259,10 @@ class Gateway:
         "Stopping"): the Keeper's copy backlog and the epochs the outbox could not anchor
         within its drain time are left for the next start.
         """
-        steps = [("admin page", self.web and self.web.stop),
+        # The lease stops being renewed first (no job starts during the stop) and is given up
+        # last (the ingest seals the last epoch while it still holds it).
+        steps = [("lease renewal", self.lease and self.lease.stop),
+                 ("admin page", self.web and self.web.stop),
                  ("peer port", self.peer_server and self.peer_server.stop),
                  ("network keeper", self.remote_keeper and self.remote_keeper.stop),
                  ("network placer", self.placer and self.placer.stop),
@@ -270,7 +271,7 @@ class Gateway:
                  ("ingest", self.ingest and self.ingest.stop),
                  ("keeper", self.keeper and self.keeper.stop),
                  ("anchor outbox", self.anchorer and self.anchorer.stop),
-                 ("lease", self.lease and self.lease.stop)]
+                 ("lease", self.lease and self.lease.release)]
         if self.cfg.chain.rpc_url == "local" and self.worker == 0:  # `run` started it
             steps.append(("local chain", lambda: node.stop_running(self.cfg.data_dir)))
         for name, step in steps:

@@ -109,10 +109,14 @@ class LeaseHolder:
             self.step()
 
     def stop(self):
-        """Stop renewing; give the lease up so that another worker takes it at once."""
+        """Stop renewing (and starting jobs); the lease is held until release() or expiry."""
         self._stop.set()
         if self.thread.ident is not None:
             self.thread.join()
+
+    def release(self):
+        """Stop; give the lease up so that another worker takes it at once."""
+        self.stop()
         if self.held:
             self.held = False
             try:

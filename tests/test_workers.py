@@ -86,7 +86,10 @@ def test_only_one_lease_holder_runs_the_jobs_and_a_lost_lease_is_noticed(tmp_pat
     a.step()
     assert events == ["a gains", "b gains", "a lost: taken by b"]
     assert b.held and not a.held and not a.fence(store)
-    b.stop()        # a clean stop gives the lease up at once
+    b.stop()        # renewals stop; the lease runs on until it expires
+    a.step()
+    assert events[-1] == "a lost: taken by b" and not a.held
+    b.release()     # a clean stop gives the lease up at once
     a.step()
     assert events[-1] == "a gains"
 
