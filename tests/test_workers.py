@@ -308,3 +308,38 @@ def test_a_clips_manifest_and_chunks_spread_over_two_workers_make_the_clip(tmp_p
     for oid, jpeg in zip(oids, dev.camera.captured):
         assert export(tmp_path, data, dev.ident, oid) == jpeg
     assert all(o["completed_at"] for o in store.objects.list())
+
+
+@pytest.mark.integration
+def test_a_session_from_before_the_workers_drops_its_plain_subscription(tmp_path, broker):
+    """A gateway upgraded from one ingest keeps its persistent session, which still holds
+    the plain ek/+/up/# subscription: joining the group unsubscribes it, so no message
+    arrives twice."""
+    import paho.mqtt.client as mqtt
+
+    from gateway.ingest.pipeline import UP_FILTER, Ingest
+    old = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="edgekeep-gateway",
+                      clean_session=False)
+    old.connect("127.0.0.1", broker.port)
+    old.loop_start()
+    old.subscribe(UP_FILTER, qos=1)
+    time.sleep(0.5)
+    old.disconnect()
+    old.loop_stop()
+    data = str(tmp_path / "gw")
+    Store.open(data).close()
+    ingest = Ingest(data, broker.url, epoch_seconds=3600, group="edgekeep")
+    ingest.start()
+    try:
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="pub")
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        for i in range(5):
+            pub.publish("ek/%016x/up/t" % i, b"junk", qos=1).wait_for_publish(5)
+        wait_for(lambda: ingest.stats["received"] >= 5, what="five uplinks")
+        time.sleep(1)
+        assert ingest.stats["received"] == 5
+        pub.disconnect()
+        pub.loop_stop()
+    finally:
+        ingest.stop()

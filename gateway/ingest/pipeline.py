@@ -166,6 +166,8 @@ class Ingest:
         if reason_code.is_failure:
             log.error("broker refused the gateway: %s", reason_code)
             return
+        if self.filter != UP_FILTER:  # a session from before the workers had the plain one
+            client.unsubscribe(UP_FILTER)
         client.subscribe(self.filter, qos=1)
         self.connected.set()
 
@@ -176,7 +178,7 @@ class Ingest:
     def inflight(self):
         """(messages taken from the broker and not yet acked, seconds since the last batch
         committed while there were any): what a worker reports of its backlog."""
-        waiting = self.inbox.qsize() + len(self._held or ()) + self._in_hand
+        waiting = self.inbox.qsize() + (len(self._held) if self._held else self._in_hand)
         return waiting, (time.monotonic() - self.last_progress) if waiting else 0.0
 
     # -- worker ----------------------------------------------------------------
