@@ -140,9 +140,11 @@ class Children:
         self.thread = threading.Thread(target=self._watch, name="workers", daemon=True)
 
     def start(self):
+        """Start the children (none for a count of 1) and watch them."""
         for index in range(1, self.count):
             self._spawn(index)
-        self.thread.start()
+        if self.procs:
+            self.thread.start()
         return self
 
     def _spawn(self, index):

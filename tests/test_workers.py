@@ -343,3 +343,45 @@ def test_a_session_from_before_the_workers_drops_its_plain_subscription(tmp_path
         pub.loop_stop()
     finally:
         ingest.stop()
+
+
+@pytest.mark.integration
+def test_run_with_workers_starts_restarts_and_stops_its_children(tmp_path, broker):
+    """`edgekeep run --workers 2`: a second worker process reports itself; killed, it is
+    started again; a SIGTERM to `run` stops both, cleanly."""
+    data = str(tmp_path / "gw")
+    config = str(tmp_path / "gateway.toml")
+    with open(config, "w") as f:
+        f.write('data_dir = "%s"\nbroker = "%s"\nweb_port = -1\nhomeassistant = false\n'
+                '[chain]\nrpc_url = "local"\nblock_time = 1\n' % (data, broker.url))
+    log = open(tmp_path / "run.log", "ab")
+    run = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", config,
+                            "--workers", "2"], cwd=REPO, env=ENV, stdout=log,
+                           stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: os.path.exists(os.path.join(data, "store.db")), timeout=60,
+                 what="the store")
+        store = Store.connect(data)
+
+        def child():
+            rows = [w for w in store.workers.list() if w.name == default_name(1)
+                    and time.time() - w.seen_at < 5]
+            return rows[0].pid if rows else None
+        first = wait_for(child, timeout=60, what="worker 1 reporting")
+        assert first != run.pid
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: child() not in (None, first), timeout=60,
+                 what="worker 1 started again")
+        second = child()
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(60) == 0
+        with pytest.raises(ProcessLookupError):
+            os.kill(second, 0)
+        text = open(tmp_path / "run.log").read()
+        assert "worker 1 exited with status -9; starting it again" in text
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        from gateway.chain import node
+        node.stop_running(data)

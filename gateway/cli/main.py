@@ -52,14 +52,13 @@ def cmd_run(args):
         print("error: --workers must be at least 1", file=sys.stderr)
         return 2
     cfg = Config.load(args.config)
-    children = []
+    children = Children(os.path.abspath(args.config), args.workers)
 
     def started(gw):
-        if args.workers > 1:
-            children.append(Children(os.path.abspath(args.config), args.workers).start())
+        children.start()
         return "gateway running (data %s, broker %s, %d worker(s))" % (
             cfg.data_dir, cfg.broker, args.workers)
-    return serve(Gateway(cfg), started, lambda: [c.stop() for c in children])
+    return serve(Gateway(cfg), started, children.stop)
 
 
 def cmd_worker(args):
