@@ -12,7 +12,10 @@ first, the messages published while they are away, then all are started and time
 the moment every one is connected until the database holds every message. Against it, in
 the same run: the verify bound, the same messages' ES256 signatures checked by OpenSSL
 (`cryptography`) in a bare loop, one process per core the workers can use
-(min(N, cores)). Memory per worker is its peak RSS (VmHWM).
+(min(N, cores)). Memory per worker is its peak RSS (VmHWM). Where the cores went: the CPU
+time (/proc/PID/stat) of the workers, Mosquitto and PostgreSQL's processes while they
+drained, per message, next to a signature check's (one core's bound): if the cores are
+busy, the ratio to the bound is the check's share of a message's CPU time.
 
     .venv/bin/python bench/ingest.py --workers 1 2 4 --db postgresql [--messages 20000]
 """
@@ -118,18 +121,58 @@ def stop_workers(procs):
     return peak
 
 
-def drain(broker, data, count, n):
-    """(msg/s of `count` workers draining the n queued messages, a worker's peak RSS in MB)."""
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids):
+    """User + system CPU seconds of each live process in pids: {pid: seconds}."""
+    out = {}
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / TICK
+    return out
+
+
+def postgres_pids():
+    pids = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/comm" % name) as f:
+                    if f.read().strip() == "postgres":
+                        pids.append(int(name))
+            except OSError:
+                pass
+    return pids
+
+
+def cpu_used(before, after):
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
+
+
+def drain(broker, data, count, n, db):
+    """(msg/s of `count` workers draining the n queued messages, a worker's peak RSS in MB,
+    CPU seconds {workers, mosquitto, postgresql} they took)."""
     store = Store.connect(data)
     procs = start_workers(data, broker, count)
+    groups = {"workers": [p.pid for p in procs], "mosquitto": [broker.proc.pid],
+              "postgresql": postgres_pids() if db == "postgresql" else []}
+    cpu0 = {g: cpu_seconds(pids) for g, pids in groups.items()}
     t0, before = time.perf_counter(), store.message_count()
     while store.message_count() < n:
         if time.perf_counter() - t0 > 600:
             raise RuntimeError("the workers stored only %d of %d" % (store.message_count(), n))
         time.sleep(0.02)
     rate = (n - before) / (time.perf_counter() - t0)
+    if db == "postgresql":
+        groups["postgresql"] = postgres_pids()
+    cpu = {g: cpu_used(cpu0[g], cpu_seconds(pids)) / (n - before) for g, pids in groups.items()}
     store.close()
-    return rate, stop_workers(procs)
+    return rate, stop_workers(procs), cpu
 
 
 def _verify_loop(items, seconds, out):
@@ -185,7 +228,7 @@ def workers_main(args):
             devices = make_devices(args.devices)
             messages = list(signed_batches(devices, per_device))
             for count in args.workers:
-                rates, peaks = [], []
+                rates, peaks, cpus = [], [], []
                 for run in range(args.runs):
                     data = os.path.join(tmp, "gw%d-%d" % (count, run))
                     url = server.create_database()[1] if server else None
@@ -194,13 +237,16 @@ def workers_main(args):
                         store.add_device(d.hex, d.public)
                     stop_workers(start_workers(data, broker, count))  # their sessions
                     publish_all(broker.port, messages)
-                    rate, peak = drain(broker, data, count, n)
+                    rate, peak, cpu = drain(broker, data, count, n, args.db)
                     assert store.message_count() == n
                     store.close()
                     rates.append(rate)
                     peaks.append(peak)
-                bound = verify_bound(devices, messages, min(count, cores))
-                results.append((count, median(rates), bound, max(peaks)))
+                    cpus.append(cpu)
+                used = min(count, cores)
+                bound = verify_bound(devices, messages, used)
+                cpu = {g: median([c[g] for c in cpus]) * 1e6 for g in cpus[0]}
+                results.append((count, median(rates), bound, max(peaks), cpu, used / bound * 1e6))
     finally:
         if server:
             server.stop()
@@ -208,7 +254,10 @@ def workers_main(args):
     print("bench/ingest: %d msgs x %d runs (32 readings each) on %s, %d cores, medians: %s"
           % (n, args.runs, args.db, cores, "; ".join(
               "%d worker(s) %.0f msg/s (%.0f readings/s), verify bound %.0f msg/s, ratio %.2f, "
-              "peak RSS %d MB/worker" % (c, r, r * 32, b, r / b, m) for c, r, b, m in results)))
+              "peak RSS %d MB/worker, CPU us/msg: workers %.0f, mosquitto %.0f, postgresql "
+              "%.0f, a check %.0f" % (c, r, r * 32, b, r / b, m, cpu["workers"],
+                                      cpu["mosquitto"], cpu["postgresql"], check)
+              for c, r, b, m, cpu, check in results)))
 
 
 def main():

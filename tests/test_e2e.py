@@ -49,11 +49,14 @@ def test_demo_five_trackers_thirty_seconds(tmp_path):
     assert scan_for(data, plaintext_patterns(produced)) == []
 
 
-def test_gateway_sigkill_loses_and_duplicates_nothing(tmp_path, broker):
+def test_gateway_sigkill_loses_and_duplicates_nothing(tmp_path, broker, database_url):
+    """On each backend: the commands given only --data-dir find a PostgreSQL store through
+    the data directory's marker, as an operator's would."""
     data = str(tmp_path / "gw")
     keys = str(tmp_path / "devices")
     record = str(tmp_path / "produced.jsonl")
     simulated_trackers(keys, 3)
+    Store.open(data, database_url).close()
     try:
         r = cli("gateway", "devices", "import", "--data-dir", data, "--file",
                 os.path.join(keys, "devices.json"))
@@ -65,7 +68,7 @@ def test_gateway_sigkill_loses_and_duplicates_nothing(tmp_path, broker):
                 "--from-dir", keys, env=env)
         assert r.returncode == 0, r.stderr
 
-        config = write_config(str(tmp_path / "gateway.toml"), data, broker.url)
+        config = write_config(str(tmp_path / "gateway.toml"), data, broker.url, database_url)
         log = open(tmp_path / "gateway.log", "ab")
         gw = start_gateway(config, log)
         trackers = subprocess.Popen(

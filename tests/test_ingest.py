@@ -10,7 +10,7 @@ import pytest
 from agent import cbor, cose, message
 from agent.identity import Identity
 from agent.proto import ACK_SEQ
-from gateway.ingest.pipeline import Ingest
+from gateway.ingest.pipeline import RECEIVE_MAXIMUM, Ingest
 from gateway.store.database import Store
 from gateway.wire import protocol
 from gateway.wire.protocol import Reject
@@ -248,3 +248,30 @@ def test_broker_lets_the_gateway_hold_many_messages_unacked_while_it_commits(bro
         dev.close()
     with open(os.path.join(os.path.dirname(__file__), "..", "hw", "rpi", "mosquitto.conf")) as f:
         assert "\nmax_inflight_messages 1024\n" in f.read()
+
+
+def test_a_slow_database_stops_the_broker_sending_rather_than_growing_memory(setup):
+    """While another writer holds the database, the ingest holds at most RECEIVE_MAXIMUM
+    unacked messages; the broker keeps the rest. Once the database is free all are stored,
+    each once, and acked."""
+    ingest, store, client, a, _, _ = setup
+    sent = 3000
+    blocker = Store.connect(ingest.data_dir)
+    try:
+        with blocker.transaction():
+            for seq in range(1, sent + 1):
+                client.client.publish(a.topic(), bytes(a.msg(seq)), qos=1)
+            wait_for(lambda: ingest.stats["received"] >= RECEIVE_MAXIMUM, timeout=30,
+                     what="the ingest's receive maximum reached")
+            time.sleep(2)   # the broker has had the time to send more, if it would
+            waiting, lag = ingest.inflight()
+            assert ingest.stats["received"] == RECEIVE_MAXIMUM
+            assert waiting == RECEIVE_MAXIMUM and lag > 1.5
+            assert store.message_count() == 0
+    finally:
+        blocker.close()
+    wait_for(lambda: store.message_count() == sent, timeout=60, what="every message stored")
+    wait_for(lambda: acks_for(client, a) and acks_for(client, a)[-1] == sent, timeout=30,
+             what="the last message acked")
+    assert ingest.stats["received"] == sent and ingest.inflight() == (0, 0.0)
+    assert [m["seq"] for m in store.messages(device=a.ident.hex)] == list(range(1, sent + 1))

@@ -104,9 +104,9 @@ class FakeChain:
 
 
 @pytest.fixture
-def gw(tmp_path, broker):
+def gw(tmp_path, broker, database_url):
     data = str(tmp_path / "gw")
-    store = Store.open(data)
+    store = Store.open(data, database_url)
     devices = [Device() for _ in range(3)]  # poisoned, then two good ones
     for i, d in enumerate(devices):
         store.add_device(d.hex, d.ident.public, "dev%d" % i)
@@ -295,18 +295,35 @@ def test_a_message_that_fails_when_stored_is_undone_alone_as_unstorable(gw, capl
     assert_all_verify(data, [bad, b, c])
 
 
-def test_sqlite_errors_undo_only_their_own_message(gw):
-    """Real SQLite failures, from triggers: a telemetry message's one INSERT fails after its
-    trigger wrote a row (SQLite undoes the failed statement), and a status message fails at
-    its health update after its message row was written (its savepoint undoes that row)."""
-    data, store, ingest, client, (bad, b, _), gate, calls = gw
-    store.db.execute(
-        "CREATE TRIGGER poison_t AFTER INSERT ON messages WHEN NEW.device = '%s' AND "
+# Triggers that fail as a message is stored: a telemetry message's INSERT after the trigger
+# wrote a row, a status message's health update after its message row was written.
+FAILING_TRIGGERS = {
+    "sqlite": [
+        "CREATE TRIGGER poison_t AFTER INSERT ON messages WHEN NEW.device = '{dev}' AND "
         "NEW.seq = 2 BEGIN INSERT INTO counters (name, count) VALUES ('poison', 1); "
-        "SELECT RAISE(ABORT, 'poisoned insert'); END" % bad.hex)
-    store.db.execute(
-        "CREATE TRIGGER poison_s AFTER UPDATE OF health ON devices WHEN NEW.id = '%s' "
-        "BEGIN SELECT RAISE(ABORT, 'poisoned health'); END" % bad.hex)
+        "SELECT RAISE(ABORT, 'poisoned insert'); END",
+        "CREATE TRIGGER poison_s AFTER UPDATE OF health ON devices WHEN NEW.id = '{dev}' "
+        "BEGIN SELECT RAISE(ABORT, 'poisoned health'); END"],
+    "postgresql": [
+        "CREATE FUNCTION poison_t() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "INSERT INTO counters (name, count) VALUES ('poison', 1); "
+        "RAISE EXCEPTION 'poisoned insert'; END $$",
+        "CREATE TRIGGER poison_t AFTER INSERT ON messages FOR EACH ROW "
+        "WHEN (NEW.device = '{dev}' AND NEW.seq = 2) EXECUTE FUNCTION poison_t()",
+        "CREATE FUNCTION poison_s() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "RAISE EXCEPTION 'poisoned health'; END $$",
+        "CREATE TRIGGER poison_s AFTER UPDATE OF health ON devices FOR EACH ROW "
+        "WHEN (NEW.id = '{dev}') EXECUTE FUNCTION poison_s()"],
+}
+
+
+def test_database_errors_undo_only_their_own_message(gw, database_url):
+    """Real failures of the database, from triggers: the failed statement is undone by the
+    database, the message's earlier writes by its savepoint; the batch commits."""
+    data, store, ingest, client, (bad, b, _), gate, calls = gw
+    backend = "postgresql" if database_url else "sqlite"
+    for sql in FAILING_TRIGGERS[backend]:
+        store.db.execute(sql.format(dev=bad.hex))
     status = bad.signed({2: 3, 3: T + 3, 4: "s", 5: 3, 8: {"fw": "0.1.0", "up": 5}})
     send_batch(client, ingest, gate, [
         (bad.topic(), bad.msg(1)), (bad.topic(), bad.msg(2)), (b.topic(), b.msg(1)),

@@ -307,6 +307,9 @@ class Ingest:
         try:
             with self.store.transaction():
                 self.acked.update(self.store.acked_of(_devices(verified)))
+                known = self.store.message_digests(
+                    (item[1].device, item[1].seq) for item in verified if type(item) is tuple)
+                telemetry = []   # the new telemetry's rows, inserted together after the loop
                 bases = {}
                 for item in verified:
                     try:
@@ -316,7 +319,7 @@ class Ingest:
                         if not isinstance(item, Refused):
                             signed, env = item
                             try:
-                                if self._store(signed, env, now):
+                                if self._store(signed, env, now, known, telemetry):
                                     stored += 1
                                     bases[env.device] = max(bases.get(env.device, 0), env.base)
                                 else:
@@ -335,6 +338,12 @@ class Ingest:
                     except Reject as r:
                         rejects[r.reason] += 1
                         self.reject_log.warn(r.reason, r.detail)
+                for r in self._insert(telemetry):
+                    stored -= 1
+                    self._refuse(r, now)   # new: neither stored nor refused before
+                    rejects[r.reason] += 1
+                    self.reject_log.warn(r.reason, r.detail)
+                    refused.setdefault(r.device, set()).add(r.seq)
                 acked, released = {}, {}
                 for dev in to_ack:
                     acked[dev] = self._advance(dev, bases.get(dev, 0), now)
@@ -404,13 +413,15 @@ class Ingest:
             key = self.keys.get(dev)
         return key
 
-    def _store(self, signed, env, now):
-        """Insert a new message (and a manifest's object) in its own savepoint; False for a
-        duplicate (acked and dropped). Reject(REPLAY) for a sequence already taken; Refused
-        for a signed message that cannot be stored (bad_manifest, unstorable), with whatever
-        it wrote undone, or for a refused one sent again."""
+    def _store(self, signed, env, now, known, telemetry):
+        """Take a new message: telemetry goes into rows for _insert, a manifest or a status
+        is inserted (with its object or its health) in its own savepoint. known: the batch's
+        stored {(device, seq): digest}, which this keeps up to date. False for a duplicate
+        (acked and dropped). Reject(REPLAY) for a sequence already taken; Refused for a
+        signed message that cannot be stored (bad_manifest, unstorable), with whatever it
+        wrote undone, or for a refused one sent again."""
         digest = signed.digest
-        stored = self.store.message_digest(env.device, env.seq)
+        stored = known.get((env.device, env.seq))
         if stored is not None:
             if stored != digest:
                 raise Reject(REPLAY, "device %s reused sequence %d with other content"
@@ -421,19 +432,16 @@ class Ingest:
                 raise Refused(UNSTORABLE, "refused already", env.device, env.seq, digest)
             raise Reject(REPLAY, "device %s sequence %d is behind its acked %d"
                          % (env.device, env.seq, self.acked[env.device]))
+        row = (env.device, env.seq, env.kind, env.time, env.count, digest, signed.raw, now)
         try:
             manifest = (wire_objects.parse_manifest(signed.payload)
                         if env.kind == KIND_MANIFEST else None)
             health = env.health if env.kind == KIND_STATUS else None
             if manifest is None and health is None:
-                # One statement (telemetry): SQLite undoes a failed statement by itself, so
-                # it needs no savepoint, which would cost a third of storing it.
-                self.store.add_message(env.device, env.seq, env.kind, env.time, env.count,
-                                       digest, signed.raw, now)
+                telemetry.append(row)
             else:
                 with self.objects.savepoint():  # the store's, and the objects' events
-                    self.store.add_message(env.device, env.seq, env.kind, env.time,
-                                           env.count, digest, signed.raw, now)
+                    self.store.add_message(*row)
                     if health is not None:
                         self.store.set_health(env.device, dict(health))
                     if manifest:
@@ -441,12 +449,30 @@ class Ingest:
         except Reject as r:  # the manifest's object map: signed, so refused and acked past
             raise Refused(r.reason, r.detail, env.device, env.seq, digest)
         except Exception as e:
-            if store.environmental(e):  # would fail for any message: fail the batch
-                raise
-            raise Refused(UNSTORABLE, "device %s sequence %d: %s: %s" % (
-                env.device, env.seq, type(e).__name__, str(e)[:200]), env.device, env.seq,
-                digest)
+            raise _unstorable(e, row)
+        known[env.device, env.seq] = digest
         return True
+
+    def _insert(self, rows):
+        """Insert the batch's new telemetry rows in one statement; if that fails, each in its
+        own savepoint: a row that cannot be stored is undone alone. The Refused of those."""
+        if not rows:
+            return []
+        try:
+            with self.store.savepoint():
+                self.store.add_messages(rows)
+            return []
+        except Exception as e:
+            if store.environmental(e):
+                raise
+        refused = []
+        for row in rows:
+            try:
+                with self.store.savepoint():
+                    self.store.add_messages([row])
+            except Exception as e:
+                refused.append(_unstorable(e, row))
+        return refused
 
     def _refuse(self, r, now):
         """Record Refused r (a signed message the gateway will not store) so that acked moves
@@ -525,6 +551,16 @@ class Ingest:
             self.keys = keys
             for dev, seq in acked.items():
                 self.acked.setdefault(dev, seq)
+
+
+def _unstorable(error, row):
+    """Refused(UNSTORABLE) for the message of row that error kept out of the store; error
+    is raised again if it would fail any message (the disk, the database): the batch fails."""
+    if store.environmental(error):
+        raise error
+    device, seq, digest = row[0], row[1], row[5]
+    return Refused(UNSTORABLE, "device %s sequence %d: %s: %s" % (
+        device, seq, type(error).__name__, str(error)[:200]), device, seq, digest)
 
 
 def _devices(verified):

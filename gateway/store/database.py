@@ -408,12 +408,30 @@ class Store:
         digest: bytes | None = row and row[0]
         return digest
 
+    def message_digests(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
+        """{(device, seq): digest} of those of keys that are stored: one query per batch."""
+        seqs: dict[str, set[int]] = {}
+        for device, seq in keys:
+            seqs.setdefault(device, set()).add(seq)
+        if not seqs:
+            return {}
+        where = " OR ".join("(device = ? AND seq IN (%s))" % ", ".join("?" * len(s))
+                            for s in seqs.values())
+        args = [v for device, s in seqs.items() for v in (device, *sorted(s))]
+        return {(d, q): digest for d, q, digest in self.db.execute(
+            "SELECT device, seq, digest FROM messages WHERE " + where, args)}
+
     def add_message(self, device: str, seq: int, kind: str, time: int, count: int | None,
                     digest: bytes, raw: bytes, received_at: float) -> None:
-        self.db.execute(
+        self.add_messages([(device, seq, kind, time, count, digest, raw, received_at)])
+
+    def add_messages(self, rows: Sequence[tuple[str, int, str, int, int | None, bytes, bytes,
+                                                float]]) -> None:
+        """Insert rows of (device, seq, kind, time, count, digest, raw, received_at): one
+        round trip on PostgreSQL (psycopg sends executemany as a pipeline)."""
+        self.db.executemany(
             "INSERT INTO messages (device, seq, kind, time, count, digest, raw, received_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (device, seq, kind, time, count, digest, raw, received_at))
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def set_health(self, device: str, health: Mapping[Any, Any]) -> None:
         """A device's last status report (a dict, kept as JSON)."""

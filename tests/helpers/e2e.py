@@ -50,13 +50,13 @@ def assert_verify_all(data_dir, rpc=None):
     assert "verified %d/%d" % (n, n) in r.stdout
 
 
-def write_config(path, data_dir, broker_url):
+def write_config(path, data_dir, broker_url, database_url=""):
     with open(path, "w") as f:
-        f.write('data_dir = "%s"\nbroker = "%s"\nepoch_seconds = 3\nweb_port = 0\n'
-                '[chain]\nblock_time = 1\n'
-                % (data_dir, broker_url))
+        f.write('data_dir = "%s"\nbroker = "%s"\ndatabase_url = "%s"\nepoch_seconds = 3\n'
+                'web_port = 0\n[chain]\nblock_time = 1\n'
+                % (data_dir, broker_url, database_url))
     cfg = Config.load(path)
-    assert cfg.data_dir == data_dir
+    assert cfg.data_dir == data_dir and cfg.database_url == database_url
     return path
 
 
