@@ -15,7 +15,9 @@ the same run: the verify bound, the same messages' ES256 signatures checked by O
 (min(N, cores)). Memory per worker is its peak RSS (VmHWM). Where the cores went: the CPU
 time (/proc/PID/stat) of the workers, Mosquitto and PostgreSQL's processes while they
 drained, per message, next to a signature check's (one core's bound): if the cores are
-busy, the ratio to the bound is the check's share of a message's CPU time.
+busy, the ratio to the bound is the check's share of a message's CPU time. And the floor of
+an ingest on paho: a client with the workers' session settings that only PUBACKs the same
+messages (its own queued copy), its CPU time per message.
 
     .venv/bin/python bench/ingest.py --workers 1 2 4 --db postgresql [--messages 20000]
 """
@@ -96,6 +98,53 @@ print("up", flush=True)
 sys.stdin.read()
 ing.stop()
 """
+
+
+# The floor of any ingest on paho: a client with the workers' session settings that only
+# PUBACKs. It has a session of its own, so it gets its own copy of the stream.
+FLOOR = """
+import sys, threading
+from gateway.ingest.pipeline import RECEIVE_MAXIMUM
+from gateway.mqtt.client import new_client, v5_session
+n, got, done, subscribed = int(sys.argv[2]), [0], threading.Event(), threading.Event()
+c, b = new_client(sys.argv[1], "bench-floor", v5=True)
+c.on_subscribe = lambda *a: subscribed.set()
+c.manual_ack_set(True)
+def on_message(client, userdata, m):
+    client.ack(m.mid, m.qos)
+    got[0] += 1
+    if got[0] == n:
+        done.set()
+c.on_message = on_message
+c.on_connect = lambda client, *a: client.subscribe("ek/+/up/#", qos=1)
+c.connect(b.host, b.port, clean_start=False, properties=v5_session(RECEIVE_MAXIMUM))
+c.loop_start()
+subscribed.wait(30)
+print("up", flush=True)
+if n:
+    done.wait(600)
+    print("done", flush=True)
+c.disconnect()
+c.loop_stop()
+"""
+
+
+def paho_floor(broker, n):
+    """CPU seconds per message of a paho v5 client that only PUBACKs its n queued messages."""
+    p = subprocess.Popen([sys.executable, "-c", FLOOR, broker.url, str(n)],
+                         stdout=subprocess.PIPE, text=True)
+    if p.stdout.readline().strip() != "up":
+        raise RuntimeError("the floor client did not start")
+    if p.stdout.readline().strip() != "done":
+        raise RuntimeError("the floor client did not get its %d messages" % n)
+    cpu = cpu_seconds([p.pid])[p.pid]
+    p.wait(60)
+    return cpu / n
+
+
+def floor_session(broker):
+    subprocess.run([sys.executable, "-c", FLOOR, broker.url, "0"], stdout=subprocess.DEVNULL,
+                   check=True, timeout=60)
 
 
 def start_workers(data, broker, count):
@@ -236,8 +285,10 @@ def workers_main(args):
                     for d in devices:
                         store.add_device(d.hex, d.public)
                     stop_workers(start_workers(data, broker, count))  # their sessions
+                    floor_session(broker)
                     publish_all(broker.port, messages)
                     rate, peak, cpu = drain(broker, data, count, n, args.db)
+                    cpu["paho"] = paho_floor(broker, n)
                     assert store.message_count() == n
                     store.close()
                     rates.append(rate)
@@ -255,8 +306,9 @@ def workers_main(args):
           % (n, args.runs, args.db, cores, "; ".join(
               "%d worker(s) %.0f msg/s (%.0f readings/s), verify bound %.0f msg/s, ratio %.2f, "
               "peak RSS %d MB/worker, CPU us/msg: workers %.0f, mosquitto %.0f, postgresql "
-              "%.0f, a check %.0f" % (c, r, r * 32, b, r / b, m, cpu["workers"],
-                                      cpu["mosquitto"], cpu["postgresql"], check)
+              "%.0f, a check %.0f, paho receiving and acking %.0f"
+              % (c, r, r * 32, b, r / b, m, cpu["workers"], cpu["mosquitto"],
+                 cpu["postgresql"], check, cpu["paho"])
               for c, r, b, m, cpu, check in results)))
 
 
