@@ -31,8 +31,12 @@ system:
 demo: setup
 	$(VPY) -m gateway demo --trackers 3 --data-dir demo-data
 
+# Two test processes (pytest-xdist), each test file whole in one of them (its module fixtures
+# made once): most tests wait on brokers, chains and subprocesses, so two share two cores.
+TEST_JOBS ?= 2
+
 test: setup-test
-	$(VPY) -m pytest -q
+	$(VPY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 # Pure tests (pytest -m unit): no broker, chain, node, browser or subprocess; the venv is
 # all they need (a unit module's cases on PostgreSQL are integration: they start a server).
