@@ -1,5 +1,6 @@
-# The camera agent: on motion, capture a JPEG snapshot or a short burst clip, encrypt it
-# chunk by chunk onto flash, seal one signed manifest, and upload the chunks resumably.
+# The camera agent: on motion, capture a JPEG snapshot or a short burst clip, or record a
+# video clip with pre-roll (agent/clip.py, docs/camera.md), encrypt it chunk by chunk onto
+# flash, seal one signed manifest, and upload the chunks resumably.
 #
 # It is the tracker's Agent (agent/device.py) with a camera instead of sensors: manifests
 # and status messages travel through the Spool with their sequence numbers and acks; the
@@ -36,6 +37,13 @@ CAMERA_DEFAULTS = {
     "chunk_size": 4096,       # plaintext bytes per chunk (fits the device's RAM)
     "chunk_window": 16,       # chunks in flight without an ack
     "event": "motion",
+    # Clips (docs/camera.md): "" takes snapshots as above; "avi" records MJPEG in AVI (the
+    # camera's capture() JPEGs), "mp4" H.264 in MP4 (PyAV), "picamera2" the Pi's encoder.
+    "clip": "",
+    "clip_fps": 5,            # frames a second, motion checked on each
+    "preroll": 3,             # s of frames before the motion that the clip starts with
+    "postroll": 5,            # s without motion that end the clip
+    "clip_max": 30,           # s, the longest clip
 }
 UPLOAD_POLL = 0.01          # s between looks for chunk acks while uploading
 SNAPSHOT = "image/jpeg"
@@ -71,15 +79,59 @@ class CameraAgent(Agent):
         self.chunks_sent = 0      # chunk publishes, resends included
         self.quiet_until = clock.monotonic()
         self.next_frame = clock.monotonic()
+        self.recorder = None
+        self.clip_path = objects.path + ".clip"  # scratch file of the clip being recorded
+        if cfg["clip"]:
+            self.recorder = self._recorder(cfg)
         for e in list(objects.entries):
             if e.seq > spool.last_seq:  # power lost before its manifest was spooled
                 objects.remove(e)
 
     # -- the loop --------------------------------------------------------------
 
+    def _recorder(self, cfg):
+        from agent.clip import ClipRecorder
+        kind, fps = cfg["clip"], cfg["clip_fps"]
+        if kind == "picamera2":
+            return self.camera.recorder(self.clip_path, fps, cfg["preroll"], cfg["postroll"],
+                                        cfg["clip_max"])
+        if kind == "avi":
+            from agent.avi import AviWriter
+
+            def make():
+                return AviWriter(self.clip_path, fps)
+        elif kind == "mp4":
+            from agent.clip import Mp4Writer
+
+            def make():
+                return Mp4Writer(self.clip_path, fps)
+        else:
+            raise ValueError("clip must be '', 'avi', 'mp4' or 'picamera2', not %r" % kind)
+        return ClipRecorder(make, fps, cfg["preroll"], cfg["postroll"], cfg["clip_max"])
+
+    def clip_frame(self):
+        """One frame for the clip recorder, motion checked; seals the clip when it ends."""
+        rec = self.recorder
+        motion = self.detector.check()
+        motion = motion and (rec.recording() or clock.monotonic() >= self.quiet_until)
+        enc = rec.add(self.camera.frame(), motion)
+        gc.collect()
+        if enc is None:
+            return None
+        oid = self.seal_clip(enc, rec.frames / self.cfg["clip_fps"])
+        self.quiet_until = clock.monotonic() + self.cfg["cooldown"]
+        return oid
+
     def step(self):
         now = clock.monotonic()
-        if now >= self.next_frame:
+        if self.recorder is not None:
+            if now >= self.next_frame:
+                period = 1 / self.cfg["clip_fps"]
+                self.next_frame += period
+                if self.next_frame < now:
+                    self.next_frame = now + period  # fell behind: the clip plays faster
+                self.clip_frame()
+        elif now >= self.next_frame:
             self.next_frame = now + self.cfg["frame_interval"]
             if self.detector.check() and now >= self.quiet_until:
                 self.capture()
@@ -122,9 +174,46 @@ class CameraAgent(Agent):
             self.objects.drops += 1
             self.log("capture dropped: %s" % e)
             return None
+        return self._seal(w, t, CLIP if frames > 1 else SNAPSHOT, hashes)
+
+    def seal_clip(self, enc, seconds):
+        """Queue a finished clip (its encoder's file) as one object, like a capture."""
+        t = int(clock.unix_time() - seconds)  # the capture time: the clip's first frame
+        oid = self.urandom(OID_LEN)
+        try:
+            ctype = enc.close()
+            w = self.objects.begin(oid, self.cfg["chunk_size"], self.identity.data_key,
+                                   self.nonces)
+        except (OSError, ValueError) as e:
+            enc.remove()
+            self.objects.drops += 1
+            self.log("clip dropped: %s" % e)
+            return None
+
+        def write(data):
+            n = w.count
+            w.write(data)
+            if w.count != n:
+                gc.collect()  # a chunk sealed: its garbage goes before the next
+
+        try:
+            enc.stream(write)
+            hashes = w.close()
+        except (OSError, ValueError) as e:
+            w.abort()
+            self.objects.drops += 1
+            self.log("clip dropped: %s" % e)
+            return None
+        finally:
+            enc.remove()
+        gc.collect()
+        return self._seal(w, t, ctype, hashes)
+
+    def _seal(self, w, t, ctype, hashes):
+        oid = w.oid
         seq = self.spool.next_seq()
         msg = manifest(self.identity, seq, self.spool.base(), t, oid, self.cfg["event"],
-                       CLIP if frames > 1 else SNAPSHOT, w.size, self.cfg["chunk_size"], hashes)
+                       ctype, w.size, self.cfg["chunk_size"], hashes)
         self.objects.commit(w, seq)
         self.spool.append(seq, KIND_MANIFEST.encode() + msg)
         self.captures += 1

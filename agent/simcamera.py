@@ -3,7 +3,8 @@
 # real camera: the schedule only moves the scene.
 #
 # Scene rendering uses Pillow (CPython only; imported when used). On MicroPython, Playback
-# replays frames rendered beforehand with write_frames into the device's flash.
+# replays frames rendered beforehand with write_frames into the device's flash. Both hand
+# clip frames (frame(): a JPEG) to the camera agent's clip recorder (agent/clip.py).
 import os
 
 from agent import clock
@@ -76,6 +77,10 @@ class SimCamera:
         self.captured.append(jpeg)
         return jpeg
 
+    def frame(self):
+        """A clip frame: the JPEG of now, not kept."""
+        return self.scene.jpeg(clock.monotonic() - self.start)
+
 
 def write_frames(path, scene, times):
     """Render frames for Playback: path/NNNN.gray and path/NNNN.jpg for each time."""
@@ -105,9 +110,13 @@ class Playback:
         with open("%s/%04d.jpg" % (self.path, max(self.index, 0)), "rb") as f:
             return f.read()
 
+    frame = capture
+
 
 def run_camera(path, broker, config, duration, stopped, log=print):
-    """One simulated camera: the real camera agent over paho-mqtt (the demo's camera)."""
+    """One simulated camera: the real camera agent over paho-mqtt (the demo's camera). It
+    uploads JPEG snapshots, or with config["clip"] = "mp4" the Pi profile's H.264 clips
+    with pre-roll (the Camera page does not play those yet)."""
     from agent.camera import CameraAgent
     from agent.identity import Identity
     from agent.motion import FrameDiff
@@ -116,11 +125,14 @@ def run_camera(path, broker, config, duration, stopped, log=print):
     from agent.spool import Spool
     ident = Identity.load(os.path.join(path, "identity.json"))
     transport = paho_transport(path, broker, ident)
+    if config.get("clip"):
+        config = dict({"chunk_size": 61440}, **config)
     camera = SimCamera(Scene(period=config.get("period", 20.0)))
     agent = CameraAgent(ident, transport, camera, FrameDiff(camera),
                         Spool(os.path.join(path, "spool"), config.get("spool_bytes", 65536)),
                         ObjectQueue(os.path.join(path, "objects"),
-                                    config.get("objects_bytes", 1048576)),
+                                    config.get("objects_bytes",
+                                               8388608 if config.get("clip") else 1048576)),
                         config, os.urandom, log=lambda m: log("[%s] %s" % (ident.hex, m)))
     try:
         agent.run(duration, stopped)

@@ -71,3 +71,82 @@ def test_camera_agent_runs_on_micropython_under_its_heap_cap(tmp_path, broker):
     assert obj["completed_at"] and obj["count"] > 1
     jpeg = (flash / "frames" / ("%04d.jpg" % frame)).read_bytes()
     assert export(tmp_path, data, ident, obj["oid"]) == jpeg
+
+
+# An MJPEG clip (docs/camera.md): the pre-roll ring holds preroll * clip_fps + 1 JPEGs (7 of
+# ~3 KB at 160x120 here), the AVI writer 16 bytes of index a frame and a 1 KB copy buffer.
+CLIP_HEAP = 192 * 1024
+CLIP_FPS = 2
+
+CLIP_MAIN = """
+import gc, os
+from agent.camera import CameraAgent
+from agent.identity import Identity
+from agent.motion import FrameDiff
+from agent.mqtt import MQTTClient
+from agent.objects import ObjectQueue
+from agent.simcamera import Playback
+from agent.spool import Spool
+
+ident = Identity.load("identity.json")
+cam = Playback("frames")
+agent = CameraAgent(ident, MQTTClient("ek-" + ident.hex, "127.0.0.1", {port}), cam,
+                    FrameDiff(cam), Spool("spool"), ObjectQueue("objects"),
+                    {{"clip": "avi", "clip_fps": {fps}, "postroll": 2, "chunk_size": 2048,
+                     "cooldown": 3600}}, os.urandom)
+while not agent.captures and cam.index < cam.count - 1:
+    agent.clip_frame()
+    gc.collect()
+rec = agent.recorder
+print("clip", cam.index, rec.frames, rec.motion_at)
+agent.flush(60)
+print("queued", len(agent.objects.entries))
+"""
+
+
+def test_camera_records_and_uploads_an_mjpeg_clip_on_micropython(tmp_path, broker):
+    import io
+
+    import av
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    ident = Identity.create(os.urandom)
+    ident.save(str(flash / "identity.json"))
+    scene = Scene(size=(160, 120), offset=4.0, walk=4.0, period=60.0)
+    times = [i / CLIP_FPS for i in range(30)]
+    write_frames(str(flash / "frames"), scene, times)
+    data = str(tmp_path / "gw")
+    store = Store.open(data)
+    store.add_device(ident.hex, ident.public, "cam", "camera")
+    ingest = Ingest(data, broker.url, epoch_seconds=3600)
+    ingest.start()
+    try:
+        rc, out, err = MicroPythonDevice(str(flash), heap=CLIP_HEAP).run(
+            textwrap.dedent(CLIP_MAIN.format(port=broker.port, fps=CLIP_FPS)), timeout=180)
+    finally:
+        ingest.stop()
+    assert (rc, err) == (0, ""), out + err
+    lines = out.splitlines()
+    last, frames, motion_at = [int(x) for x in lines[0].split()[1:]]
+    assert lines[1:] == ["queued 0"]
+    first = last - frames + 1
+    assert motion_at == 3 * CLIP_FPS and first >= 0                     # 3 s of pre-roll
+    assert scene.walker(times[first + motion_at]) is not None           # motion chose it
+    assert scene.walker(times[first]) is None
+    assert scene.walker(times[last - 2 * CLIP_FPS]) is None             # 2 s calm ended it
+    (obj,) = ObjectStore.open(store).list()
+    assert obj["completed_at"] and obj["type"] == "video/x-msvideo"
+    clip = export(tmp_path, data, ident, obj["oid"])
+    with av.open(io.BytesIO(clip)) as c:
+        v = c.streams.video[0]
+        assert (v.codec_context.name, v.frames, v.average_rate) == ("mjpeg", frames, CLIP_FPS)
+        assert c.duration / 1e6 == pytest.approx(frames / CLIP_FPS)
+        decoded = [f.to_image().tobytes() for f in c.decode(v)]
+    assert len(decoded) == frames
+    jpegs = [(flash / "frames" / ("%04d.jpg" % i)).read_bytes() for i in range(first, last + 1)]
+    pos = clip.index(b"movi") + 4
+    for j in jpegs:                                  # the movi list: the camera's JPEGs as is
+        n = int.from_bytes(clip[pos + 4:pos + 8], "little")
+        assert (clip[pos:pos + 4], clip[pos + 8:pos + 8 + n]) == (b"00dc", j)
+        pos += 8 + n + (n & 1)
+    assert clip[pos:pos + 4] == b"idx1" and len(clip) == pos + 8 + 16 * frames

@@ -10,14 +10,17 @@ LORES = (320, 240)
 # The camera agent's settings on a Pi: it has the RAM for the largest chunks, and fewer,
 # larger chunk messages cost the gateway less per byte (bench/camera.py).
 AGENT_CONFIG = {"chunk_size": 60 * 1024, "chunk_window": 64}
+# Clips: H.264 in MP4 from the camera's own encoder, pre-roll in its ring (docs/camera.md).
+CLIP_CONFIG = dict(AGENT_CONFIG, clip="picamera2", clip_fps=15)
 
 
 class PiCamera:
-    def __init__(self, size=SIZE, lores=LORES):
+    def __init__(self, size=SIZE, lores=LORES, video=False):
         from picamera2 import Picamera2
         self.cam = Picamera2()
-        self.cam.configure(self.cam.create_still_configuration(
-            main={"size": size}, lores={"size": lores, "format": "YUV420"}))
+        make = self.cam.create_video_configuration if video else \
+            self.cam.create_still_configuration
+        self.cam.configure(make(main={"size": size}, lores={"size": lores, "format": "YUV420"}))
         self.lores = lores
         self.cam.start()
 
@@ -32,6 +35,14 @@ class PiCamera:
         out = io.BytesIO()
         self.cam.capture_file(out, format="jpeg")
         return out.getvalue()
+
+    def frame(self):
+        return None  # in clips, the encoder takes the frames from the camera itself
+
+    def recorder(self, path, fps, preroll, postroll, max_len):
+        """The clip recorder for the camera agent's clip "picamera2" (open with video=True)."""
+        from agent.clip import PiCamera2Recorder
+        return PiCamera2Recorder(self.cam, path, fps, preroll, postroll, max_len)
 
     def close(self):
         self.cam.stop()

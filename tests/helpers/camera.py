@@ -60,14 +60,34 @@ class StillCamera:
         return jpeg
 
 
+class ClipCamera(StillCamera):
+    """A camera at `fps` in scene time: each gray() is the next frame, frame() its JPEG;
+    `times` lists the scene time of every clip frame handed out."""
+
+    def __init__(self, scene, fps):
+        StillCamera.__init__(self, scene)
+        self.fps = fps
+        self.index = -1
+        self.times = []
+
+    def gray(self):
+        self.index += 1
+        self.t = self.index / self.fps
+        return self.scene.gray(self.t)
+
+    def frame(self):
+        self.times.append(self.t)
+        return self.scene.jpeg(self.t)
+
+
 class Device:
     """A provisioned camera's flash (keys, spool, object queue) and its agent loop."""
 
-    def __init__(self, tmp_path, broker_port, scene=SMALL, **config):
+    def __init__(self, tmp_path, broker_port, scene=SMALL, camera=None, **config):
         self.dir = tmp_path / "camera"
         self.dir.mkdir(exist_ok=True)
         self.ident = Identity.create(os.urandom)
-        self.camera = StillCamera(scene)
+        self.camera = camera or StillCamera(scene)
         self.port = broker_port
         self.config = dict({"ack_timeout": 5, "reconnect_max": 1, "frame_interval": 3600}, **config)
         self.stop = threading.Event()
