@@ -4,6 +4,10 @@ Layout of the demo directory:
     <dir>/            the gateway's data directory (store.db, chain/, broker/)
     <dir>/sim/        what would live elsewhere in a real deployment: each simulated
                       device's flash (its keys and queue) and the owner's keyring
+
+With no simulated devices (--trackers 0 --cameras 0) it is a gateway waiting for a first
+real or virtual device: it runs until stopped (or --duration), and what it prints is all
+that connecting one takes.
 """
 import logging
 import os
@@ -84,6 +88,7 @@ def run(args, stopping=lambda: None):
                              for i in range(args.cameras)], "camera", store, gw.chain, ring, broker)
         gw.ingest.reload_devices()
         _print_where(cfg, gw, url, sim_dir, keyring, passfile)
+        _print_how_to_connect(cfg, url, sim_dir, keyring, passfile, own_broker=bool(broker))
         config = {"sample_interval": args.sample_interval, "upload_interval": args.upload_interval}
         recorder = sim.Recorder(args.record) if args.record else None
         target = sim.runner(args.runtime, args.heap)
@@ -138,10 +143,23 @@ def _say(text):
 
 
 def _wait(threads, duration, stop):
+    """Until the devices end (their --duration, and at most 60 s more to flush); with no
+    devices, until --duration passes, or until stopped. A stop signal ends either early."""
+    if not threads:
+        _say("no simulated devices: running until stopped%s (Ctrl-C)"
+             % (" or for %g s" % duration if duration is not None else ""))
+        _sleep_until(None if duration is None else time.monotonic() + duration)
+        return
     end = None if duration is None else time.monotonic() + duration + 60
     while any(t.is_alive() for t in threads):
         if end is not None and time.monotonic() > end:
             stop.set()
+        time.sleep(0.2)
+
+
+def _sleep_until(end):
+    """Until time.monotonic() reaches end; None: until a stop signal."""
+    while end is None or time.monotonic() < end:
         time.sleep(0.2)
 
 
@@ -158,6 +176,25 @@ def _print_where(cfg, gw, url, sim_dir, keyring, passfile):
     print("  admin page    %s (password in %s)" % (
         gw.web.url, gw.admin_password_file or "the one set with `gateway admin set-password`"))
     print("verify with:   python -m gateway verify --data-dir %s --all" % cfg.data_dir, flush=True)
+
+
+def _print_how_to_connect(cfg, url, sim_dir, keyring, passfile, own_broker):
+    """The commands that connect a first device to this demo (docs/flashing.md walks them)."""
+    print("connect a device (docs/flashing.md):")
+    print("  no hardware?  edgekeep-flash virtual-device --dir %s  (prints its PORT)"
+          % os.path.join(sim_dir, "virtual-1"))
+    print("  provision     edgekeep-flash provision --port PORT --gateway %s --gateway-data-dir %s"
+          " --owner-keyring %s --passphrase-file %s" % (url, cfg.data_dir, keyring, passfile))
+    print("  deploy        edgekeep-flash deploy --port PORT --release-key release.key.pub BUNDLE"
+          "  (python -m firmware keygen, build)")
+    print("  update        edgekeep ota push --data-dir %s --device ID --release-key "
+          "release.key.pub BUNDLE" % cfg.data_dir)
+    print("  ports         edgekeep-flash ports  (boards on USB, running virtual devices)")
+    if own_broker:
+        # Mosquitto (gateway/mqtt/broker.py) listens on 127.0.0.1 only.
+        print("  this broker listens on 127.0.0.1 only: a virtual device or a process on this "
+              "machine reaches it; a board on Wi-Fi needs a gateway on your network "
+              "(docs/operations.md) or --broker mqtt://LAN-ADDRESS:PORT", flush=True)
 
 
 def _print_summary(data_dir):

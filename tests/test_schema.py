@@ -17,7 +17,8 @@ pytestmark = pytest.mark.unit
 TABLES = {"devices", "messages", "gaps", "epochs", "rejects", "objects", "object_chunks",
           "audits", "audit_records", "repairs", "keeper_state", "blobs", "shares", "counters",
           "refused", "peers", "invitations", "peer_nonces", "held", "held_commits",
-          "held_catalogs", "offbox", "placements", "network_commits", "snapshots", "leases", "workers"}
+          "held_catalogs", "offbox", "placements", "network_commits", "snapshots", "leases", "workers",
+          "enrollments"}
 
 
 def traced(db):

@@ -149,8 +149,8 @@ def test_flash_persists_and_main_runs_at_boot(tmp_path):
 def test_cli_prints_the_pty_path(tmp_path):
     proc = subprocess.Popen([sys.executable, os.path.join(REPO, "tools", "flash.py"),
                              "virtual-device", "--dir", str(tmp_path / "d"), "--board", "pebble"],
-                            cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)
+                            cwd=REPO, env=dict(ENV, EDGEKEEP_VIRTUAL_DEVICES=str(tmp_path / "reg")),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         port = proc.stdout.readline().strip()
         assert port.startswith("/dev/pts/")

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Flash MicroPython, provision keys, deploy the agent: python tools/flash.py COMMAND --help.
 
-    ports                          list serial ports, marking the likely boards
+    ports [--all]                  list virtual devices and serial ports, marking likely boards
     firmware --port P --board B    write the MicroPython image (esptool), check the REPL
     provision --port P --gateway mqtt://HOST:PORT [--wifi SSID] [--apn APN] [--owner-keyring F]
+    provision --port P --gateway https://HOST:PORT --token-file F --fingerprint AA:BB:...
+                                   the same from another machine, through the gateway's API
+    decommission --port P          revoke the device everywhere, wipe its keys
     deploy --port P BUNDLE         verify the bundle's signature, copy the changed files
     info --port P                  device id, agent version, free flash and heap
     shell --port P                 the board's REPL (mpremote)
@@ -23,10 +26,6 @@ from firmware import images, signing  # noqa: E402
 from firmware.boards import BOARDS, FLASH_OFFSETS  # noqa: E402
 from tools.flashlib import FlashError  # noqa: E402
 
-# USB vendor ids of the serial bridges and chips MicroPython boards use.
-KNOWN_VIDS = {0x303A: "Espressif USB", 0x10C4: "CP210x (ESP32 boards)",
-              0x1A86: "CH340 (ESP32 boards)", 0x0403: "FTDI", 0x1366: "SEGGER J-Link (nRF91 DK)",
-              0x1915: "Nordic", 0x2E8A: "Raspberry Pi", 0xF055: "MicroPython"}
 NRF_ROUTE = ("the nRF9160 is not flashed with esptool: build MicroPython's ports/nrf for your "
              "board and write it with nrfjprog or nRF Connect Programmer (docs/flashing.md, "
              "\"nRF9160 boards\"); then run provision and deploy as for any board")
@@ -34,13 +33,11 @@ NRF_ROUTE = ("the nRF9160 is not flashed with esptool: build MicroPython's ports
 
 def cmd_ports(args):
     import serial.tools.list_ports
-    ports = sorted(serial.tools.list_ports.comports(), key=lambda p: p.device)
-    for p in ports:
-        likely = KNOWN_VIDS.get(p.vid)
-        print("%-16s %-9s %s%s" % (p.device, "%04x:%04x" % (p.vid, p.pid) if p.vid else "-",
-                                   p.description or "", "   <- likely a board: " + likely if likely else ""))
-    if not ports:
-        print("no serial ports found (no hardware? try `python tools/flash.py virtual-device --dir DIR`)")
+
+    from tools.flashlib import ports
+    found = ports.all_ports(serial.tools.list_ports.comports(), ports.virtual_devices())
+    for line in ports.listing(found, args.all):
+        print(line)
     return 0
 
 
@@ -89,6 +86,15 @@ def cmd_provision(args):
             raise FlashError(str(e), "give the keyring's passphrase (--passphrase-file or "
                              "$EDGEKEEP_PASSPHRASE)")
     print("provisioned device %s\npublic key %s" % (dev_hex, public_hex))
+    return 0
+
+
+def cmd_decommission(args):
+    from tools.flashlib.decommission import decommission
+    from tools.flashlib.device import Device
+    with Device(args.port) as dev:
+        dev_hex = decommission(dev, args)
+    print("decommissioned device %s" % dev_hex)
     return 0
 
 
@@ -147,8 +153,10 @@ def cmd_shell(args):
 
 
 def cmd_virtual_device(args):
+    from tools.flashlib.ports import register_virtual, unregister_virtual
     from tools.virtual_device import VirtualDevice
     dev = VirtualDevice(args.dir, args.board).start()
+    registered = register_virtual(dev.port, args.board, args.dir)  # for `flash.py ports`
     print(dev.port, flush=True)
     print("virtual %s board on %s (flash: %s); Ctrl-C to stop" % (args.board, dev.port, args.dir),
           file=sys.stderr, flush=True)
@@ -157,15 +165,31 @@ def cmd_virtual_device(args):
         dev.wait()
     except KeyboardInterrupt:
         pass
+    finally:
+        unregister_virtual(registered)
     dev.stop()
     return 0
+
+
+def add_remote_arguments(s):
+    """How the flash tool reaches the gateway's API (tools/flashlib/remote.py)."""
+    s.add_argument("--token-file", help="with https: the enrollment token (from `edgekeep "
+                   "devices enroll`), else $EDGEKEEP_ENROLL_TOKEN, else a prompt")
+    s.add_argument("--token", help="the token itself: visible to other users (ps) and kept "
+                   "in your shell's history, prefer --token-file")
+    s.add_argument("--fingerprint", help="with https: the SHA-256 fingerprint of the gateway's "
+                   "certificate, AA:BB:... as the gateway prints it (pins a self-signed one)")
+    s.add_argument("--ca-file", help="with https: trust the gateway's certificate through this "
+                   "CA (PEM) instead")
 
 
 def build_parser():
     prog = "python tools/flash.py" if __name__ == "__main__" else "edgekeep-flash"
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("ports", help="list serial ports")
+    s = sub.add_parser("ports", help="list virtual devices and serial ports, marking likely boards")
+    s.add_argument("--all", action="store_true",
+                   help="also the serial ports without a USB device (e.g. /dev/ttyS0)")
     s.set_defaults(fn=cmd_ports)
 
     s = sub.add_parser("firmware", help="write the MicroPython image")
@@ -177,8 +201,14 @@ def build_parser():
 
     s = sub.add_parser("provision", help="make the device's keys and config, register it")
     s.add_argument("--port", required=True)
-    s.add_argument("--gateway", required=True, help="the gateway's broker: mqtt://HOST:PORT")
+    s.add_argument("--gateway", required=True,
+                   help="the gateway's broker, mqtt://HOST:PORT (with --gateway-data-dir on the "
+                        "gateway host); or its admin page, https://HOST:PORT, with an "
+                        "enrollment token (from another machine)")
     s.add_argument("--gateway-data-dir", help="register with the gateway on this machine")
+    add_remote_arguments(s)
+    s.add_argument("--broker", help="with https: the broker URL for the device's config "
+                   "(default: the one the gateway answers)")
     s.add_argument("--board", choices=sorted(n for n in BOARDS if BOARDS[n].get("match")),
                    help="default: detected from the device")
     s.add_argument("--name", help="the device's name on the gateway")
@@ -192,8 +222,22 @@ def build_parser():
     s.add_argument("--duration", type=float, help=argparse.SUPPRESS)  # tests: the agent stops
     s.add_argument("--owner-keyring", default=os.path.expanduser("~/.edgekeep/owner-keyring.json"))
     s.add_argument("--passphrase-file", help="else $EDGEKEEP_PASSPHRASE, else a prompt")
-    s.add_argument("--force", action="store_true", help="replace an existing identity")
+    s.add_argument("--force", action="store_true",
+                   help="replace an existing identity (revoked: gateway, broker, chain)")
     s.set_defaults(fn=cmd_provision)
+
+    s = sub.add_parser("decommission", help="revoke the device everywhere (gateway, broker, "
+                       "chain), then wipe its keys")
+    s.add_argument("--port", required=True)
+    s.add_argument("--gateway", help="the gateway's admin page, https://HOST:PORT")
+    s.add_argument("--gateway-data-dir", help="revoke with the gateway on this machine")
+    add_remote_arguments(s)
+    s.add_argument("--admin-password-file",
+                   help="with --gateway: log in as the admin instead of using a token "
+                        "(else $EDGEKEEP_ADMIN_PASSWORD)")
+    s.add_argument("--wipe-only", action="store_true",
+                   help="wipe the keys without revoking (revoke it on the gateway yourself)")
+    s.set_defaults(fn=cmd_decommission)
 
     s = sub.add_parser("deploy", help="copy a signed bundle's changed files")
     s.add_argument("--port", required=True)

@@ -175,7 +175,21 @@ def cmd_check_proof(args):
 
 def cmd_devices(args):
     from gateway.chain import registry
-    store = open_store(args.data_dir) if args.action == "list" else open_store(args.data_dir, create=True)
+    if args.config:
+        cfg = Config.load(args.config)
+        args.data_dir, url = cfg.data_dir, cfg.database_url or None
+        if not args.rpc and cfg.chain.rpc_url != "local":
+            args.rpc = cfg.chain.rpc_url
+    elif args.data_dir:
+        cfg, url = None, None
+    else:
+        print("error: devices %s needs the gateway's --data-dir or --config" % args.action,
+              file=sys.stderr)
+        return 2
+    if args.action == "enroll":
+        return enroll_token(open_store(args.data_dir, url=url), args, cfg)
+    store = open_store(args.data_dir, url=url) if args.action == "list" \
+        else open_store(args.data_dir, create=True, url=url)
     if args.action == "list":
         devices = store.devices()
         print("%-16s  %-12s  %-8s  %-7s  %6s  %s"
@@ -206,6 +220,44 @@ def cmd_devices(args):
         elif args.action == "revoke":
             registry.revoke(store, chain, args.device, broker=broker)
             print("revoked %s" % args.device)
+    return 0
+
+
+def enroll_token(store, args, cfg):
+    """`devices enroll`: a single-use enrollment token for one device, for `edgekeep-flash
+    provision --gateway https://...` on another machine. Printed (or, with --out, written to
+    a 0600 file), never logged; the store keeps only its SHA-256."""
+    from gateway.chain import registry
+    from gateway.web.tls import CERT_FILE, fingerprint
+    try:
+        token, expires = registry.issue_enrollment(store, args.ttl, "cli", args.broker)
+    except registry.RegistryError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2
+    cert = cfg and cfg.web_cert or os.path.join(args.data_dir, CERT_FILE)
+    fp = fingerprint(cert) if os.path.exists(cert) else None
+    if cfg is None or cfg.web_port < 0:
+        url = "https://GATEWAY:PORT"
+    else:
+        host = cfg.web_host if cfg.web_host not in ("0.0.0.0", "::", "") else "GATEWAY"
+        url = "%s://%s:%s" % ("https" if cfg.web_tls or cfg.web_cert else "http",
+                              "[%s]" % host if ":" in host else host, cfg.web_port or "PORT")
+    until = time.strftime("%H:%M:%S", time.localtime(expires))
+    if args.out:
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        print("enrollment token for one device, single use, valid until %s: in %s (0600)"
+              % (until, args.out))
+    else:
+        print("enrollment token for one device, single use, valid until %s:\n%s"
+              % (until, token))
+    print("where the device is plugged in, put the token in a file (or $EDGEKEEP_ENROLL_TOKEN) "
+          "and run:\n  %s" % registry.provision_command(url, fp).replace(
+              "TOKEN-FILE", args.out or "TOKEN-FILE"))
+    if fp is None:
+        print("  (no certificate at %s yet: with web_tls the gateway makes it at its first "
+              "start and logs its fingerprint; pass that as --fingerprint)" % cert)
     return 0
 
 
@@ -278,10 +330,13 @@ def build_parser():
                         "(default 1); it names the worker host/INDEX")
     s.set_defaults(fn=cmd_worker)
 
-    s = sub.add_parser("demo", help="broker + chain + gateway + simulated trackers on this machine")
-    s.add_argument("--trackers", type=int, default=3)
+    s = sub.add_parser("demo", help="broker + chain + gateway + simulated trackers on this "
+                       "machine; with --trackers 0 --cameras 0, a gateway for a first device")
+    s.add_argument("--trackers", type=int, default=3, help="simulated trackers (default 3)")
     s.add_argument("--cameras", type=int, default=1, help="simulated cameras (motion events)")
-    s.add_argument("--duration", type=float, help="stop cleanly after this many seconds")
+    s.add_argument("--duration", type=float,
+                   help="stop cleanly after this many seconds (default: run until Ctrl-C "
+                        "or SIGTERM)")
     s.add_argument("--data-dir", default="demo-data")
     s.add_argument("--broker", help="use this broker (mqtt://HOST:PORT) instead of starting one")
     s.add_argument("--epoch-seconds", type=float, default=10)
@@ -317,9 +372,14 @@ def build_parser():
     s.add_argument("--rpc", required=True, help="JSON-RPC URL of the chain the proof names")
     s.set_defaults(fn=cmd_check_proof)
 
-    s = sub.add_parser("devices", help="list, add, import or revoke devices")
-    s.add_argument("action", choices=["list", "add", "import", "revoke"])
-    s.add_argument("--data-dir", required=True)
+    s = sub.add_parser("devices", help="list, add, import, revoke or enroll devices")
+    s.add_argument("action", choices=["list", "add", "import", "revoke", "enroll"],
+                   help="enroll: a single-use token for `edgekeep-flash provision --gateway "
+                        "https://...` on another machine")
+    where = s.add_mutually_exclusive_group()
+    where.add_argument("--data-dir", help="the gateway's data directory")
+    where.add_argument("--config", help="the gateway's TOML config (its data_dir, "
+                       "database_url, and for enroll its admin page)")
     s.add_argument("--rpc")
     s.add_argument("--public-key", help="add: 65-byte uncompressed key, hex")
     s.add_argument("--name")
@@ -327,6 +387,12 @@ def build_parser():
     s.add_argument("--file", help="import: devices.json written by `python -m agent sim`")
     s.add_argument("--device", help="revoke: device id")
     s.add_argument("--credentials-out", help="add: write the device's MQTT account here (0600)")
+    s.add_argument("--ttl", type=int, default=600,
+                   help="enroll: seconds the token is good for (default 600, at most 86400)")
+    s.add_argument("--broker", help="enroll: the broker URL devices use, mqtt://HOST:PORT "
+                   "(default: the gateway's, at the address the flash tool reaches it by)")
+    s.add_argument("--out", help="enroll: write the token to this file (0600) instead of "
+                   "printing it")
     s.set_defaults(fn=cmd_devices)
 
     s = sub.add_parser("export", help="decrypt a device's readings with the owner's keyring")

@@ -67,14 +67,29 @@ class Release:
         return cbor.dumps([self.version, index, data])
 
 
-class Transfer:
-    """One device's update: what has happened, and what to send next."""
+class Progress:
+    """What a Pusher tells as it goes; this one logs. `ota push` prints (cli/ota_progress.py)."""
 
-    def __init__(self, device, release, force, say):
+    def step(self, device, text):
+        """A step of the device's transfer: offered, installing, confirmed, ..."""
+        log.info("%s: %s", device, text)
+
+    def need(self, device, count):
+        """The device asked for count chunks; chunk_sent follows for each."""
+
+    def chunk_sent(self, device):
+        """The broker took one of the chunks the device asked for (its PUBACK)."""
+
+
+class Transfer:
+    """One device's update: what has happened, and what to send next. publish(topic, payload,
+    chunk_of=None): chunk_of names the device a chunk is for."""
+
+    def __init__(self, device, release, force, progress):
         self.device = device
         self.release = release
         self.force = force
-        self.say = say
+        self.progress = progress
         self.topic = down_topic(device, "ota")
         self.state = "offered"
         self.why = None
@@ -103,16 +118,18 @@ class Transfer:
         if st == "need":
             indexes = [i for first, last in report.get("need", ())
                        for i in range(first, last + 1) if 0 <= i < self.release.count]
-            self.say(self.device, "needs %d of %d chunks" % (len(indexes), self.release.count))
+            self.progress.step(self.device, "needs %d of %d chunks"
+                               % (len(indexes), self.release.count))
+            self.progress.need(self.device, len(indexes))
             for i in indexes:
-                publish(self.topic, self.release.chunk(i))
+                publish(self.topic, self.release.chunk(i), self.device)
             self.sent += len(indexes)
             return
         if st not in ("installing",) + DONE_OK + DONE_FAILED:
             return
         self.state = st
         self.why = report.get("why")
-        self.say(self.device, {"installing": "verified %s, installing and rebooting",
+        self.progress.step(self.device, {"installing": "verified %s, installing and rebooting",
                                "confirmed": "confirmed %s",
                                "current": "already runs %s",
                                "refused": "refused %s",
@@ -130,9 +147,10 @@ class Pusher:
     """Runs transfers to many devices over one MQTT connection. keys: device id -> its
     65-byte public key, to check the reports' signatures."""
 
-    def __init__(self, broker, keys, username=None, password=None, say=None):
+    def __init__(self, broker, keys, username=None, password=None, progress=None):
         self.keys = {dev: protocol.load_public_key(pub) for dev, pub in keys.items()}
-        self.say = say or (lambda dev, text: log.info("%s: %s", dev, text))
+        self.progress = progress or Progress()
+        self.unacked = []        # (paho MessageInfo, device) of the chunks not yet PUBACKed
         self.reports = queue.Queue()
         self.client, b = new_client(broker, "edgekeep-ota-%d" % os.getpid(), username, password)
         self.client.on_message = lambda c, u, msg: self.reports.put((msg.topic, msg.payload))
@@ -147,15 +165,16 @@ class Pusher:
         try:
             self.client.subscribe(REPORTS, qos=1)
             subscribed.get(timeout=15)
-            transfers = {dev: Transfer(dev, release, force, self.say) for dev in devices}
+            transfers = {dev: Transfer(dev, release, force, self.progress) for dev in devices}
             now = time.monotonic()
             for t in transfers.values():
                 t.offer(self._publish, now)
-                self.say(t.device, "offered %s (%d files, %d bytes, %d chunks)"
-                         % (release.version, len(release.table), release.size, release.count))
+                self.progress.step(t.device, "offered %s (%d files, %d bytes, %d chunks)" % (
+                    release.version, len(release.table), release.size, release.count))
             end = now + timeout
             while not all(t.done for t in transfers.values()) and time.monotonic() < end:
                 self._handle_reports(transfers)
+                self._tell_chunks_sent()
                 for t in transfers.values():
                     if not t.done:
                         t.tick(self._publish, time.monotonic())
@@ -181,5 +200,16 @@ class Pusher:
             return
         transfer.on_report(env.seq, dict(env.health or {}), self._publish, time.monotonic())
 
-    def _publish(self, topic, payload):
-        self.client.publish(topic, payload, qos=1)
+    def _publish(self, topic, payload, chunk_of=None):
+        info = self.client.publish(topic, payload, qos=1)
+        if chunk_of:
+            self.unacked.append((info, chunk_of))
+
+    def _tell_chunks_sent(self):
+        still = []
+        for info, device in self.unacked:
+            if info.is_published():
+                self.progress.chunk_sent(device)
+            else:
+                still.append((info, device))
+        self.unacked = still

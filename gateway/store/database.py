@@ -10,7 +10,7 @@ anchor outbox's, the web app's) comes from `Store.connect(data_dir)`, which only
 schema version. Constructors do nothing but keep what they are given. Callers use methods
 and plain values; a transaction is `with store.transaction():`. Objects (store/objects.py),
 the Keeper's audits (store/audits.py) and the Provider's blobs (store/blobs.py) share the
-Store's connection: `store.objects`, `store.audits`, `store.blobs`.
+Store's connection: `store.objects`, `store.audits`, `store.blobs`, `store.enrollments`.
 
 PostgreSQL (gateway/store/postgres.py, gateway/store/dialect.py): `Store.open(data_dir, url)`
 migrates the database at url and notes in this process that data_dir's store is there, so
@@ -34,6 +34,7 @@ from gateway.store.audits import Audits
 from gateway.store.backup import Backup
 from gateway.store.blobs import Blobs
 from gateway.store.dialect import Connection
+from gateway.store.enrollments import Enrollments
 from gateway.store.objects import Objects
 from gateway.store.peers import Peers
 from gateway.store.placements import Placements
@@ -135,6 +136,7 @@ class Store:
         self.placements = Placements(db)
         self.backup = Backup(db)
         self.workers = Workers(db)
+        self.enrollments = Enrollments(db)
 
     @classmethod
     def open(cls, data_dir: str, url: str | None = None) -> Self:

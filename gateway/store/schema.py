@@ -313,6 +313,23 @@ CREATE TABLE workers (
     oldest REAL                      -- seconds the oldest of those has waited (its lag)
 );
 """,
+    # 6: enrollment tokens (gateway/store/enrollments.py): short-lived, single-use, issued by
+    # `edgekeep devices enroll` or the admin page, used by `edgekeep-flash provision --gateway
+    # https://...` from another machine (POST /api/enroll). Only the token's SHA-256 is kept.
+    """
+CREATE TABLE enrollments (
+    digest TEXT PRIMARY KEY,         -- hex SHA-256 of the token; the token itself is nowhere
+    created_at REAL NOT NULL,
+    expires REAL NOT NULL,           -- Unix time; refused from then on
+    issued_by TEXT NOT NULL,         -- 'cli' or 'admin page'
+    broker TEXT,                     -- the broker URL devices use, if the issuer gave one
+    used_at REAL,                    -- set once: the token is spent
+    used_by TEXT,                    -- the client address that spent it
+    device TEXT,                     -- the device it enrolled
+    retired TEXT                     -- the device it revoked (replaced or decommissioned)
+);
+CREATE INDEX enrollments_expires ON enrollments (expires);
+""",
 ]
 
 LATEST = len(MIGRATIONS)

@@ -1,5 +1,6 @@
 """tools/flash.py's parts: device.py (a MicroPython board over mpremote's serial transport),
-provision.py (keys and config), deploy.py (signed bundles), progress.py (progress bars)."""
+provision.py (keys and config), deploy.py (signed bundles), progress.py (progress bars or
+lines), ports.py (serial ports and running virtual devices)."""
 
 
 class FlashError(Exception):
