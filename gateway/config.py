@@ -11,6 +11,18 @@
     max_message_bytes = 65536
     web_host = "127.0.0.1"                  # the admin web page; web_port = -1 turns it off
     web_port = 8080                         # 0: any free port
+    web_allowed_hosts = []                  # more names the admin page answers to (the Host
+                                            # header; others get 400, against DNS rebinding):
+                                            # always web_host, localhost, any IP address,
+                                            # this machine's hostname and hostname.local
+    web_trusted_proxies = []                # addresses or networks of your reverse proxy,
+                                            # e.g. ["127.0.0.1"]: only their X-Forwarded-For
+                                            # and -Proto are believed; none: no one's
+    web_tls = false                         # https with a self-signed certificate made at
+                                            # first start (data_dir/web-cert.pem, its SHA-256
+                                            # fingerprint logged at every start)
+    web_cert = ""                           # or your own certificate and key (PEM files):
+    web_key = ""                            # https with these (web_tls not needed)
     audit_seconds = 600                     # the Keeper's audit period
     retention_days = 30                     # camera objects older than this are deleted
     retention_max_bytes = 0                 # disk budget for camera objects; 0: none
@@ -67,6 +79,11 @@ class Config:
     max_message_bytes: int = 65536
     web_host: str = "127.0.0.1"
     web_port: int = 8080
+    web_allowed_hosts: list = field(default_factory=list)
+    web_trusted_proxies: list = field(default_factory=list)
+    web_tls: bool = False
+    web_cert: str = ""
+    web_key: str = ""
     audit_seconds: float = 600
     retention_days: float = 30
     retention_max_bytes: int = 0
@@ -103,6 +120,7 @@ class Config:
         base = os.path.dirname(os.path.abspath(path))
         cfg.data_dir = os.path.join(base, cfg.data_dir)
         cfg.storage_roots = [os.path.join(base, r) for r in cfg.storage_roots]
+        cfg.web_cert, cfg.web_key = (p and os.path.join(base, p) for p in (cfg.web_cert, cfg.web_key))
         return cfg
 
     def broker_password(self):

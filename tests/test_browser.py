@@ -7,7 +7,6 @@ import io
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -20,59 +19,27 @@ from gateway.mqtt.broker import managed_credentials
 from gateway.owner.export import readings
 from gateway.owner.keyring import Keyring
 from gateway.store.database import Store
+from tests.helpers.browser import launch, running_demo
 from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.browser
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHOTS = os.path.join(ROOT, "test-artifacts", "screenshots")
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
 
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    data = str(tmp_path_factory.mktemp("demo") / "data")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "demo", "--trackers", "3", "--data-dir", data,
-         "--epoch-seconds", "2", "--block-time", "1", "--sample-interval", "1", "--upload-interval", "2"],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1"),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out = []
-    try:
-        for line in proc.stdout:
-            out.append(line)
-            if line.startswith("verify with:"):
-                break
-        text = "".join(out)
-        m = re.search(r"admin page +(\S+) \(password in (\S+)\)", text)
-        k = re.search(r"owner keyring (\S+) \(passphrase in (\S+)\)", text)
-        assert m and k, text
-        with open(m.group(2)) as f:
-            password = f.read().strip()
-        with open(k.group(2)) as f:
-            passphrase = f.read().strip()
-        yield {"url": m.group(1).rstrip("/"), "password": password, "data": data,
-               "keyring": k.group(1), "passphrase": passphrase}
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+    with running_demo(str(tmp_path_factory.mktemp("demo") / "data")) as d:
+        yield d
 
 
 @pytest.fixture(scope="module")
 def page(demo):
-    if not os.path.exists(CHROMIUM):
-        pytest.fail("browser tests need Debian's chromium at %s: run `make setup-test` "
-                    "(it installs the chromium package)" % CHROMIUM)
     os.makedirs(SHOTS, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = launch(p)
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         pg = context.new_page()
         pg.set_default_timeout(20000)

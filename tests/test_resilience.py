@@ -142,7 +142,7 @@ def test_disk_full_pauses_the_ingest_and_it_resumes(tmp_path, broker, anvil):
         gw.start()
         gw.wait_chain(60)
         url = gw.web.url
-        monitor = gw.web.server.config.app.state.monitor
+        monitor = gw.web.app.state.monitor
         if not real:  # the fallback: the batch's and the seal's writes fail as on a full disk
             import sqlite3
             process, seal = gw.ingest.process, gw.ingest.seal_epoch

@@ -1,39 +1,47 @@
 """The admin REST API (JSON, under /api): what the pages and `gateway audit --remote` use.
 
-Every route but POST /api/session needs a session; unsafe ones need the X-CSRF-Token header
+Every route but POST /api/session and POST /api/enroll (an enrollment token instead) needs
+a session; unsafe ones need the X-CSRF-Token header
 (AuthMiddleware). The OpenAPI document at /api/openapi.json is generated from ROUTES, so a
 route cannot exist undocumented.
 """
 import base64
+import json
+import logging
+import os
 import re
+from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agent.objects import HASH_LEN
+from agent.proto import device_id
 from gateway.chain import registry
 from gateway.mqtt.broker import managed_credentials
 from gateway.store import provider
 from gateway.store.database import Store
-from gateway.web import auth, sse
+from gateway.web import auth, sse, tls
+from gateway.web.hosts import host_of
 from gateway.web.status import device_row
 from gateway.wire import merkle
 
-DEVICE_ID = re.compile(r"^[0-9a-f]{16}$")
-OBJECT_ID = re.compile(r"^[0-9a-f]{16}$")  # 8 random bytes
+DEVICE_ID = re.compile(r"[0-9a-f]{16}")
+OBJECT_ID = re.compile(r"[0-9a-f]{16}")  # 8 random bytes
+MESSAGE_KIND = re.compile(r"[a-z]{1,8}")
+SEQ_MAX = 2 ** 32 - 1               # docs/protocol.md: a device's sequence is 1 ... 2^32-1
+JSON_LIMIT = auth.FORM_LIMIT
+log = logging.getLogger("edgekeep.web")
 OBJECT_COLUMNS = ("oid", "seq", "time", "event", "type", "size", "chunk_size", "count", "stored",
                   "bytes", "completed_at")
 
 
 class ApiError(Exception):
-    def __init__(self, status, message):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
-
-
-def error_response(request, exc):
-    return JSONResponse({"error": str(exc)}, exc.status)
+        self.headers = headers
 
 
 def state(request):
@@ -42,7 +50,7 @@ def state(request):
 
 def device_or_404(request):
     dev = request.path_params["device"]
-    d = DEVICE_ID.match(dev) and state(request).store.device(dev)
+    d = DEVICE_ID.fullmatch(dev) and state(request).store.device(dev)
     if not d:
         raise ApiError(404, "no device %s" % dev)
     return d
@@ -59,16 +67,45 @@ def int_param(request, name, default, lo, hi):
     return value
 
 
-async def json_body(request):
+def path_int(request, name: str, lo: int, hi: int) -> int:
+    """A whole-number path parameter in lo ... hi, else 400 saying so."""
+    raw = request.path_params[name]
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 20 and lo <= int(raw) <= hi):
+        raise ApiError(400, "%s must be a whole number from %d to %d, not %r"
+                       % (name, lo, hi, raw[:30]))
+    return int(raw)
+
+
+async def json_body(request) -> dict:
+    """The request's JSON object: 415 unless application/json, 413 over JSON_LIMIT bytes,
+    400 unless it parses to an object."""
     if not request.headers.get("content-type", "").startswith("application/json"):
         raise ApiError(415, "send application/json")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > JSON_LIMIT:
+            raise ApiError(413, "request body too large: at most %d bytes" % JSON_LIMIT)
     try:
-        body = await request.json()
-    except ValueError:
-        raise ApiError(400, "the body is not JSON")
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "the body is not JSON (or nested too deep)")
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")
     return body
+
+
+def text_field(body: dict, name: str) -> str:
+    """A JSON body's string field; 400 if it is missing or not a string."""
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise ApiError(400, "%s must be a string" % name)
+    return value
+
+
+def optional_text(body: dict, name: str) -> str | None:
+    """A JSON body's string field, None if missing or null; 400 if not a string."""
+    return None if body.get(name) is None else text_field(body, name)
 
 
 async def on_chain(request, fn, *args):
@@ -95,21 +132,27 @@ async def login(request):
     """Log in with the admin password; sets the session cookie and returns the CSRF token.
 
     Only application/json is accepted: a cross-site form cannot send it, so this route
-    needs no CSRF token of its own.
+    needs no CSRF token of its own; a browser's request from another site's page (its
+    Origin header) is refused too. Scripts send no Origin.
     """
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower():
+        raise ApiError(403, "login from another origin (%s) refused" % origin[:100])
     body = await json_body(request)
-    session = attempt_login(request, str(body.get("password", "")))
+    session = attempt_login(request, text_field(body, "password"))
     response = JSONResponse({"csrf": session.csrf})
     response.headers["set-cookie"] = auth.cookie_header(session, request.url.scheme == "https")
     return response
 
 
 def attempt_login(request, password):
-    """The new authenticated session; ApiError 429 when rate limited, 401 on a wrong password."""
+    """The new authenticated session; ApiError 429 (with Retry-After) while the client or the
+    account must wait, 401 on a wrong password."""
     st, client = state(request), request.client.host if request.client else "?"
     wait = st.limiter.retry_after(client)
     if wait:
-        raise ApiError(429, "too many failed logins; try again in %d s" % wait)
+        raise ApiError(429, "too many failed logins; try again in %d s (or, on the gateway: "
+                       "edgekeep admin unlock)" % wait, {"Retry-After": str(wait)})
     if not auth.check_password(st.data_dir, password):
         st.limiter.failed(client)
         raise ApiError(401, "wrong password")
@@ -140,18 +183,51 @@ async def devices(request):
 
 
 async def register_device(request):
-    """Register a device by its public key (JSON: public_key hex, name, kind), on chain too."""
+    """Register a device by its public key (JSON: public_key hex, name, kind), on chain too,
+    with a broker account of its own.
+
+    201: `id`, `broker` (the URL devices reach the broker at) and, when the gateway manages
+    its broker's accounts, `mqtt_user` and `mqtt_password`, shown this once: they go in the
+    device's config.json. 409 if the device is registered already, 400 if it was revoked.
+    """
     body = await json_body(request)
     try:
-        key = bytes.fromhex(str(body.get("public_key", "")))
+        key = bytes.fromhex(text_field(body, "public_key"))
     except ValueError:
         raise ApiError(400, "public_key must be hex")
-    name = str(body.get("name") or "").strip() or None
-    kind = str(body.get("kind") or "tracker")
+    if len(key) != 65 or key[0] != 4:
+        raise ApiError(400, "public_key must be the device's 65-byte uncompressed P-256 key "
+                       "(04||X||Y) in hex")
+    name = (optional_text(body, "name") or "").strip() or None
+    kind = optional_text(body, "kind") or "tracker"
     if kind not in ("tracker", "camera"):
         raise ApiError(400, "kind must be tracker or camera")
+    if name and len(name) > 64:
+        raise ApiError(400, "a device name has 1 to 64 characters")
+    if state(request).store.device(device_id(key).hex()) is not None:
+        raise ApiError(409, "device %s is already registered" % device_id(key).hex())
     dev = await on_chain(request, registry.register, key, name, kind)
-    return JSONResponse({"id": dev}, 201)
+    out = {"id": dev, "broker": device_broker(request, None)}
+    broker = managed_credentials(state(request).data_dir)
+    if broker is not None:
+        out.update(mqtt_user=dev, mqtt_password=await run_in_threadpool(broker.add_device, dev))
+    return JSONResponse(out, 201)
+
+
+def device_broker(request, given):
+    """The broker URL a device is told: the one the token's issuer gave, else the gateway's
+    own broker, its host replaced by the one this request came to when it is a loopback or
+    wildcard address (a device on the LAN reaches the broker where the flash tool reached
+    the admin page)."""
+    if given:
+        return given
+    url = urlsplit(state(request).cfg.broker)
+    host = url.hostname or "127.0.0.1"
+    if host in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"):
+        host = host_of(request.headers.get("host", "")) or host
+    scheme = url.scheme if url.scheme in ("mqtt", "mqtts") else "mqtt"
+    return "%s://%s:%d" % (scheme, "[%s]" % host if ":" in host else host,
+                           url.port or (8883 if scheme == "mqtts" else 1883))
 
 
 async def device(request):
@@ -163,12 +239,12 @@ async def device(request):
 async def rename_device(request):
     """Rename a device (JSON: name)."""
     d = device_or_404(request)
-    body = await json_body(request)
+    name = text_field(await json_body(request), "name")
     try:
-        registry.rename(state(request).store, d["id"], body.get("name"))
+        registry.rename(state(request).store, d["id"], name)
     except registry.RegistryError as e:
         raise ApiError(400, str(e))
-    return JSONResponse({"id": d["id"], "name": body["name"].strip()})
+    return JSONResponse({"id": d["id"], "name": name.strip()})
 
 
 async def revoke_device(request):
@@ -185,7 +261,10 @@ async def device_messages(request):
     The server cannot read them; the owner's browser decrypts with the keyring.
     """
     d = device_or_404(request)
-    kind = request.query_params.get("kind")
+    kind = request.query_params.get("kind") or None
+    if kind is not None and not MESSAGE_KIND.fullmatch(kind):
+        raise ApiError(400, "kind must be a message kind (a few letters: t for telemetry, "
+                       "s for status, ...)")
     limit = int_param(request, "limit", 50, 1, 1000)
     rows = state(request).store.recent_messages(d["id"], kind, limit)
     for r in rows:
@@ -196,7 +275,7 @@ async def device_messages(request):
 async def message_proof(request):
     """One message with its inclusion proof and its epoch's anchor, for independent checking."""
     d = device_or_404(request)
-    seq = int(request.path_params["seq"])
+    seq = path_int(request, "seq", 1, SEQ_MAX)
     store = state(request).store
     m = store.message(d["id"], seq)
     if m is None:
@@ -229,7 +308,7 @@ def recent_objects(store, device, limit):
 def object_or_404(request):
     d = device_or_404(request)
     oid = request.path_params["oid"]
-    o = OBJECT_ID.match(oid) and state(request).objects.get(d["id"], oid)
+    o = OBJECT_ID.fullmatch(oid) and state(request).objects.get(d["id"], oid)
     if not o:
         raise ApiError(404, "no object %s-%s" % (d["id"], oid))
     return o
@@ -264,7 +343,7 @@ async def object_chunk(request):
     SHA-256, the one the signed manifest lists. 404 while not uploaded, 410 if lost.
     """
     o = object_or_404(request)
-    index = request.path_params["index"]
+    index = path_int(request, "index", 0, 2 ** 32)
     if index >= o["count"]:
         raise ApiError(404, "object %s has %d chunks" % (o["oid"], o["count"]))
     digest = o["hashes"][index * HASH_LEN:(index + 1) * HASH_LEN]
@@ -275,6 +354,151 @@ async def object_chunk(request):
     except provider.Unrecoverable as e:
         raise ApiError(410, "lost: %s" % e)
     return Response(data, media_type="application/octet-stream")
+
+
+# -- enrollment: devices added from another machine -----------------------------------
+
+CHAIN_WAIT = 30   # s an enrollment waits for the chain of a gateway that has just started
+
+
+class EnrollRefused(Exception):
+    """An answer of the enrollment route: {"error", "fix"} with its status."""
+
+    def __init__(self, status: int, message: str, fix: str):
+        super().__init__(message)
+        self.status, self.fix = status, fix
+
+
+def refused(e: EnrollRefused) -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Bearer realm="edgekeep enrollment"'} if e.status == 401 else None
+    return JSONResponse({"error": str(e), "fix": e.fix}, e.status, headers)
+
+
+def bearer_token(request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise EnrollRefused(401, "no enrollment token: send it as `Authorization: Bearer "
+                            "TOKEN`", "edgekeep-flash provision --token-file FILE does; "
+                            + registry.ISSUE_FIX)
+    return token.strip()
+
+
+def hex_field(body: dict, name: str, length: int | None = None) -> bytes | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    try:
+        raw = bytes.fromhex(value) if isinstance(value, str) else None
+    except ValueError:
+        raw = None
+    if raw is None or (length is not None and len(raw) != length):
+        raise EnrollRefused(400, "%s must be %s" % (
+            name, "%d bytes in hex" % length if length else "hex"), "send what edgekeep-flash sends")
+    return raw
+
+
+def retire_field(body: dict) -> tuple[str, bytes] | None:
+    retire = body.get("retire")
+    if retire is None:
+        return None
+    if not (isinstance(retire, dict) and isinstance(retire.get("device"), str)):
+        raise EnrollRefused(400, "retire must be {\"device\": ID, \"signature\": HEX}",
+                            "send what edgekeep-flash sends")
+    signature = hex_field(retire, "signature", 64)
+    if signature is None:
+        raise EnrollRefused(400, "retire.signature is missing", "send what edgekeep-flash sends")
+    return retire["device"], signature
+
+
+async def enroll(request):
+    """Enroll a device from another machine with a single-use enrollment token, no session.
+
+    The token goes in `Authorization: Bearer TOKEN` (from `edgekeep devices enroll` or POST
+    /api/enroll/tokens). JSON: public_key (hex, made on the device), name, kind; retire:
+    {device, signature} revokes the device it replaces, signature being that device's ES256
+    over registry.retire_statement (so a token alone revokes nothing); retire without
+    public_key decommissions. An empty object only checks the token (200, nothing spent).
+    201: device, name, broker, mqtt_user, mqtt_password (once), retired, retire_error.
+    Refusals: {error, fix}; 401 for a token unknown, used or expired.
+    """
+    st = state(request)
+    try:
+        token = bearer_token(request)
+        body = await json_body(request)
+        key = hex_field(body, "public_key")
+        retire = retire_field(body)
+        name = (optional_text(body, "name") or "").strip() or None
+        kind = optional_text(body, "kind") or "tracker"
+        if key is None and retire is None:
+            found = registry.check_enrollment(st.store, token)
+            return JSONResponse({"valid": True, "expires": found.expires})
+        chain = await gateway_chain(st.gateway)
+        client = request.client.host if request.client else "?"
+        broker = managed_credentials(st.data_dir)
+
+        def call():
+            store = Store.connect(st.data_dir)
+            try:
+                return registry.enroll(store, chain, broker, token, client, key, name, kind,
+                                       retire)
+            finally:
+                store.close()
+        result = await run_in_threadpool(call)
+    except registry.EnrollmentError as e:
+        return refused(EnrollRefused(e.status, str(e), e.fix))
+    except registry.RegistryError as e:
+        return refused(EnrollRefused(400, str(e), "see the error; " + registry.ISSUE_FIX))
+    except EnrollRefused as e:
+        return refused(e)
+    log.info("enrollment from %s: %s%s", client,
+             "device %s enrolled" % result["device"] if result["device"] else "",
+             "%srevoked %s" % (", " if result["device"] else "", result["retired"])
+             if result["retired"] else "")
+    result["broker"] = device_broker(request, result["broker"]) if result["device"] else None
+    return JSONResponse(result, 201)
+
+
+async def gateway_chain(gateway, wait: float = CHAIN_WAIT):
+    """The gateway's chain client, waiting a little for a gateway that has just started."""
+    if gateway is None:
+        raise EnrollRefused(503, "this process has no chain connection (an admin page without "
+                            "its gateway)", "enroll with the running gateway (`edgekeep run`)")
+    try:
+        return await run_in_threadpool(gateway.wait_chain, wait)
+    except TimeoutError:
+        raise EnrollRefused(503, "the gateway is not connected to its chain (%s)"
+                            % str(gateway.chain_error or "not tried yet")[:200],
+                            "retry once the chain answers (the admin page's dashboard and "
+                            "/healthz show it: the anchor component waits for it)")
+
+
+async def enrollment_token(request):
+    """Issue a single-use enrollment token for one device (JSON: ttl seconds, default 600,
+    at most 86400; broker: the URL devices reach the broker at, optional).
+
+    201: token (shown this once: the gateway keeps only its SHA-256), expires, fingerprint
+    (the admin page certificate's SHA-256, null over http) and provision: the
+    edgekeep-flash command to run where the device is plugged in.
+    """
+    body = await json_body(request)
+    ttl = body.get("ttl", registry.DEFAULT_TTL)
+    if isinstance(ttl, bool) or not isinstance(ttl, int):
+        raise ApiError(400, "ttl must be a whole number of seconds")
+    try:
+        token, expires = registry.issue_enrollment(state(request).store, ttl, "admin page",
+                                                   optional_text(body, "broker"))
+    except registry.RegistryError as e:
+        raise ApiError(400, str(e))
+    url = str(request.base_url).rstrip("/")
+    fp = page_fingerprint(state(request).cfg) if url.startswith("https:") else None
+    return JSONResponse({"token": token, "expires": expires, "fingerprint": fp,
+                         "provision": registry.provision_command(url, fp)}, 201)
+
+
+def page_fingerprint(cfg) -> str | None:
+    """The SHA-256 fingerprint of the admin page's certificate, None if it has none yet."""
+    path = cfg.web_cert or (os.path.join(cfg.data_dir, tls.CERT_FILE) if cfg.web_tls else "")
+    return tls.fingerprint(path) if path and os.path.exists(path) else None
 
 
 # -- chain, audits, settings -------------------------------------------------------
@@ -377,10 +601,12 @@ ROUTES = [
     Route("/api/devices/{device}", rename_device, methods=["PATCH"]),
     Route("/api/devices/{device}/revoke", revoke_device, methods=["POST"]),
     Route("/api/devices/{device}/messages", device_messages),
-    Route("/api/devices/{device}/messages/{seq:int}", message_proof),
+    Route("/api/devices/{device}/messages/{seq}", message_proof),
     Route("/api/devices/{device}/objects", device_objects),
     Route("/api/devices/{device}/objects/{oid}", device_object),
-    Route("/api/devices/{device}/objects/{oid}/chunks/{index:int}", object_chunk),
+    Route("/api/devices/{device}/objects/{oid}/chunks/{index}", object_chunk),
+    Route("/api/enroll", enroll, methods=["POST"]),
+    Route("/api/enroll/tokens", enrollment_token, methods=["POST"]),
     Route("/api/anchors", anchors),
     Route("/api/audits", audits),
     Route("/api/storage/chain", storage_chain),
@@ -394,6 +620,8 @@ QUERY = {device_messages: {"kind": "string", "limit": "integer"}, anchors: {"lim
          device_objects: {"limit": "integer"},
          storage_challenge: {"epoch": "integer", "leaf": "integer", "select": "integer"}}
 PUBLIC = {login}
+TOKEN = {enroll}  # an enrollment token instead of a session (app.PUBLIC, app.CSRF_EXEMPT)
+PATH_TYPES = {"seq": "integer", "index": "integer"}
 
 
 def openapi_document():
@@ -401,8 +629,8 @@ def openapi_document():
     for r in ROUTES:
         path = re.sub(r"{(\w+)(:\w+)?}", r"{\1}", r.path)
         doc = (r.endpoint.__doc__ or "").strip().split("\n\n")
-        params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
-                  for n in r.param_convertors]
+        params = [{"name": n, "in": "path", "required": True,
+                   "schema": {"type": PATH_TYPES.get(n, "string")}} for n in r.param_convertors]
         params += [{"name": n, "in": "query", "schema": {"type": t}}
                    for n, t in QUERY.get(r.endpoint, {}).items()]
         for method in sorted(r.methods - {"HEAD"}):
@@ -412,13 +640,16 @@ def openapi_document():
                 op["description"] = " ".join(" ".join(doc[1:]).split())
             if r.endpoint in PUBLIC:
                 op["security"] = []
+            if r.endpoint in TOKEN:
+                op["security"] = [{"enrollment": []}]
             paths.setdefault(path, {})[method.lower()] = op
     return {
         "openapi": "3.1.0",
         "info": {"title": "EdgeKeep gateway admin API", "version": "1"},
         "components": {"securitySchemes": {
             "session": {"type": "apiKey", "in": "cookie", "name": auth.COOKIE},
-            "csrf": {"type": "apiKey", "in": "header", "name": "X-CSRF-Token"}}},
+            "csrf": {"type": "apiKey", "in": "header", "name": "X-CSRF-Token"},
+            "enrollment": {"type": "http", "scheme": "bearer"}}},
         "security": [{"session": [], "csrf": []}],
         "paths": paths,
     }

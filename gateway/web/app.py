@@ -1,5 +1,6 @@
 """The admin web app (Starlette) and the uvicorn server thread that `gateway run` starts."""
 import contextlib
+import logging
 import os
 import socket
 import threading
@@ -15,9 +16,11 @@ from gateway.integrations import metrics
 from gateway.store.database import Store
 from gateway.store.provider import Provider
 from gateway.web import api, auth, pages
+from gateway.web.hosts import HostGuard, allowed_hosts, trusted_proxies
 from gateway.web.network import Network
 from gateway.web.sse import Broadcaster
 from gateway.web.status import Monitor
+from gateway.web.tls import fingerprint, tls_files
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 # No inline script or style, nothing from elsewhere: the keyring page only talks to this origin.
@@ -28,14 +31,26 @@ SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "same-origin",
     "cache-control": "no-store",
+    # powerful features no page here uses, off for anything that might get injected
+    "permissions-policy": "accelerometer=(), camera=(), display-capture=(), geolocation=(), "
+                          "gyroscope=(), magnetometer=(), microphone=(), midi=(), payment=(), "
+                          "usb=()",
 }
-PUBLIC = {"/login", "/api/session", "/metrics", "/healthz", "/static/"}
+# Over https only; not includeSubDomains: other services on the owner's names are theirs.
+HSTS = ("strict-transport-security", "max-age=31536000")
+PUBLIC = {"/login", "/api/session", "/api/enroll", "/metrics", "/healthz", "/static/"}
+# The JSON login defends itself (application/json only, no foreign Origin: api.login).
+# Enrollment is no browser session's: its single-use token (Authorization: Bearer, which no
+# cross-site form or simple request can send) is its authentication (api.enroll).
+CSRF_EXEMPT = {("POST", "/api/session"), ("POST", "/api/enroll")}
+
+log = logging.getLogger("edgekeep.web")
 
 
 async def on_error(request, exc):
     if request.url.path.startswith("/api/"):
-        return JSONResponse({"error": str(exc)}, exc.status)
-    return PlainTextResponse(str(exc), exc.status)
+        return JSONResponse({"error": str(exc)}, exc.status, exc.headers)
+    return PlainTextResponse(str(exc), exc.status, exc.headers)
 
 
 def healthz_endpoint(monitor):
@@ -85,9 +100,10 @@ def create_app(cfg, gateway=None):
     app.state.cfg, app.state.data_dir, app.state.gateway = cfg, cfg.data_dir, gateway
     app.state.monitor, app.state.broadcaster = monitor, broadcaster
     app.state.network = network
-    app.state.sessions, app.state.limiter = sessions, auth.LoginLimiter()
+    app.state.sessions, app.state.limiter = sessions, auth.LoginLimiter(cfg.data_dir)
     app.add_middleware(auth.AuthMiddleware, sessions=sessions, public=PUBLIC,
-                       csrf_exempt={"/api/session"})
+                       csrf_exempt=CSRF_EXEMPT)
+    app.add_middleware(pages.HtmlErrors)    # outside auth: its 403s too become pages
     app.add_middleware(SecurityHeaders)
     return app
 
@@ -97,27 +113,43 @@ class SecurityHeaders:
         self.app = app
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = SECURITY_HEADERS | dict([HSTS]) if scope["scheme"] == "https" else SECURITY_HEADERS
+
         async def with_headers(msg):
             if msg["type"] == "http.response.start":
                 present = {k.lower() for k, _ in msg["headers"]}
                 msg["headers"] = list(msg["headers"]) + [
-                    (k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()
+                    (k.encode(), v.encode()) for k, v in headers.items()
                     if k.encode() not in present]
             await send(msg)
-        await self.app(scope, receive, send if scope["type"] != "http" else with_headers)
+        await self.app(scope, receive, with_headers)
 
 
 class WebServer:
-    """uvicorn in a thread. Port 0 picks a free port; `url` says which."""
+    """uvicorn in a thread, serving an app from create_app as its config (app.state.cfg)
+    says: https with web_cert/web_key or web_tls (`cert`, `fingerprint`); X-Forwarded-For and
+    -Proto believed only from web_trusted_proxies; only this gateway's names in Host
+    (hosts.py); no `server` header. Port 0 picks a free port; `url` says which."""
 
     def __init__(self, app, host="127.0.0.1", port=8080):
+        self.app = app
+        cfg = app.state.cfg
+        proxies, guarded = trusted_proxies(cfg), HostGuard(app, allowed_hosts(cfg))
+        tls = tls_files(cfg)
+        self.cert = tls[0] if tls else None
+        self.fingerprint = fingerprint(tls[0]) if tls else None
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         self.port = self.sock.getsockname()[1]
-        self.url = "http://%s:%d/" % ("[%s]" % host if ":" in host else host, self.port)
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
-                                                    timeout_graceful_shutdown=2, lifespan="on"))
+        self.url = "%s://%s:%d/" % ("https" if tls else "http",
+                                    "[%s]" % host if ":" in host else host, self.port)
+        self.server = uvicorn.Server(uvicorn.Config(
+            guarded, log_level="warning", access_log=False, timeout_graceful_shutdown=2,
+            lifespan="on", server_header=False, proxy_headers=bool(proxies),
+            forwarded_allow_ips=proxies, ssl_certfile=tls and tls[0], ssl_keyfile=tls and tls[1]))
         self.thread = threading.Thread(target=self.server.run, args=([self.sock],),
                                        name="web", daemon=True)
 
@@ -125,6 +157,10 @@ class WebServer:
         self.thread.start()
         for _ in range(int(timeout / 0.05)):
             if self.server.started:
+                if self.fingerprint:
+                    log.info("admin page %s: certificate %s, SHA-256 fingerprint %s (a browser "
+                             "asked to trust it should show the same)", self.url, self.cert,
+                             self.fingerprint)
                 return self
             if not self.thread.is_alive():
                 break

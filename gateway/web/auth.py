@@ -7,12 +7,19 @@ random password is written to <data_dir>/admin-password (0600) for the owner to 
 Every visitor gets a session (an anonymous one on the login page) holding a CSRF token.
 Logging in replaces it with a fresh authenticated session, so a planted cookie is useless.
 Unsafe requests must echo the token: header X-CSRF-Token, or form field `csrf`.
+
+Wrong passwords are counted per client address and for the account (LoginLimiter), in
+<data_dir>/admin-login-failures.json so that `edgekeep admin unlock` can clear them while the
+gateway runs.
 """
 import hmac
 import json
+import logging
+import math
 import os
 import secrets
 import time
+from collections.abc import Callable
 from urllib.parse import parse_qs, quote
 
 from argon2 import PasswordHasher
@@ -22,10 +29,15 @@ COOKIE = "ek_session"
 SESSION_SECONDS = 12 * 3600
 ANONYMOUS_SECONDS = 600
 MAX_ANONYMOUS = 10000
-FAILURES_ALLOWED = 5
-FAILURE_WINDOW = 300
+FAILURES_ALLOWED = 5             # wrong passwords from one client address, then it waits
+ACCOUNT_FAILURES_ALLOWED = 10    # from all addresses together, then everyone waits
+BACKOFF_FIRST = 30               # seconds; doubles with each further wrong password
+BACKOFF_MAX = 3600
+FORGET_SECONDS = 86400           # a day without a wrong password starts afresh
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 FORM_LIMIT = 65536
+
+log = logging.getLogger("edgekeep.web")
 
 _hasher = PasswordHasher()
 
@@ -36,6 +48,10 @@ def hash_path(data_dir):
 
 def generated_path(data_dir):
     return os.path.join(data_dir, "admin-password")
+
+
+def failures_path(data_dir: str) -> str:
+    return os.path.join(data_dir, "admin-login-failures.json")
 
 
 def set_password(data_dir, password):
@@ -110,26 +126,82 @@ class Sessions:
             del self.by_token[t]
 
 
+# A count of wrong passwords in a row and the (wall-clock) time of the last one.
+Count = list[float]
+
+
 class LoginLimiter:
-    """At most FAILURES_ALLOWED wrong passwords per client address per FAILURE_WINDOW."""
+    """Wrong passwords, counted per client address and for the (one) account.
 
-    def __init__(self):
-        self.failures = {}
+    After FAILURES_ALLOWED in a row from an address, or ACCOUNT_FAILURES_ALLOWED from all
+    addresses together, each further try waits BACKOFF_FIRST seconds after the last wrong
+    one, doubling with each wrong password up to BACKOFF_MAX. The right password resets
+    both; so does `edgekeep admin unlock`, which deletes the file the counts are kept in
+    (read at every try, so the running server sees it). Wall-clock times: the counts
+    survive a restart.
+    """
 
-    def retry_after(self, client):
-        """Seconds until this client may try again; 0 if it may now."""
-        now = time.monotonic()
-        recent = [t for t in self.failures.get(client, []) if now - t < FAILURE_WINDOW]
-        self.failures[client] = recent
-        if len(recent) < FAILURES_ALLOWED:
-            return 0
-        return int(FAILURE_WINDOW - (now - recent[0])) + 1
+    def __init__(self, data_dir: str, clock: Callable[[], float] = time.time):
+        self.path = failures_path(data_dir)
+        self.clock = clock
 
-    def failed(self, client):
-        self.failures.setdefault(client, []).append(time.monotonic())
+    def retry_after(self, client: str) -> int:
+        """Whole seconds until `client` may try a password; 0 if it may now."""
+        state, now = self._load(), self.clock()
+        return max(_wait(state["account"], ACCOUNT_FAILURES_ALLOWED, now),
+                   _wait(state["addresses"].get(client), FAILURES_ALLOWED, now))
 
-    def succeeded(self, client):
-        self.failures.pop(client, None)
+    def failed(self, client: str) -> None:
+        state, now = self._load(), self.clock()
+        state["account"] = _counted(state["account"], now)
+        addresses = {a: c for a, c in state["addresses"].items() if now - c[1] < FORGET_SECONDS}
+        addresses[client] = _counted(addresses.get(client), now)
+        state["addresses"] = addresses
+        _write_private(self.path, json.dumps(state))
+
+    def succeeded(self, client: str) -> None:
+        state = self._load()
+        if state["account"] is None and client not in state["addresses"]:
+            return
+        state["account"] = None
+        state["addresses"].pop(client, None)
+        _write_private(self.path, json.dumps(state))
+
+    def _load(self) -> dict:
+        try:
+            with open(self.path) as f:
+                state = json.load(f)
+            if isinstance(state, dict) and isinstance(state.get("addresses"), dict):
+                return {"account": state.get("account"), "addresses": state["addresses"]}
+            log.warning("%s is not what the login limiter writes: starting afresh", self.path)
+        except FileNotFoundError:
+            pass
+        except ValueError as e:
+            log.warning("%s unreadable (%s): starting afresh", self.path, e)
+        return {"account": None, "addresses": {}}
+
+
+def _counted(count: Count | None, now: float) -> Count:
+    if not count or now - count[1] >= FORGET_SECONDS:
+        return [1, now]
+    return [count[0] + 1, now]
+
+
+def _wait(count: Count | None, allowed: int, now: float) -> int:
+    if not count or count[0] < allowed or now - count[1] >= FORGET_SECONDS:
+        return 0
+    backoff = BACKOFF_FIRST * 2 ** min(int(count[0]) - allowed, 20)
+    # min(): a clock set back must not stretch the wait past the longest there is
+    return min(max(0, math.ceil(count[1] + backoff - now)), BACKOFF_MAX)
+
+
+def unlock(data_dir: str) -> bool:
+    """Forget every wrong password (`edgekeep admin unlock`); False if none was counted."""
+    try:
+        os.remove(failures_path(data_dir))
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def cookie_header(session, secure=False):
@@ -153,7 +225,8 @@ class AuthMiddleware:
     """Guards every route but `public` ones: no session means 401 (API) or a redirect (pages).
 
     Also enforces the CSRF token on unsafe methods, for public routes too (the login form
-    carries its anonymous session's token). Paths in `csrf_exempt` must defend themselves.
+    carries its anonymous session's token). The (method, path) pairs in `csrf_exempt` must
+    defend themselves. Bodies of unsafe requests are limited to FORM_LIMIT bytes (413).
     """
 
     def __init__(self, app, sessions, public, csrf_exempt):
@@ -171,8 +244,12 @@ class AuthMiddleware:
         is_public = any(path == p or (p.endswith("/") and path.startswith(p)) for p in self.public)
         if not is_public and not (session and session.authenticated):
             return await _deny(scope, send, path)
-        if scope["method"] in UNSAFE and path not in self.csrf_exempt:
+        if scope["method"] in UNSAFE and (scope["method"], path) not in self.csrf_exempt:
             body, receive = await _buffer(receive)
+            if body is None:
+                return await _send(send, 413, json.dumps(
+                    {"error": "request body too large: at most %d bytes" % FORM_LIMIT}).encode(),
+                    b"application/json")
             if not (session and _csrf_ok(scope, body, session.csrf)):
                 return await _send(send, 403, b'{"error": "missing or wrong CSRF token"}',
                                    b"application/json")
@@ -188,13 +265,16 @@ def _csrf_ok(scope, body, expected):
 
 
 async def _buffer(receive):
-    """Read a (small) request body and hand back a receive() that replays it."""
+    """Read a (small) request body and hand back a receive() that replays it; the body is
+    None if it is over FORM_LIMIT."""
     chunks, size = [], 0
     while True:
         msg = await receive()
         chunks.append(msg.get("body", b""))
         size += len(chunks[-1])
-        if size > FORM_LIMIT or not msg.get("more_body"):
+        if size > FORM_LIMIT:
+            return None, receive
+        if not msg.get("more_body"):
             break
     body = b"".join(chunks)
     sent = False

@@ -2,10 +2,14 @@
 import asyncio
 import json
 import threading
+import time
 
 from starlette.responses import StreamingResponse
 
+from gateway.web.auth import Session, Sessions
+
 KEEPALIVE_SECONDS = 15
+SESSION_CHECK_SECONDS = 1.0   # how soon a stream ends after its session does
 QUEUE_MAX = 1000
 
 
@@ -48,9 +52,20 @@ def format_event(event, data):
     return "event: %s\ndata: %s\n\n" % (event, json.dumps(data, separators=(",", ":")))
 
 
+def session_ended(sessions: Sessions, session: Session) -> str | None:
+    """Why the stream's session is over ("expired", "logged out"), or None while it lasts."""
+    if session.expires <= time.monotonic():
+        return "expired"
+    return None if sessions.get(session.token) is session else "logged out"
+
+
 async def events(request):
-    """text/event-stream of `status` (the dashboard snapshot, every second) and `message`."""
+    """text/event-stream of `status` (the dashboard snapshot, every second) and `message`.
+
+    It ends when its session does (logout, expiry), with a last `session-ended` event.
+    """
     hub = request.app.state.broadcaster
+    sessions, session = request.app.state.sessions, request.scope["ek_session"]
     q = hub.subscribe()
     snapshot = request.app.state.monitor.snapshot
 
@@ -58,12 +73,21 @@ async def events(request):
         try:
             if snapshot:
                 yield format_event("status", snapshot)
+            quiet = 0.0
             while True:
+                reason = session_ended(sessions, session)
+                if reason:
+                    yield format_event("session-ended", {"reason": reason})
+                    return
                 try:
-                    event, data = await asyncio.wait_for(q.get(), KEEPALIVE_SECONDS)
+                    event, data = await asyncio.wait_for(q.get(), SESSION_CHECK_SECONDS)
                 except TimeoutError:
-                    yield ": keepalive\n\n"
+                    quiet += SESSION_CHECK_SECONDS
+                    if quiet >= KEEPALIVE_SECONDS:
+                        quiet = 0.0
+                        yield ": keepalive\n\n"
                     continue
+                quiet = 0.0
                 if event == "close":
                     return
                 yield format_event(event, data)

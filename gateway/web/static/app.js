@@ -1,6 +1,8 @@
-// The admin pages' behaviour: live updates (SSE), device actions, and the owner's keyring,
+// The admin pages' behaviour: live updates (SSE) and the health banner when they stop,
+// device actions, the collapsing nav, copy buttons, and the owner's keyring,
 // which is opened and used here only. Unlocked data keys are kept in this tab's
-// sessionStorage (gone when the tab closes, never sent anywhere) so that pages share them.
+// sessionStorage (gone when the tab closes, never sent anywhere) so that pages share them;
+// they are forgotten when the session ends: logout, expiry, or logout in another tab.
 import {
   base64Decode, decryptObject, decryptTelemetry, hex, jpegFrames, openKeyring, openManifest, sha256,
 } from "./ekcrypto.js";
@@ -23,6 +25,7 @@ async function api(method, path, body) {
 
 const FORMATS = {
   rate: (x) => x.toFixed(1),
+  clock: (t) => clock(t),
   size: (n) => {
     const units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let i = 0;
@@ -30,6 +33,26 @@ const FORMATS = {
     return i ? n.toFixed(1) + " " + units[i] : n + " B";
   },
 };
+
+// HH:MM:SS in this browser's time zone, from Unix seconds.
+function clock(t) {
+  return new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+}
+
+// A long hash shortened, with a button that copies it whole (as macros.html renders it).
+function hashNode(full) {
+  if (!full) return document.createTextNode("-");
+  const head = full.startsWith("0x") ? 10 : 8;
+  const code = Object.assign(document.createElement("code"), {
+    title: full, textContent: full.length > head + 5 ? full.slice(0, head) + "…" + full.slice(-4) : full });
+  const button = Object.assign(document.createElement("button"), {
+    type: "button", className: "copy", title: "Copy", textContent: "Copy" });
+  button.dataset.copyText = full;
+  button.setAttribute("aria-label", "Copy " + full);
+  const span = Object.assign(document.createElement("span"), { className: "hash" });
+  span.append(code, button);
+  return span;
+}
 
 function ago(t) {
   if (!t) return "never";
@@ -73,10 +96,20 @@ function showStatus(s) {
   if (survival && s.network && s.network.level) survival.className = "survival " + s.network.level;
   const anchor = document.getElementById("anchor");
   if (anchor && s.anchor) {
-    anchor.replaceChildren(
-      Object.assign(document.createElement("p"), {
-        textContent: "epoch " + s.anchor.epoch + " in block " + s.anchor.block + " · " + ago(s.anchor.mined_at) }),
-      Object.assign(document.createElement("p"), { className: "mono", textContent: s.anchor.tx_hash }));
+    const when = Object.assign(document.createElement("span"), { textContent: ago(s.anchor.mined_at) });
+    when.dataset.time = s.anchor.mined_at;
+    const head = document.createElement("p");
+    head.append("epoch " + s.anchor.epoch + " in block " + s.anchor.block + " · ", when);
+    const tx = document.createElement("p");
+    tx.append("tx ", hashNode(s.anchor.tx_hash));
+    anchor.replaceChildren(head, tx);
+  }
+}
+
+// Relative times ("12 s ago") keep counting between updates.
+function tickTimes() {
+  for (const el of document.querySelectorAll("[data-time]")) {
+    if (el.dataset.time) el.textContent = ago(+el.dataset.time);
   }
 }
 
@@ -90,13 +123,106 @@ function onMessage(m) {
   document.dispatchEvent(new CustomEvent("ek:message", { detail: m }));
 }
 
-function listen() {
+// -- health: is what the page shows current? ----------------------------------------------
+//
+// A status event arrives every second while the gateway is heard. When the stream breaks
+// (the gateway stopped, the network went, or nothing came for STALE_AFTER) the page says so
+// in a banner with the time it was lost, greys what is no longer current (body.stale) and
+// asks GET /api/status every few seconds: no answer means the gateway is unreachable; 401
+// means the session is gone (it expired, or the gateway restarted, which ends every
+// session) and the page goes to the login page saying why; an answer means a new stream.
+
+const STALE_AFTER = 8000;    // ms without a status event before the values count as stale
+const PROBE_EVERY = 2000;
+const PROBE_TIMEOUT = 5000;  // a gateway that takes connections but does not answer
+const health = { es: null, lastEvent: 0, asOf: null, lostAt: null, unreachable: false, timer: null,
+  probes: 0, leaving: false };
+addEventListener("pagehide", () => { health.leaving = true; });
+addEventListener("pageshow", (e) => { if (e.persisted) location.reload(); });  // from the back/forward cache: old
+
+function showHealth(text) {
+  const banner = document.getElementById("health-banner");
   const live = document.getElementById("live");
-  const es = new EventSource("/api/events");
-  es.addEventListener("open", () => live.classList.add("on"));
-  es.addEventListener("error", () => live.classList.remove("on"));
-  es.addEventListener("status", (e) => showStatus(JSON.parse(e.data)));
+  const ok = text === null;
+  document.body.classList.toggle("stale", !ok);
+  live.classList.toggle("on", ok && health.es !== null);
+  live.classList.toggle("lost", !ok);
+  live.title = ok ? "live updates: on" : "live updates: lost";
+  if (!banner) return;
+  banner.hidden = ok;
+  if (ok) return;
+  banner.textContent = text + (health.asOf ? " What this page shows is as of " + clock(health.asOf) + "." : "");
+  banner.dataset.since = health.lostAt;
+}
+
+function lost(why, at) {
+  if (health.es) { health.es.close(); health.es = null; }
+  if (health.leaving) return;
+  if (health.lostAt === null) health.lostAt = at || Date.now() / 1000;
+  const since = " since " + clock(health.lostAt) + ".";
+  showHealth(health.unreachable ? "The gateway is unreachable" + since + " Retrying…"
+    : why + since + " Reconnecting…");
+  if (health.timer === null) health.timer = setTimeout(probe, health.probes++ ? PROBE_EVERY : 0);
+}
+
+async function probe() {
+  health.timer = null;
+  if (health.leaving) return;
+  let r;
+  try {
+    r = await fetch("/api/status", { headers: { Accept: "application/json" }, cache: "no-store",
+      signal: AbortSignal.timeout(PROBE_TIMEOUT) });
+  } catch {
+    health.unreachable = true;
+    return lost("The gateway is unreachable");
+  }
+  if (r.status === 401) return sessionOver(health.unreachable ? "restarted" : "gone");
+  health.unreachable = false;
+  if (!r.ok) {
+    health.timer = setTimeout(probe, PROBE_EVERY);
+    return showHealth("The gateway answers " + r.status + " " + r.statusText + " since " + clock(health.lostAt) + ".");
+  }
+  const s = await r.json().catch(() => null);
+  if (s) showStatus(s);
+  listen();      // the first status event on the new stream clears the banner
+}
+
+function sessionOver(reason) {
+  health.leaving = true;
+  if (health.es) { health.es.close(); health.es = null; }
+  forgetKeys();
+  location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search) +
+    "&ended=" + encodeURIComponent(reason) + "&at=" + Math.floor(Date.now() / 1000));
+}
+
+function listen() {
+  const es = health.es = new EventSource("/api/events");
+  health.lastEvent = Date.now();
+  es.addEventListener("status", (e) => {
+    const s = JSON.parse(e.data);
+    health.lastEvent = Date.now();
+    health.asOf = s.time;
+    health.lostAt = null;
+    health.unreachable = false;
+    health.probes = 0;
+    showStatus(s);
+    showHealth(null);
+  });
   es.addEventListener("message", (e) => onMessage(JSON.parse(e.data)));
+  es.addEventListener("error", () => { if (health.es === es) lost("The live connection to the gateway was lost"); });
+  // The server ends the stream with this when the session ends (here, in another tab, or expired).
+  es.addEventListener("session-ended", (e) => {
+    const reason = (JSON.parse(e.data || "{}") || {}).reason;
+    sessionOver(reason === "expired" || reason === "logged out" ? reason : "gone");
+  });
+}
+
+function watch() {
+  listen();
+  setInterval(() => {
+    tickTimes();
+    if (health.es && Date.now() - health.lastEvent > STALE_AFTER) lost("No news from the gateway", health.lastEvent / 1000);
+  }, 1000);
 }
 
 // -- devices -------------------------------------------------------------------------------
@@ -143,6 +269,10 @@ function unlockedKeys() {
   return JSON.parse(sessionStorage.getItem(KEYS) || "null");
 }
 
+function forgetKeys() {
+  sessionStorage.removeItem(KEYS);
+}
+
 // A keyring also keeps gateway identities ("gateway:<name>"), which the page never uses.
 function deviceKeyCount(keys) {
   return Object.keys(keys).filter((k) => !k.startsWith("gateway:")).length;
@@ -169,7 +299,7 @@ function keyringForm() {
     }
   });
   form.querySelector('[data-action="lock"]').addEventListener("click", () => {
-    sessionStorage.removeItem(KEYS);
+    forgetKeys();
     say("locked");
     location.reload();
   });
@@ -230,7 +360,13 @@ function readingRow(r) {
   const cells = [new Date(r.time * 1000).toLocaleString(), fixed(r.temp, 0.01, 2), fixed(r.hum, 0.01, 2),
     fixed(r.pres, 0.01, 2), fixed(r.light, 0.01, 2), fixed(r.lat, 1e-7, 5), fixed(r.lon, 1e-7, 5),
     r.batt === null ? "–" : String(r.batt), String(r.seq)];
-  tr.replaceChildren(...cells.map((c) => Object.assign(document.createElement("td"), { textContent: c })));
+  const labels = [...document.querySelectorAll("#readings thead th")].map((th) => th.textContent);
+  tr.replaceChildren(...cells.map((c, i) => {
+    const td = Object.assign(document.createElement("td"), { textContent: c });
+    td.dataset.label = labels[i] || "";
+    if (i === 0) td.className = "title";
+    return td;
+  }));
   return tr;
 }
 
@@ -333,28 +469,71 @@ function showIn(section, oid, node) {
   viewer.replaceChildren(node);
 }
 
-// -- peers: copy this gateway's full name -------------------------------------------------
+// -- copy buttons: a hash (data-copy-text) or an element's text (data-copy, Peers) ----------
 
-function copyButtons() {
-  for (const button of document.querySelectorAll("[data-copy]")) {
-    button.addEventListener("click", async () => {
-      const text = document.getElementById(button.dataset.copy);
-      try {
-        await navigator.clipboard.writeText(text.textContent.trim());  // https or localhost only
-        button.textContent = "Copied";
-      } catch {
-        getSelection().selectAllChildren(text);  // plain http: selected, copy it by hand
-        button.textContent = "Selected";
-      }
-    });
+async function copy(button) {
+  const target = button.dataset.copy ? document.getElementById(button.dataset.copy) : null;
+  const text = target ? target.textContent.trim() : button.dataset.copyText;
+  try {
+    await navigator.clipboard.writeText(text);  // https or localhost only
+    button.textContent = "Copied";
+  } catch {
+    // plain http: show it whole and selected, to copy by hand
+    const shown = target || button.previousElementSibling;
+    if (!target) { shown.textContent = text; shown.classList.add("whole"); }
+    getSelection().selectAllChildren(shown);
+    button.textContent = "Selected";
   }
+}
+
+document.addEventListener("click", (e) => {
+  const button = e.target.closest && e.target.closest("button[data-copy], button[data-copy-text]");
+  if (button) copy(button);
+});
+
+// -- the nav collapses behind a Menu button on a narrow screen (app.css) --------------------
+
+function navMenu() {
+  const nav = document.getElementById("nav");
+  const button = nav.querySelector(".menu");
+  nav.classList.add("js");
+  button.addEventListener("click", () => {
+    const open = nav.classList.toggle("open");
+    button.setAttribute("aria-expanded", String(open));
+  });
+}
+
+// -- login: a form left open (its anonymous session gone, e.g. the gateway restarted) ------
+// fetches a fresh CSRF token just before it is sent, so that it still logs in.
+
+function loginForm() {
+  const form = document.getElementById("login");
+  let fresh = false;
+  form.addEventListener("submit", async (e) => {
+    if (fresh) return;
+    e.preventDefault();
+    try {
+      const r = await fetch("/login", { cache: "no-store" });
+      const doc = new DOMParser().parseFromString(await r.text(), "text/html");
+      const token = doc.querySelector('meta[name="csrf"]');
+      if (token && token.content) form.elements.csrf.value = token.content;
+    } catch { /* unreachable: the submit below says so */ }
+    fresh = true;
+    form.submit();
+  });
 }
 
 // -- start -----------------------------------------------------------------------------------
 
-if (page !== "login") listen();
+// Logging out forgets the keys before the request leaves; a login page means no session,
+// so it forgets them too (whatever way the last one ended).
+const logout = document.querySelector('form[action="/logout"]');
+if (logout) logout.addEventListener("submit", forgetKeys);
+if (page === "login") forgetKeys();
+if (document.getElementById("login")) loginForm();
+if (document.getElementById("nav")) navMenu();
+if (logout) watch();        // signed in: live updates, and the banner when they stop
 if (document.getElementById("keyring")) keyringForm();
 if (page === "devices") deviceActions();
 if (page === "device") telemetry();
 if (page === "camera") cameras();
-if (page === "peers") copyButtons();
