@@ -49,6 +49,7 @@ class Agent:
         self.ack_topic = down_topic(identity.hex, "ack")
         self.sent = {}          # seq -> monotonic time it was last published
         self.session = -1       # transport session the sent times belong to
+        self.lost = None        # why the link last dropped, as logged
         self.batches = 0
         self.battery = None
         self.shared = None      # the latest reading, kept only when the config shares fields
@@ -169,8 +170,12 @@ class Agent:
             in_flight += 1
 
     def _connect(self, now):
+        t = self.transport
+        lost = getattr(t, "disconnect_reason", None)
+        if lost and lost != self.lost:
+            self.log("link lost (%s), reconnecting" % lost)
+        self.lost = lost
         try:
-            t = self.transport
             t.subscribe(down_topic(self.identity.hex, "#"))  # goes with the CONNECT
             t.connect()
             self.backoff = 1
