@@ -116,7 +116,7 @@ class Playback:
 def run_camera(path, broker, config, duration, stopped, log=print):
     """One simulated camera: the real camera agent over paho-mqtt (the demo's camera). It
     uploads JPEG snapshots, or with config["clip"] = "mp4" the Pi profile's H.264 clips
-    with pre-roll (the Camera page does not play those yet)."""
+    with pre-roll (`gateway demo --camera-clips`)."""
     from agent.camera import CameraAgent
     from agent.identity import Identity
     from agent.motion import FrameDiff

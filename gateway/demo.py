@@ -97,9 +97,11 @@ def run(args, stopping=lambda: None):
                                  args=(path, url, config, args.duration, stop.is_set, recorder))
             t.start()
             threads.append(t)
+        # --camera-clips: the Pi profile's MP4 clips with pre-roll (docs/camera.md)
+        camera_config = {"clip": "mp4"} if getattr(args, "camera_clips", False) else {}
         for path in cameras:
             t = threading.Thread(target=simcamera.run_camera, daemon=True,
-                                 args=(path, url, {}, args.duration, stop.is_set))
+                                 args=(path, url, camera_config, args.duration, stop.is_set))
             t.start()
             threads.append(t)
         _wait(threads, args.duration, stop)

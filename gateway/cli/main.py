@@ -334,6 +334,9 @@ def build_parser():
                        "machine; with --trackers 0 --cameras 0, a gateway for a first device")
     s.add_argument("--trackers", type=int, default=3, help="simulated trackers (default 3)")
     s.add_argument("--cameras", type=int, default=1, help="simulated cameras (motion events)")
+    s.add_argument("--camera-clips", action="store_true",
+                   help="the simulated cameras record H.264 (MP4) clips with pre-roll instead "
+                        "of JPEG snapshots (the Camera page plays them)")
     s.add_argument("--duration", type=float,
                    help="stop cleanly after this many seconds (default: run until Ctrl-C "
                         "or SIGTERM)")

@@ -26,6 +26,7 @@ STATIC = os.path.join(os.path.dirname(__file__), "static")
 # No inline script or style, nothing from elsewhere: the keyring page only talks to this origin.
 SECURITY_HEADERS = {
     "content-security-policy": "default-src 'self'; img-src 'self' blob: data:; "
+                               "media-src 'self' blob:; "
                                "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
                                "form-action 'self'",
     "x-content-type-options": "nosniff",

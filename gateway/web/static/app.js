@@ -227,28 +227,8 @@ function watch() {
 
 // -- devices -------------------------------------------------------------------------------
 
+// Rename and revoke are devices.js's dialogs; registering stays here.
 function deviceActions() {
-  document.getElementById("devices").addEventListener("click", async (e) => {
-    const action = e.target.dataset.action;
-    const row = e.target.closest("tr[data-device]");
-    if (!action || !row) return;
-    const id = row.dataset.device;
-    try {
-      if (action === "rename") {
-        const name = prompt("New name for " + id, row.querySelector(".name").textContent);
-        if (!name) return;
-        await api("PATCH", "/api/devices/" + id, { name });
-      } else if (action === "revoke") {
-        if (!confirm("Revoke " + id + "? Its messages will be rejected from now on.")) return;
-        e.target.disabled = true;
-        await api("POST", "/api/devices/" + id + "/revoke");
-      }
-      location.reload();
-    } catch (err) {
-      alert(err.message);
-      e.target.disabled = false;
-    }
-  });
   const form = document.getElementById("register");
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -435,9 +415,11 @@ async function showObject(section, oid) {
     const info = await api("GET", base);
     const manifest = await openManifest(base64Decode(info.manifest), hex.decode(section.dataset.publicKey));
     if (manifest.id !== oid || manifest.device !== device) throw new Error("the gateway sent another object's manifest");
-    if (!MEDIA[manifest.type]) throw new Error("this page cannot show " + manifest.type);
+    const clips = window.ekClips && window.ekClips.plays(manifest.type) ? window.ekClips : null;  // camera.js
+    if (!MEDIA[manifest.type] && !clips) throw new Error("this page cannot show " + manifest.type);
     const chunks = await Promise.all(manifest.hashes.map((_, i) => fetchBytes(base + "/chunks/" + i)));
     const plain = await decryptObject(hex.decode(unlockedKeys()[device]), manifest, chunks);
+    if (clips) return showIn(section, oid, await clips.figure(manifest, plain, oid, FORMATS.size));
     const frames = jpegFrames(plain);
     const fig = Object.assign(document.createElement("figure"), { className: "object" });
     fig.dataset.oid = oid;
@@ -465,7 +447,7 @@ function note(text, isError) {
 function showIn(section, oid, node) {
   const viewer = section.querySelector(".viewer");
   if (oid !== null && viewer.dataset.showing !== oid) return;
-  for (const el of viewer.querySelectorAll("img, a")) URL.revokeObjectURL(el.src || el.href);
+  for (const el of viewer.querySelectorAll("img, a, video")) URL.revokeObjectURL(el.src || el.href);
   viewer.replaceChildren(node);
 }
 
