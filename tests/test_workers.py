@@ -15,6 +15,7 @@ from gateway.chain.client import DEFAULT_DEV_KEY
 from gateway.chain.node import Anvil, rpc_call
 from gateway.config import Config
 from gateway.store.database import Store
+from gateway.store.schema import SchemaError
 from gateway.store.workers import LEASE, Worker
 from gateway.workers import LeaseHolder, default_name
 from tests.helpers.e2e import (
@@ -346,6 +347,16 @@ def test_a_session_from_before_the_workers_drops_its_plain_subscription(tmp_path
 
 
 @pytest.mark.integration
+def migrated_store(data):
+    """The data dir's store once `run` has made and migrated it, else None."""
+    if not os.path.exists(os.path.join(data, "store.db")):
+        return None
+    try:
+        return Store.connect(data)
+    except SchemaError:   # made, not migrated yet
+        return None
+
+
 def test_run_with_workers_starts_restarts_and_stops_its_children(tmp_path, broker):
     """`edgekeep run --workers 2`: a second worker process reports itself; killed, it is
     started again; a SIGTERM to `run` stops both, cleanly."""
@@ -359,9 +370,7 @@ def test_run_with_workers_starts_restarts_and_stops_its_children(tmp_path, broke
                             "--workers", "2"], cwd=REPO, env=ENV, stdout=log,
                            stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: os.path.exists(os.path.join(data, "store.db")), timeout=60,
-                 what="the store")
-        store = Store.connect(data)
+        store = wait_for(lambda: migrated_store(data), timeout=60, what="the store, migrated")
 
         def child():
             rows = [w for w in store.workers.list() if w.name == default_name(1)
