@@ -19,7 +19,7 @@ from gateway.mqtt.broker import managed_credentials
 from gateway.owner.export import readings
 from gateway.owner.keyring import Keyring
 from gateway.store.database import Store
-from tests.helpers.browser import launch, running_demo
+from tests.helpers.browser import complete_object, demo_devices, launch, running_demo
 from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.browser
@@ -54,7 +54,7 @@ def unlock(page, demo):
     page.fill("#keyring input[name=passphrase]", demo["passphrase"])
     page.click("#keyring button[type=submit]")
     expect(page.locator("#keyring .state")).to_contain_text(
-        "unlocked: %d device key(s)" % len(demo_devices(demo)))
+        "unlocked: %d device key(s)" % len(demo_devices(demo["data"])))
 
 
 def assert_no_secret_sent(page, demo, plaintexts=()):
@@ -67,32 +67,8 @@ def assert_no_secret_sent(page, demo, plaintexts=()):
         assert not any(p in body for p in plaintexts), url
 
 
-def complete_object(demo, camera):
-    """The newest object of a camera that the gateway holds whole, or None."""
-    store = Store.open(demo["data"])
-    try:
-        row = store.db.execute("SELECT oid FROM objects WHERE device = ? AND stored = count "
-                               "ORDER BY time DESC LIMIT 1", (camera,)).fetchone()
-    finally:
-        store.close()
-    return row and row[0]
-
-
 def shot(page, name):
     page.screenshot(path=os.path.join(SHOTS, name + ".png"), full_page=True)
-
-
-def demo_devices(demo, prefix=""):
-    """{device id: name} of the demo's simulated devices (each has sim/<name>/device.json)."""
-    sim = os.path.join(demo["data"], "sim")
-    out = {}
-    for name in sorted(os.listdir(sim)):
-        path = os.path.join(sim, name, "device.json")
-        if name.startswith(prefix) and os.path.exists(path):
-            with open(path) as f:
-                d = json.load(f)
-            out[d["device_id"]] = d["name"]
-    return out
 
 
 def test_login(page, demo):
@@ -109,7 +85,7 @@ def test_login(page, demo):
 
 def test_device_list_matches_the_demo(page, demo):
     page.goto(demo["url"] + "/devices")
-    expected = demo_devices(demo)
+    expected = demo_devices(demo["data"])
     rows = page.locator("tr[data-device]")
     expect(rows).to_have_count(len(expected))
     shown = {r.get_attribute("data-device"): r.locator(".name").inner_text() for r in rows.all()}
@@ -126,7 +102,7 @@ def test_dashboard_updates_live(page, demo):
     page.wait_for_function("(n) => +document.querySelector('[data-stat=messages]').textContent > n",
                            arg=before)
     assert page.evaluate("window.notReloaded") is True  # it came over SSE, not by a reload
-    expect(page.locator('[data-stat="devices.online"]')).to_have_text(str(len(demo_devices(demo))))
+    expect(page.locator('[data-stat="devices.online"]')).to_have_text(str(len(demo_devices(demo["data"]))))
     expect(page.locator('[data-stat="chain.detail"]')).to_contain_text("block")
     for name in ("ingest", "anchor", "keeper"):   # redrawn from each status event
         expect(page.locator("#components li.alive", has_text=re.compile(r"^%s: alive" % name))
@@ -135,7 +111,7 @@ def test_dashboard_updates_live(page, demo):
 
 
 def test_unlock_keyring_and_see_decrypted_readings(page, demo):
-    dev = sorted(demo_devices(demo, "tracker"))[0]
+    dev = sorted(demo_devices(demo["data"], "tracker"))[0]
     page.goto(demo["url"] + "/devices/" + dev)
     unlock(page, demo)
     first = page.locator("#readings tbody tr").first
@@ -152,8 +128,8 @@ def test_unlock_keyring_and_see_decrypted_readings(page, demo):
 
 
 def test_decrypted_camera_image(page, demo, tmp_path):
-    cam = sorted(demo_devices(demo, "camera"))[0]
-    oid = wait_for(lambda: complete_object(demo, cam), timeout=60, what="a whole camera object")
+    cam = sorted(demo_devices(demo["data"], "camera"))[0]
+    oid = wait_for(lambda: complete_object(demo["data"], cam), timeout=60, what="a whole camera object")
     page.goto(demo["url"] + "/camera")
     unlock(page, demo)
     page.locator('tr[data-oid="%s"] [data-action=show]' % oid).click()
@@ -177,7 +153,7 @@ def test_decrypted_camera_image(page, demo, tmp_path):
 
 
 def test_revoke_a_device(page, demo):
-    dev = sorted(demo_devices(demo, "tracker"))[-1]
+    dev = sorted(demo_devices(demo["data"], "tracker"))[-1]
     page.goto(demo["url"] + "/devices")
     page.locator('tr[data-device="%s"] [data-action=revoke]' % dev).click()
     page.click('#revoke-dialog button[value="revoke"]')     # the <dialog> (test_browser_devices.py)

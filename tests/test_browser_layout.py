@@ -16,7 +16,14 @@ from gateway.config import Config
 from gateway.store.database import Store
 from gateway.web import auth
 from gateway.web.app import create_app
-from tests.helpers.browser import GatewayProcess, artifacts, demo_devices, launch, running_demo
+from tests.helpers.browser import (
+    GatewayProcess,
+    artifacts,
+    complete_object,
+    demo_devices,
+    launch,
+    running_demo,
+)
 from tests.helpers.wait import wait_for
 
 PHONE = {"width": 390, "height": 844}
@@ -90,16 +97,6 @@ def unlock(page, demo):
     page.fill("#keyring input[name=passphrase]", demo["passphrase"])
     page.click("#keyring button[type=submit]")
     expect(page.locator("#keyring .state")).to_contain_text("unlocked")
-
-
-def complete_object(data, camera):
-    store = Store.open(data)
-    try:
-        row = store.db.execute("SELECT oid FROM objects WHERE device = ? AND stored = count "
-                               "ORDER BY time DESC LIMIT 1", (camera,)).fetchone()
-    finally:
-        store.close()
-    return row and row[0]
 
 
 def mined_anchors(data, n):

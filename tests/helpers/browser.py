@@ -5,6 +5,7 @@ and a `gateway run` on a fixed port that a test can kill and start again.
     artifacts(*parts)                     a directory under test-artifacts/ (git-ignored)
     running_demo(data_dir)                `gateway demo`, yielding its URL, password, keyring
     demo_devices(data_dir, prefix)        {device id: name} of the demo's simulated devices
+    complete_object(data_dir, camera)     the newest object the gateway holds whole
     GatewayProcess                        `gateway run` on one port and data dir: start, kill,
                                           pause (SIGSTOP) and resume
 """
@@ -22,6 +23,7 @@ import urllib.request
 
 import pytest
 
+from gateway.store.database import Store
 from tests.helpers.paths import ENV, REPO
 
 CHROMIUM = "/usr/bin/chromium"
@@ -157,6 +159,17 @@ class GatewayProcess:
     def log(self):
         with open(self.log_path, errors="replace") as f:
             return f.read()[-4000:]
+
+
+def complete_object(data_dir, camera):
+    """The newest object of a camera that the gateway holds whole, or None."""
+    store = Store.open(data_dir)
+    try:
+        row = store.db.execute("SELECT oid FROM objects WHERE device = ? AND stored = count "
+                               "ORDER BY time DESC LIMIT 1", (camera,)).fetchone()
+    finally:
+        store.close()
+    return row and row[0]
 
 
 def demo_devices(data_dir, prefix=""):
