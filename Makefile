@@ -33,10 +33,11 @@ demo: setup
 
 # Two test processes (pytest-xdist), each test file whole in one of them (its module fixtures
 # made once): most tests wait on brokers, chains and subprocesses, so two share two cores.
+# The 15 slowest tests are listed at the end, to keep the suite's time in view.
 TEST_JOBS ?= 2
 
 test: setup-test
-	$(VPY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
+	$(VPY) -m pytest -q -n $(TEST_JOBS) --dist loadfile --durations=15
 
 # Pure tests (pytest -m unit): no broker, chain, node, browser or subprocess; the venv is
 # all they need (a unit module's cases on PostgreSQL are integration: they start a server).

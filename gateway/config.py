@@ -55,6 +55,26 @@
     rpc_url = "local"                       # "local": anvil under data_dir/chain; or any JSON-RPC URL
     private_key_file = ""                   # empty on "local": anvil's public dev key
     block_time = 5                          # local anvil only (IoTeX's block time)
+
+    [alerts]                                # docs/operations.md, "Alerts"
+    enabled = true
+    interval_seconds = 30                   # conditions are checked this often
+    off = []                                # rules turned off, e.g. ["motion"]
+    offline_minutes = 10                    # device_offline: not heard from this long
+    battery_mv = 3400                       # battery_low: below this (clears 100 mV above)
+    drops_quiet_minutes = 60                # queue_drops: clears after this without new drops
+    motion_minutes = 5                      # motion: a camera event this recent
+    audit = true                            # audit_failed: the Keeper's last audit failed
+    anchor_minutes = 30                     # anchors_behind: a sealed epoch unmined this long
+    disk_percent = 90                       # disk_full: data_dir's filesystem this full
+    peer_minutes = 30                       # peer_unreachable: a peer unanswering this long
+    webhook_url = ""                        # POST each alert and its end here (ntfy, Gotify,
+                                            # HA webhook); may hold a token: never logged
+    webhook_topic = ""                      # the ntfy topic (ntfy's JSON publish: POST the
+                                            # server's root URL with the topic in the body)
+    webhook_token_file = ""                 # a token sent as Authorization: Bearer
+    webhook_timeout = 10                    # seconds per POST; retried with back-off
+    keep_days = 30                          # resolved alerts are listed this long
 """
 import os
 import tomllib
@@ -66,6 +86,37 @@ class ChainConfig:
     rpc_url: str = "local"
     private_key_file: str = ""
     block_time: float = 5
+
+
+@dataclass
+class AlertsConfig:
+    enabled: bool = True
+    interval_seconds: float = 30
+    off: list = field(default_factory=list)
+    offline_minutes: float = 10
+    battery_mv: int = 3400
+    drops_quiet_minutes: float = 60
+    motion_minutes: float = 5
+    audit: bool = True
+    anchor_minutes: float = 30
+    disk_percent: float = 90
+    peer_minutes: float = 30
+    webhook_url: str = ""
+    webhook_topic: str = ""
+    webhook_token_file: str = ""
+    webhook_timeout: float = 10
+    keep_days: float = 30
+
+    def check(self):
+        # the rule names in `off` are checked as the alerts start (gateway/alerts/runner.py)
+        if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
+            raise ValueError("[alerts] webhook_url must start with http:// or https://")
+
+    def webhook_token(self):
+        if not self.webhook_token_file:
+            return None
+        with open(self.webhook_token_file) as f:
+            return f.read().strip()
 
 
 @dataclass
@@ -106,13 +157,16 @@ class Config:
     worker_name: str = ""
     lease_seconds: float = 15
     chain: ChainConfig = field(default_factory=ChainConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     @classmethod
     def load(cls, path):
         with open(path, "rb") as f:
             raw = tomllib.load(f)
         chain = ChainConfig(**_known(ChainConfig, raw.pop("chain", {}), "[chain]"))
-        cfg = cls(chain=chain, **_known(cls, raw, "top level"))
+        alerts = AlertsConfig(**_known(AlertsConfig, raw.pop("alerts", {}), "[alerts]"))
+        alerts.check()
+        cfg = cls(chain=chain, alerts=alerts, **_known(cls, raw, "top level"))
         if cfg.database_url and not cfg.database_url.startswith(("postgresql://",
                                                                  "postgres://")):
             raise ValueError("database_url must be postgresql://... (or empty: SQLite in "
@@ -121,6 +175,8 @@ class Config:
         cfg.data_dir = os.path.join(base, cfg.data_dir)
         cfg.storage_roots = [os.path.join(base, r) for r in cfg.storage_roots]
         cfg.web_cert, cfg.web_key = (p and os.path.join(base, p) for p in (cfg.web_cert, cfg.web_key))
+        alerts.webhook_token_file = alerts.webhook_token_file and os.path.join(
+            base, alerts.webhook_token_file)
         return cfg
 
     def broker_password(self):
@@ -131,7 +187,7 @@ class Config:
 
 
 def _known(cls, raw, where):
-    names = {f.name for f in fields(cls)} - {"chain"}
+    names = {f.name for f in fields(cls)} - {"chain", "alerts"}
     unknown = set(raw) - names
     if unknown:
         raise ValueError("unknown config key(s) at %s: %s" % (where, ", ".join(sorted(unknown))))

@@ -99,6 +99,8 @@ class Gateway:
         self.keeper = None
         self.web = None
         self.homeassistant = None
+        self.rollouts = None
+        self.alerts = None
         self.identity = None
         self.peer_server = self.placer = self.committer = self.remote_keeper = None
         self.admin_password_file = None
@@ -138,7 +140,7 @@ class Gateway:
 
     def start_singletons(self):
         """The jobs one worker of the deployment runs (it took the lease): anchor outbox,
-        Keeper, Provider network, Home Assistant bridge."""
+        Keeper, Provider network, Home Assistant bridge, alerts."""
         cfg = self.cfg
         # the chain is connected in the anchor thread, when it answers (ChainLink)
         self.anchorer = Anchorer(Store.connect(cfg.data_dir), self.link, health=self.health,
@@ -147,12 +149,28 @@ class Gateway:
                                  cfg.audit_seconds, cfg.audit_samples, connect=self.link,
                                  health=self.health)
         self.start_network()
+        self.start_rollouts()
         self.anchorer.start()
         self.keeper.start()
         if cfg.homeassistant:
             self.homeassistant = Bridge(cfg.data_dir, cfg.broker, cfg.gateway_id,
                                         cfg.broker_username or None, cfg.broker_password(),
                                         health=self.health).start()
+        if cfg.alerts.enabled:
+            from gateway.alerts.runner import Runner
+            self.alerts = Runner(cfg, self.health, self.homeassistant and self.homeassistant.publisher,
+                                 fence=self.lease.fence).start()
+
+    def start_rollouts(self):
+        """The OTA rollout engine (gateway/updates/engine.py), on the gateway's broker account."""
+        from gateway.ingest.ota import Pusher
+        from gateway.updates.engine import Engine
+        cfg = self.cfg
+
+        def pusher(progress):
+            return Pusher(cfg.broker, {}, cfg.broker_username or None, cfg.broker_password(),
+                          progress, client_id="edgekeep-rollouts-" + self.name)
+        self.rollouts = Engine(Store.connect(cfg.data_dir), pusher, health=self.health).start()
 
     def _lease_lost(self, why):
         """Another worker may run the one-of-a-kind jobs now: they must stop here. The
@@ -267,7 +285,9 @@ class Gateway:
                  ("network keeper", self.remote_keeper and self.remote_keeper.stop),
                  ("network placer", self.placer and self.placer.stop),
                  ("network commits", self.committer and self.committer.stop),
+                 ("alerts", self.alerts and self.alerts.stop),
                  ("Home Assistant bridge", self.homeassistant and self.homeassistant.stop),
+                 ("rollouts", self.rollouts and self.rollouts.stop),
                  ("ingest", self.ingest and self.ingest.stop),
                  ("keeper", self.keeper and self.keeper.stop),
                  ("anchor outbox", self.anchorer and self.anchorer.stop),

@@ -10,7 +10,7 @@ import os
 import pytest
 from playwright.sync_api import expect
 
-from tests.helpers.browser import artifacts, demo_devices, launch, running_demo
+from tests.helpers.browser import artifacts, chromium, demo_devices, running_demo
 
 pytestmark = pytest.mark.browser
 
@@ -27,13 +27,8 @@ def demo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = launch(p)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 def open_devices(browser, demo, problems, viewport, query=""):

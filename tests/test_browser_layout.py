@@ -19,9 +19,9 @@ from gateway.web.app import create_app
 from tests.helpers.browser import (
     GatewayProcess,
     artifacts,
+    chromium,
     complete_object,
     demo_devices,
-    launch,
     running_demo,
 )
 from tests.helpers.wait import wait_for
@@ -44,13 +44,8 @@ def demo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = launch(p)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture
@@ -134,7 +129,8 @@ def test_every_page_fits_without_sideways_scrolling(demo, browser, viewport):
     log_in(page, demo["url"], demo["password"])
     pages = [("dashboard", "/"), ("devices", "/devices"), ("device", "/devices/" + tracker),
              ("camera", "/camera"), ("storage", "/storage"), ("chain", "/chain"),
-             ("peers", "/peers"), ("settings", "/settings"), ("not-found", "/no-such-page")]
+             ("peers", "/peers"), ("alerts", "/alerts"), ("updates", "/updates"),
+             ("settings", "/settings"), ("not-found", "/no-such-page")]
     for name, path in pages:
         page.goto(demo["url"] + path)
         expect(page.locator("#live.on")).to_have_count(1)     # app.js ran, the stream is up

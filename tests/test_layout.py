@@ -16,7 +16,7 @@ GATEWAY = os.path.join(REPO, "gateway")
 # (keygen), and the OTA message format the gateway sends. Not a device transport
 # (agent.mqtt, agent.mqtt_paho, agent.modem) or a device loop.
 AGENT_ALLOWED = {"agent.proto", "agent.cbor", "agent.cose", "agent.objects", "agent.readings",
-                 "agent.identity", "agent.ota", "agent.ota_receive"}
+                 "agent.identity", "agent.ota", "agent.ota_receive", "agent.config_update"}
 # The simulated devices the demo runs; nothing else in the gateway starts devices.
 AGENT_ALLOWED_FROM = {"gateway.demo": {"agent.sim", "agent.simcamera"}}
 
@@ -30,7 +30,9 @@ MAY_IMPORT = {
     "web": EVERYTHING, "cli": EVERYTHING,
     "service": EVERYTHING, "demo": EVERYTHING, "__main__": EVERYTHING, "__init__": set(),
     "workers": {"store"},
-    "integrations": {"store", "mqtt", "wire"},
+    "integrations": {"alerts", "store", "mqtt", "wire"},
+    "alerts": {"store"},
+    "updates": {"ingest", "store"},
     "ingest": {"anchor", "store", "mqtt", "wire"},
     "network": {"keeper", "anchor", "store", "chain", "wire"},
     "keeper": {"store", "chain", "wire"},

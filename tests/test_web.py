@@ -21,7 +21,7 @@ from gateway.cli.main import main as cli_main
 from gateway.config import Config
 from gateway.ingest.pipeline import Ingest
 from gateway.store.database import Store
-from gateway.web import auth
+from gateway.web import auth, openapi
 from gateway.web.app import PUBLIC, WebServer, create_app
 from gateway.wire import merkle
 from tests.helpers.vectors import load as load_vectors
@@ -176,7 +176,8 @@ def camera_upload(data_dir, flash):
     w.write(plain)
     hashes = w.close()
     queue.commit(w, 1)
-    signed = manifest(ident, 1, 1, int(time.time()), oid, "motion", SNAPSHOT, len(plain), 1024, hashes)
+    signed = manifest(ident, 1, 1, int(time.time()), oid, "motion", SNAPSHOT, len(plain), 1024, hashes,
+                      w.wrapped_key, w.commit)
     entry = queue.find(oid)
     uploads = [(up_topic(ident.hex, KIND_MANIFEST), signed)]
     uploads += [(up_topic(ident.hex, KIND_CHUNK), queue.read(entry, i)) for i in range(entry.count)]
@@ -229,6 +230,7 @@ def test_openapi_documents_every_api_route(client):
             path = re.sub(r"{(\w+):\w+}", r"{\1}", route.path)
             assert {(m, path) for m in route.methods - {"HEAD"}} <= documented
     assert doc["paths"]["/api/session"]["post"]["security"] == []
+    assert openapi.undescribed(client.app.router.routes) == []   # each has its schemas
 
 
 def test_the_dashboard_shows_each_component_and_why_one_is_paused(client):

@@ -323,7 +323,8 @@ def test_s5_no_api_route_answers_500_to_garbage(client):
               {"content": b"\xff\xfe", "headers": {"content-type": "application/json"}},
               {"content": b"name=x", "headers": {"content-type": "application/x-www-form-urlencoded"}}]
     params = {"device": [DEV, "x" * 300, "%00", "0" * 16 + "%0a"], "seq": ["1", "-1", "1e3", "9" * 40],
-              "oid": ["00" * 8, "zz"], "index": ["0", "9" * 30]}
+              "oid": ["00" * 8, "zz"], "index": ["0", "9" * 30],
+              "rollout": ["0" * 16, "x" * 300, "%00"]}
     queries = ["", "?limit=-1", "?limit=abc&kind=" + "k" * 1000, "?epoch=x&leaf=1", "?select=-1"]
     checked = 0
     for route in client.app.router.routes:

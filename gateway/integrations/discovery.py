@@ -14,6 +14,8 @@ Everything else stays encrypted for the owner. Topics the gateway publishes for 
     edgekeep/<id>/state                  JSON of the shared readings in HA units, retained
     edgekeep/<id>/position               {"latitude", "longitude"} if position is shared
     edgekeep/<id>/motion                 ON / OFF (cameras)
+    edgekeep/gateway/<gw>/alert          each alert's start and end (JSON, gateway/alerts/)
+    edgekeep/gateway/<gw>/alerts/<rule>  ON while an alert of the rule is active, retained
 """
 import json
 import logging
@@ -56,6 +58,28 @@ def gateway_availability_topic(gateway_id):
 
 def device_topic(dev_hex, what):
     return "edgekeep/%s/%s" % (dev_hex, what)
+
+
+def alert_topic(gateway_id):
+    return "edgekeep/gateway/%s/alert" % gateway_id
+
+
+def alert_state_topic(gateway_id, rule):
+    return "edgekeep/gateway/%s/alerts/%s" % (gateway_id, rule)
+
+
+def alert_components(gateway_id, rules):
+    """The gateway's alert entities: an event entity (each alert's start and end, with its
+    notice as attributes) and a problem binary sensor per rule."""
+    ident = gateway_identifier(gateway_id)
+    cmps = {"alert": {"p": "event", "name": "Alert", "uniq_id": ident + "_alert",
+                      "evt_typ": ["fired", "resolved"], "stat_t": alert_topic(gateway_id)}}
+    for rule in rules:
+        cmps["alert_" + rule] = {
+            "p": "binary_sensor", "name": "Alert " + rule.replace("_", " "),
+            "uniq_id": "%s_alert_%s" % (ident, rule), "dev_cla": "problem",
+            "stat_t": alert_state_topic(gateway_id, rule), "pl_on": "ON", "pl_off": "OFF"}
+    return cmps
 
 
 def gateway_identifier(gateway_id):
@@ -255,9 +279,29 @@ class Publisher:
     def publish_motion(self, dev_hex, detected):
         self._publish(device_topic(dev_hex, "motion"), "ON" if detected else "OFF", retain=False)
 
-    def _publish(self, topic, payload, retain=True):
+    def add_alerts(self, rules):
+        """Add the alert entities (alert_components) to the gateway's config and send it."""
+        ident = gateway_identifier(self.gateway_id)
+        with self.lock:
+            old = self.configs[ident]
+            config = self.configs[ident] = dict(
+                old, cmps={**old["cmps"], **alert_components(self.gateway_id, rules)})
+        self._publish(config_topic(ident), json.dumps(config, ensure_ascii=False))
+
+    def publish_alert(self, payload):
+        """One alert notice (JSON text with event_type) for the event entity; raises unless
+        the broker took it."""
+        self._publish(alert_topic(self.gateway_id), payload, retain=False, confirm=True)
+
+    def publish_alert_state(self, rule, on):
+        self._publish(alert_state_topic(self.gateway_id, rule), "ON" if on else "OFF",
+                      confirm=True)
+
+    def _publish(self, topic, payload, retain=True, confirm=False):
         info = self.client.publish(topic, payload, qos=1, retain=retain)
         info.wait_for_publish(STOP_WAIT if self.closing.is_set() else PUBLISH_WAIT)
+        if confirm and not info.is_published():
+            raise ConnectionError("the broker did not take %s" % topic)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:

@@ -8,6 +8,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.responses import Response
 
+from gateway.alerts.rules import RULES
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -62,6 +64,8 @@ class SnapshotCollector:
         yield from workers(s.get("workers") or [])
         if s.get("network") and "error" not in s["network"]:
             yield from network(s["network"])
+        if s.get("alerts"):
+            yield from alerts(s["alerts"])
 
 
 def components(comps):
@@ -113,6 +117,25 @@ def workers(rows):
         yield family
 
 
+def alerts(a):
+    """Alerts (gateway/alerts/): active ones by rule, notices sent and failed (each failed try)
+    by channel, notices waiting by channel."""
+    active = GaugeMetricFamily("edgekeep_alerts_active", "Active alerts by rule", labels=["rule"])
+    for rule in RULES:
+        active.add_metric([rule], a["by_rule"].get(rule, 0))
+    notices = CounterMetricFamily("edgekeep_alert_notices",
+                                  "Alert notices sent, and tries that failed, by channel",
+                                  labels=["channel", "outcome"])
+    for name, n in sorted(a["counts"].items()):
+        channel, _, outcome = name.rpartition("_")
+        notices.add_metric([channel, outcome], n)
+    pending = GaugeMetricFamily("edgekeep_alert_notices_pending",
+                                "Alert notices not delivered yet, by channel", labels=["channel"])
+    for channel, n in sorted(a["pending"].items()):
+        pending.add_metric([channel], n)
+    yield from (active, notices, pending)
+
+
 def network(n):
     """The Provider network (docs/network.md): refusals, what is not off-box yet, peers by
     status, and bytes each way per peer (labelled with its short name)."""
@@ -144,10 +167,43 @@ def network(n):
     yield held
 
 
-def endpoint(monitor):
+def updates(u):
+    """OTA rollouts (gateway/updates/): rollouts by status, the devices of open ones by state,
+    refused bundle uploads by reason."""
+    rollouts = GaugeMetricFamily("edgekeep_rollouts", "OTA rollouts by status", labels=["status"])
+    for status, n in sorted(u["rollouts"].items()):
+        rollouts.add_metric([status], n)
+    devices = GaugeMetricFamily("edgekeep_rollout_devices",
+                                "Devices of running or halted rollouts by the state of their update",
+                                labels=["state"])
+    for state, n in sorted(u["devices"].items()):
+        devices.add_metric([state], n)
+    rejected = CounterMetricFamily("edgekeep_update_bundles_rejected",
+                                   "Bundle uploads (and release keys) refused, by reason",
+                                   labels=["reason"])
+    for reason, n in sorted(u["rejected"].items()):
+        rejected.add_metric([reason], n)
+    return [rollouts, devices, rejected]
+
+
+class Families:
+    def __init__(self, families):
+        self.families = families
+
+    def collect(self):
+        return self.families
+
+
+def endpoint(monitor, updates_of=None):
+    """GET /metrics; updates_of(request): what updates() shows, read at each scrape."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(monitor))
 
     async def metrics(request):
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE)
+        body = generate_latest(registry)
+        if updates_of is not None:
+            extra = CollectorRegistry(auto_describe=False)
+            extra.register(Families(updates(updates_of(request))))
+            body += generate_latest(extra)
+        return Response(body, media_type=CONTENT_TYPE)
     return metrics

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, Self
 
 from gateway.store import dialect, schema
+from gateway.store.alerts import Alerts
 from gateway.store.audits import Audits
 from gateway.store.backup import Backup
 from gateway.store.blobs import Blobs
@@ -137,6 +138,7 @@ class Store:
         self.backup = Backup(db)
         self.workers = Workers(db)
         self.enrollments = Enrollments(db)
+        self.alerts = Alerts(db)
 
     @classmethod
     def open(cls, data_dir: str, url: str | None = None) -> Self:
@@ -357,6 +359,22 @@ class Store:
         sql = ("SELECT id, seq, kind, time, count, raw, epoch, leaf, received_at FROM messages "
                "WHERE device = ?" + (" AND kind = ?" if kind else "") + " ORDER BY seq DESC LIMIT ?")
         cur = self.db.execute(sql, (device, kind, limit) if kind else (device, limit))
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, row)) for row in cur]
+
+    def messages_page(self, device: str, kind: str | None, start: int, end: int,
+                      after: tuple[int, int] | None, limit: int) -> list[Row]:
+        """A device's messages with start <= time < end, newest first by (time, seq), those
+        after the cursor (the last row of the page before: its time and seq) only. With kind
+        it is one range of the index messages_device_time; the cursor bounds that range
+        (time <= its time) because a row-value comparison would not."""
+        sql = ("SELECT id, seq, kind, time, count, raw, epoch, leaf, received_at FROM messages "
+               "WHERE device = ?" + (" AND kind = ?" if kind else "") + " AND time >= ? AND time < ?")
+        args: list[object] = [device] + ([kind] if kind else []) + [start, end]
+        if after:
+            sql += " AND time <= ? AND (time < ? OR seq < ?)"
+            args += [after[0], after[0], after[1]]
+        cur = self.db.execute(sql + " ORDER BY time DESC, seq DESC LIMIT ?", args + [limit])
         cols = [c[0] for c in cur.description]
         return [dict(zip(cols, row)) for row in cur]
 

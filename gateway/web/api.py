@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import re
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
@@ -18,23 +18,27 @@ from starlette.routing import Route
 
 from agent.objects import HASH_LEN
 from agent.proto import device_id
+from gateway.alerts.delivery import redact
 from gateway.chain import registry
 from gateway.mqtt.broker import managed_credentials
 from gateway.store import provider
 from gateway.store.database import Store
 from gateway.web import auth, sse, tls
 from gateway.web.hosts import host_of
+from gateway.web.openapi import document as openapi_document
 from gateway.web.status import device_row
 from gateway.wire import merkle
 
 DEVICE_ID = re.compile(r"[0-9a-f]{16}")
 OBJECT_ID = re.compile(r"[0-9a-f]{16}")  # 8 random bytes
 MESSAGE_KIND = re.compile(r"[a-z]{1,8}")
+MESSAGE_CURSOR = re.compile(r"([0-9]{1,10})-([0-9]{1,10})")
+MESSAGES_QUERY = ("kind", "from", "to", "cursor", "limit")
 SEQ_MAX = 2 ** 32 - 1               # docs/protocol.md: a device's sequence is 1 ... 2^32-1
 JSON_LIMIT = auth.FORM_LIMIT
 log = logging.getLogger("edgekeep.web")
 OBJECT_COLUMNS = ("oid", "seq", "time", "event", "type", "size", "chunk_size", "count", "stored",
-                  "bytes", "completed_at")
+                  "bytes", "completed_at", "parent")
 
 
 class ApiError(Exception):
@@ -100,6 +104,17 @@ def text_field(body: dict, name: str) -> str:
     value = body.get(name)
     if not isinstance(value, str):
         raise ApiError(400, "%s must be a string" % name)
+    return value
+
+
+def int_field(body: dict, name: str, default: int) -> int:
+    """A JSON body's whole-number field (2832.0 is one too, as JSON Schema says), default
+    if missing; 400 if it is anything else."""
+    value = body.get(name, default)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, "%s must be a whole number" % name)
     return value
 
 
@@ -256,20 +271,47 @@ async def revoke_device(request):
 
 
 async def device_messages(request):
-    """A device's newest messages, newest first, as stored: raw COSE_Sign1 in base64.
+    """A device's messages, newest first, as stored: raw COSE_Sign1 in base64.
 
-    The server cannot read them; the owner's browser decrypts with the keyring.
+    The server cannot read them; the owner's browser decrypts with the keyring. `from` and
+    `to` (Unix seconds, to exclusive) select by the message's time (its first reading's);
+    a full page has a `Link: <...>; rel="next"` header, the URL of the next (older) page,
+    which carries the `cursor` (time-seq of this page's last message).
     """
     d = device_or_404(request)
+    unknown = set(request.query_params) - set(MESSAGES_QUERY)
+    if unknown:
+        raise ApiError(400, "unknown parameter %s: use %s" % (
+            ", ".join(sorted(unknown))[:60], ", ".join(MESSAGES_QUERY)))
     kind = request.query_params.get("kind") or None
     if kind is not None and not MESSAGE_KIND.fullmatch(kind):
         raise ApiError(400, "kind must be a message kind (a few letters: t for telemetry, "
                        "s for status, ...)")
     limit = int_param(request, "limit", 50, 1, 1000)
-    rows = state(request).store.recent_messages(d["id"], kind, limit)
+    start = int_param(request, "from", 0, 0, SEQ_MAX)
+    end = int_param(request, "to", SEQ_MAX + 1, 1, SEQ_MAX + 1)
+    if start >= end:
+        raise ApiError(400, "from (%d) must be before to (%d)" % (start, end))
+    after = message_cursor(request.query_params.get("cursor"))
+    rows = state(request).store.messages_page(d["id"], kind, start, end, after, limit)
     for r in rows:
         r["raw"] = base64.b64encode(r["raw"]).decode()
-    return JSONResponse(rows)
+    headers = {}
+    if len(rows) == limit:
+        query = dict(request.query_params) | {"cursor": "%d-%d" % (rows[-1]["time"], rows[-1]["seq"])}
+        headers["link"] = '<%s?%s>; rel="next"' % (request.url.path, urlencode(query))
+    return JSONResponse(rows, headers=headers)
+
+
+def message_cursor(raw: str | None) -> tuple[int, int] | None:
+    """The `cursor` of GET .../messages, "time-seq" as the Link header gives it, else 400."""
+    if raw is None:
+        return None
+    m = MESSAGE_CURSOR.fullmatch(raw)
+    if not (m and int(m[1]) <= SEQ_MAX and 1 <= int(m[2]) <= SEQ_MAX):
+        raise ApiError(400, "cursor must be time-seq as the previous page's Link header "
+                       "gives it, not %r" % raw[:30])
+    return int(m[1]), int(m[2])
 
 
 async def message_proof(request):
@@ -481,9 +523,7 @@ async def enrollment_token(request):
     edgekeep-flash command to run where the device is plugged in.
     """
     body = await json_body(request)
-    ttl = body.get("ttl", registry.DEFAULT_TTL)
-    if isinstance(ttl, bool) or not isinstance(ttl, int):
-        raise ApiError(400, "ttl must be a whole number of seconds")
+    ttl = int_field(body, "ttl", registry.DEFAULT_TTL)
     try:
         token, expires = registry.issue_enrollment(state(request).store, ttl, "admin page",
                                                    optional_text(body, "broker"))
@@ -575,8 +615,13 @@ async def network(request):
 
 def settings_rows(cfg):
     """The running configuration, secrets excluded (file paths only)."""
-    rows = {k: v for k, v in vars(cfg).items() if k != "chain"}
+    rows = {k: v for k, v in vars(cfg).items() if k not in ("chain", "alerts")}
     rows.update({"chain." + k: v for k, v in vars(cfg.chain).items()})
+    rows.update({"alerts." + k: v for k, v in vars(cfg.alerts).items()})
+    if cfg.alerts.webhook_url:      # may hold a token (ntfy's topic, Gotify's ?token=)
+        rows["alerts.webhook_url"] = redact(cfg.alerts.webhook_url)
+    if cfg.alerts.webhook_topic:
+        rows["alerts.webhook_topic"] = "(set)"
     return rows
 
 
@@ -587,7 +632,7 @@ async def settings(request):
 
 async def openapi(request):
     """This document."""
-    return JSONResponse(openapi_document())
+    return JSONResponse(openapi_document(request.app.routes, auth.COOKIE, PUBLIC, TOKEN))
 
 
 ROUTES = [
@@ -616,40 +661,5 @@ ROUTES = [
     Route("/api/openapi.json", openapi),
 ]
 
-QUERY = {device_messages: {"kind": "string", "limit": "integer"}, anchors: {"limit": "integer"},
-         device_objects: {"limit": "integer"},
-         storage_challenge: {"epoch": "integer", "leaf": "integer", "select": "integer"}}
 PUBLIC = {login}
 TOKEN = {enroll}  # an enrollment token instead of a session (app.PUBLIC, app.CSRF_EXEMPT)
-PATH_TYPES = {"seq": "integer", "index": "integer"}
-
-
-def openapi_document():
-    paths = {}
-    for r in ROUTES:
-        path = re.sub(r"{(\w+)(:\w+)?}", r"{\1}", r.path)
-        doc = (r.endpoint.__doc__ or "").strip().split("\n\n")
-        params = [{"name": n, "in": "path", "required": True,
-                   "schema": {"type": PATH_TYPES.get(n, "string")}} for n in r.param_convertors]
-        params += [{"name": n, "in": "query", "schema": {"type": t}}
-                   for n, t in QUERY.get(r.endpoint, {}).items()]
-        for method in sorted(r.methods - {"HEAD"}):
-            op = {"summary": doc[0], "operationId": r.endpoint.__name__, "parameters": params,
-                  "responses": {"200": {"description": "OK"}}}
-            if len(doc) > 1:
-                op["description"] = " ".join(" ".join(doc[1:]).split())
-            if r.endpoint in PUBLIC:
-                op["security"] = []
-            if r.endpoint in TOKEN:
-                op["security"] = [{"enrollment": []}]
-            paths.setdefault(path, {})[method.lower()] = op
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "EdgeKeep gateway admin API", "version": "1"},
-        "components": {"securitySchemes": {
-            "session": {"type": "apiKey", "in": "cookie", "name": auth.COOKIE},
-            "csrf": {"type": "apiKey", "in": "header", "name": "X-CSRF-Token"},
-            "enrollment": {"type": "http", "scheme": "bearer"}}},
-        "security": [{"session": [], "csrf": []}],
-        "paths": paths,
-    }

@@ -15,7 +15,7 @@ from gateway.ingest.objects import ObjectStore
 from gateway.integrations import metrics
 from gateway.store.database import Store
 from gateway.store.provider import Provider
-from gateway.web import api, auth, pages
+from gateway.web import alerts, api, auth, camera, pages, updates
 from gateway.web.hosts import HostGuard, allowed_hosts, trusted_proxies
 from gateway.web.network import Network
 from gateway.web.sse import Broadcaster
@@ -24,8 +24,10 @@ from gateway.web.tls import fingerprint, tls_files
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 # No inline script or style, nothing from elsewhere: the keyring page only talks to this origin.
+# Images alone may also come from the map tile host (track.js, tiles only when the owner asks).
+MAP_TILES = "https://tile.openstreetmap.org"
 SECURITY_HEADERS = {
-    "content-security-policy": "default-src 'self'; img-src 'self' blob: data:; "
+    "content-security-policy": "default-src 'self'; img-src 'self' blob: data: " + MAP_TILES + "; "
                                "media-src 'self' blob:; "
                                "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
                                "form-action 'self'",
@@ -73,7 +75,7 @@ def create_app(cfg, gateway=None):
     `gateway` (a started service.Gateway) adds chain and broker."""
     broadcaster = Broadcaster()
     network = Network(cfg, gateway)
-    monitor = Monitor(cfg.data_dir, gateway, broadcaster, network)
+    monitor = Monitor(cfg.data_dir, gateway, broadcaster, network, [camera.ObjectFeed()])
     sessions = auth.Sessions()
 
     @contextlib.asynccontextmanager
@@ -92,8 +94,8 @@ def create_app(cfg, gateway=None):
             app.state.challenges.store.close()
             store.close()
 
-    routes = pages.ROUTES + api.ROUTES + [
-        Route("/metrics", metrics.endpoint(monitor)),
+    routes = pages.ROUTES + api.ROUTES + updates.ROUTES + alerts.ROUTES + camera.ROUTES + [
+        Route("/metrics", metrics.endpoint(monitor, updates.metrics_data)),
         Route("/healthz", healthz_endpoint(monitor)),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

@@ -151,9 +151,9 @@ async def camera(request):
     """Each camera with its newest snapshots and clips; the browser decrypts them."""
     now, store = time.time(), state(request).store
     cams = [device_row(d, now) for d in store.devices() if d["kind"] == "camera"]
-    for c in cams:
-        c["objects"] = api.recent_objects(store, c["id"], 100)
-    return render(request, "camera.html", cameras=cams)
+    for c in cams:  # a clip's poster and thumbnail show in the events grid, not as rows
+        c["objects"] = [o for o in api.recent_objects(store, c["id"], 100) if not o["parent"]]
+    return render(request, "camera.html", cameras=cams, data_dir=state(request).data_dir)
 
 
 async def storage(request):
@@ -173,6 +173,10 @@ async def peers(request):
     return render(request, "peers.html", **st.network.view(st.store))
 
 
+async def updates(request):
+    return render(request, "updates.html")
+
+
 async def settings(request):
     return render(request, "settings.html", rows=api.settings_rows(state(request).cfg))
 
@@ -188,6 +192,7 @@ ROUTES = [
     Route("/storage", storage),
     Route("/chain", chain),
     Route("/peers", peers),
+    Route("/updates", updates),
     Route("/settings", settings),
 ]
 

@@ -60,7 +60,8 @@ def session_ended(sessions: Sessions, session: Session) -> str | None:
 
 
 async def events(request):
-    """text/event-stream of `status` (the dashboard snapshot, every second) and `message`.
+    """text/event-stream of `status` (the dashboard snapshot, every second), `message` (each
+    message stored) and `object` (each camera object whose upload moved: gateway/web/camera.py).
 
     It ends when its session does (logout, expiry), with a last `session-ended` event.
     """

@@ -1,8 +1,9 @@
 """The gateway's state at a glance: one snapshot a second, shared by the dashboard, SSE and /metrics.
 
 A thread owns its own store connection and, every TICK seconds, rebuilds the snapshot and
-publishes it, plus one `message` event per newly stored message. Pages therefore never wait
-on the chain or walk the disk; they read the latest snapshot.
+publishes it, plus one `message` event per newly stored message and what its feeds say (the
+Camera page's `object` events, gateway/web/camera.py). Pages therefore never wait on the
+chain or walk the disk; they read the latest snapshot.
 """
 import logging
 import os
@@ -21,6 +22,7 @@ log = logging.getLogger("edgekeep.web")
 TICK = 1.0
 ONLINE_SECONDS = 120      # a device heard from within this is online (4 default Pebble uplinks)
 RATE_WINDOW = 10          # seconds of history behind messages per second
+RESOLVED_SHOWN = 86400    # seconds a resolved alert stays on the dashboard
 SLOW_EVERY = 5            # chain, broker, disk and network checks every this many ticks
 
 
@@ -77,9 +79,11 @@ def disk_usage(data_dir):
 
 
 class Monitor:
-    def __init__(self, data_dir, gateway, broadcaster, network=None):
+    def __init__(self, data_dir, gateway, broadcaster, network=None, feeds=()):
         """network: a gateway.web.network.Network, for the snapshot's "network" entry (the
-        Off-box card, the network's /metrics), read with the slow checks."""
+        Off-box card, the network's /metrics), read with the slow checks. feeds: each
+        feed(store) -> [(event, data)] to publish, every tick."""
+        self.feeds = feeds
         self.data_dir = data_dir
         self.gateway = gateway
         self.network = network
@@ -121,6 +125,9 @@ class Monitor:
         for m in self.store.messages_after(self.last_id):
             self.last_id = m["id"]
             self.broadcaster.publish("message", m)
+        for feed in self.feeds:
+            for event, data in feed(self.store):
+                self.broadcaster.publish(event, data)
         self.snapshot = self.build()
         self.broadcaster.publish("status", self.snapshot)
 
@@ -151,6 +158,7 @@ class Monitor:
             "audit": store.last_audit(),
             "components": self.health.snapshot(),
             "workers": self.worker_rates.view(store, now),
+            "alerts": store.alerts.summary(now - RESOLVED_SHOWN),
             **self.slow,
         }
 

@@ -2,10 +2,14 @@
 and a `gateway run` on a fixed port that a test can kill and start again.
 
     CHROMIUM, FLAGS, launch(playwright)   headless Chromium as shared/DESIGN.md says
+    chromium()                            launch() in a block of its own (a fixture's body)
+    signed_in_page(demo, path, viewport)  a page of its own Chromium, signed in, on path
     artifacts(*parts)                     a directory under test-artifacts/ (git-ignored)
     running_demo(data_dir)                `gateway demo`, yielding its URL, password, keyring
     demo_devices(data_dir, prefix)        {device id: name} of the demo's simulated devices
     complete_object(data_dir, camera)     the newest object the gateway holds whole
+    unlock(page, demo)                    open the demo's keyring on the page
+    video_frame(video)                    the frame a <video> shows: size, mean and variance
     GatewayProcess                        `gateway run` on one port and data dir: start, kill,
                                           pause (SIGSTOP) and resume
 """
@@ -36,6 +40,34 @@ def launch(playwright):
         pytest.fail("browser tests need Debian's chromium at %s: run `make setup-test` "
                     "(it installs the chromium package)" % CHROMIUM)
     return playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+
+
+@contextlib.contextmanager
+def chromium():
+    """A launched Chromium (launch) until the block ends."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = launch(p)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@contextlib.contextmanager
+def signed_in_page(demo, path, viewport, **context):
+    """A page of its own Chromium, signed in to the demo and on path, downloads accepted,
+    until the block ends."""
+    from playwright.sync_api import expect
+    with chromium() as browser:
+        page = browser.new_context(viewport=viewport, accept_downloads=True,
+                                   **context).new_page()
+        page.set_default_timeout(20000)
+        page.goto(demo["url"] + path)
+        page.fill("input[name=password]", demo["password"])
+        page.click("button[type=submit]")
+        expect(page).to_have_url(demo["url"] + path)
+        yield page
 
 
 def artifacts(*parts):
@@ -183,3 +215,29 @@ def demo_devices(data_dir, prefix=""):
                 d = json.load(f)
             out[d["device_id"]] = d["name"]
     return out
+
+
+def unlock(page, demo):
+    """Open the demo owner's keyring in the page's keyring form."""
+    from playwright.sync_api import expect
+    page.set_input_files("#keyring input[type=file]", demo["keyring"])
+    page.fill("#keyring input[name=passphrase]", demo["passphrase"])
+    page.click("#keyring button[type=submit]")
+    expect(page.locator("#keyring .state")).to_contain_text("unlocked:", timeout=60000)
+
+
+def video_frame(video):
+    """The frame a <video> (a Playwright locator) shows, drawn to a canvas: {w, h, mean,
+    variance, duration} of its brightness; a blank frame has no variance."""
+    return video.evaluate("""v => {
+        const c = document.createElement('canvas');
+        c.width = v.videoWidth; c.height = v.videoHeight;
+        const g = c.getContext('2d'); g.drawImage(v, 0, 0);
+        const d = g.getImageData(0, 0, c.width, c.height).data;
+        let n = 0, s = 0, s2 = 0;
+        for (let i = 0; i < d.length; i += 4) {
+            const y = (d[i] + d[i + 1] + d[i + 2]) / 3; n++; s += y; s2 += y * y;
+        }
+        const mean = s / n;
+        return {w: c.width, h: c.height, mean, variance: s2 / n - mean * mean, duration: v.duration};
+    }""")

@@ -4,8 +4,9 @@
 // sessionStorage (gone when the tab closes, never sent anywhere) so that pages share them;
 // they are forgotten when the session ends: logout, expiry, or logout in another tab.
 import {
-  base64Decode, decryptObject, decryptTelemetry, hex, jpegFrames, openKeyring, openManifest, sha256,
+  base64Decode, decryptObject, hex, jpegFrames, openKeyring, openManifest, sha256,
 } from "./ekcrypto.js";
+import { alertOptIn, showAlerts } from "./alerts.js";
 
 const csrf = document.querySelector('meta[name="csrf"]').content;
 const page = document.body.dataset.page;
@@ -64,6 +65,7 @@ function ago(t) {
 }
 
 function showStatus(s) {
+  showAlerts(s.alerts);
   for (const el of document.querySelectorAll("[data-stat]")) {
     const value = el.dataset.stat.split(".").reduce((o, k) => (o == null ? o : o[k]), s);
     if (value === undefined || value === null) continue;
@@ -209,6 +211,8 @@ function listen() {
     showHealth(null);
   });
   es.addEventListener("message", (e) => onMessage(JSON.parse(e.data)));
+  // a camera object's upload moved (the Camera page's events grid, camera.js)
+  es.addEventListener("object", (e) => document.dispatchEvent(new CustomEvent("ek:object", { detail: JSON.parse(e.data) })));
   es.addEventListener("error", () => { if (health.es === es) lost("The live connection to the gateway was lost"); });
   // The server ends the stream with this when the session ends (here, in another tab, or expired).
   es.addEventListener("session-ended", (e) => {
@@ -285,91 +289,6 @@ function keyringForm() {
   });
 }
 
-// -- telemetry (device page) ---------------------------------------------------------------
-
-const CHARTS = [["temp", "Temperature °C", 0.01], ["hum", "Humidity %RH", 0.01],
-  ["pres", "Pressure hPa", 0.01], ["batt", "Battery mV", 1]];
-const MAX_ROWS = 200;
-
-function telemetry() {
-  const section = document.getElementById("telemetry");
-  const device = section.dataset.device;
-  const readings = new Map();  // "seq/index" -> reading
-  const stateEl = document.getElementById("telemetry-state");
-
-  async function load(limit) {
-    const keys = unlockedKeys();
-    if (!keys) return;
-    if (!keys[device]) {
-      stateEl.textContent = "Your keyring has no key for this device.";
-      return;
-    }
-    const messages = await api("GET", "/api/devices/" + device + "/messages?kind=t&limit=" + limit);
-    for (const m of messages) {
-      try {
-        (await decryptTelemetry(base64Decode(m.raw), keys)).forEach((r, i) => readings.set(m.seq + "/" + i, r));
-      } catch (err) {
-        stateEl.textContent = "message " + m.seq + ": " + err.message;
-        stateEl.classList.add("error");
-      }
-    }
-    draw();
-  }
-
-  function draw() {
-    const rows = [...readings.values()].sort((a, b) => b.time - a.time);
-    stateEl.textContent = rows.length + " readings decrypted in this browser";
-    const table = document.getElementById("readings");
-    table.hidden = false;
-    table.tBodies[0].replaceChildren(...rows.slice(0, MAX_ROWS).map(readingRow));
-    section.querySelector(".charts").replaceChildren(...CHARTS.map(([k, title, scale]) =>
-      chart(title, rows.filter((r) => r[k] !== null).map((r) => [r.time, r[k] * scale]).reverse())));
-  }
-
-  document.addEventListener("ek:unlocked", () => load(100));
-  document.addEventListener("ek:message", (e) => {
-    if (e.detail.device === device && e.detail.kind === "t") load(1);
-  });
-  load(100);
-}
-
-function fixed(x, scale, digits) { return x === null ? "–" : (x * scale).toFixed(digits); }
-
-function readingRow(r) {
-  const tr = document.createElement("tr");
-  const cells = [new Date(r.time * 1000).toLocaleString(), fixed(r.temp, 0.01, 2), fixed(r.hum, 0.01, 2),
-    fixed(r.pres, 0.01, 2), fixed(r.light, 0.01, 2), fixed(r.lat, 1e-7, 5), fixed(r.lon, 1e-7, 5),
-    r.batt === null ? "–" : String(r.batt), String(r.seq)];
-  const labels = [...document.querySelectorAll("#readings thead th")].map((th) => th.textContent);
-  tr.replaceChildren(...cells.map((c, i) => {
-    const td = Object.assign(document.createElement("td"), { textContent: c });
-    td.dataset.label = labels[i] || "";
-    if (i === 0) td.className = "title";
-    return td;
-  }));
-  return tr;
-}
-
-// A small SVG line chart of [time, value] points.
-function chart(title, points) {
-  const W = 320, H = 120, NS = "http://www.w3.org/2000/svg";
-  const fig = document.createElement("figure");
-  const svg = document.createElementNS(NS, "svg");
-  svg.setAttribute("viewBox", "0 0 " + W + " " + H);
-  if (points.length) {
-    const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
-    const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
-    const sx = (x) => (x1 > x0 ? ((x - x0) / (x1 - x0)) * (W - 8) + 4 : W / 2);
-    const sy = (y) => (y1 > y0 ? H - 4 - ((y - y0) / (y1 - y0)) * (H - 8) : H / 2);
-    const line = document.createElementNS(NS, "polyline");
-    line.setAttribute("points", points.map(([x, y]) => sx(x).toFixed(1) + "," + sy(y).toFixed(1)).join(" "));
-    svg.append(line);
-    title += " (" + y0.toFixed(1) + " – " + y1.toFixed(1) + ", now " + ys[ys.length - 1].toFixed(1) + ")";
-  }
-  fig.append(svg, Object.assign(document.createElement("figcaption"), { textContent: title }));
-  return fig;
-}
-
 // -- camera: snapshots and clips, checked and decrypted here ---------------------------------
 
 const MEDIA = { "image/jpeg": ".jpg", "video/x-motion-jpeg": ".mjpeg" };
@@ -402,23 +321,31 @@ function cameras() {
   }
   document.addEventListener("ek:unlocked", ready);
   ready();
+  // the events grid: live, thumbnails, filters (camera.js)
+  import("./camera.js").then((m) => m.eventGrid({ api, unlockedKeys, openObject, showObject, size: FORMATS.size }));
 }
 
-// Fetch an object's signed manifest and chunks, check and decrypt them, show its frames.
+// Fetch an object's signed manifest (checked against the camera's public key) and chunks
+// (checked against it), and decrypt them: {manifest, plain}.
+async function openObject(device, publicKey, oid) {
+  const base = "/api/devices/" + device + "/objects/" + oid;
+  const info = await api("GET", base);
+  const manifest = await openManifest(base64Decode(info.manifest), hex.decode(publicKey));
+  if (manifest.id !== oid || manifest.device !== device) throw new Error("the gateway sent another object's manifest");
+  const chunks = await Promise.all(manifest.hashes.map((_, i) => fetchBytes(base + "/chunks/" + i)));
+  return { manifest, plain: await decryptObject(hex.decode(unlockedKeys()[device]), manifest, chunks) };
+}
+
+// Check and decrypt an object, show its frames in the section's viewer (or play its clip).
 async function showObject(section, oid) {
   const device = section.dataset.device, viewer = section.querySelector(".viewer");
   if (viewer.dataset.showing === oid && !viewer.querySelector(".error")) return;  // shown or on its way
   viewer.dataset.showing = oid;
   showIn(section, oid, note("decrypting " + oid + "…"));
   try {
-    const base = "/api/devices/" + device + "/objects/" + oid;
-    const info = await api("GET", base);
-    const manifest = await openManifest(base64Decode(info.manifest), hex.decode(section.dataset.publicKey));
-    if (manifest.id !== oid || manifest.device !== device) throw new Error("the gateway sent another object's manifest");
+    const { manifest, plain } = await openObject(device, section.dataset.publicKey, oid);
     const clips = window.ekClips && window.ekClips.plays(manifest.type) ? window.ekClips : null;  // camera.js
     if (!MEDIA[manifest.type] && !clips) throw new Error("this page cannot show " + manifest.type);
-    const chunks = await Promise.all(manifest.hashes.map((_, i) => fetchBytes(base + "/chunks/" + i)));
-    const plain = await decryptObject(hex.decode(unlockedKeys()[device]), manifest, chunks);
     if (clips) return showIn(section, oid, await clips.figure(manifest, plain, oid, FORMATS.size));
     const frames = jpegFrames(plain);
     const fig = Object.assign(document.createElement("figure"), { className: "object" });
@@ -517,5 +444,6 @@ if (document.getElementById("nav")) navMenu();
 if (logout) watch();        // signed in: live updates, and the banner when they stop
 if (document.getElementById("keyring")) keyringForm();
 if (page === "devices") deviceActions();
-if (page === "device") telemetry();
+if (page === "alerts") alertOptIn(api);
+if (page === "device") import("./telemetry.js").then((m) => m.telemetry(unlockedKeys));  // charts, map, CSV
 if (page === "camera") cameras();
