@@ -22,6 +22,11 @@ config.json     a JSON object:
                     tests: main() returns, so the device exits 0)
     echo_readings   print each reading as a line "READING {json}" (optional, for tests)
 
+For settings over the air (agent/config_update.py) it reads gateway.pub (hex of the
+gateway's config public key; without it, config messages are refused), config_trial (s a new
+config has to reach the gateway, default 120) and keeps config.prev, config.trial and
+config.seen beside config.json.
+
 For OTA updates (agent/ota.py) it also reads manifest.json (the installed bundle's; its
 version is the status message's `fw`) and release.pub (hex of the owner's release public
 key, as `python -m firmware keygen` writes KEY.pub); without release.pub, offers are refused.
@@ -71,8 +76,12 @@ class Device(Agent):
         if topic == self.ota_topic:
             self.updater.receive(payload)
             return
+        if topic.endswith("/config"):  # settings: agent/config_update.py, loaded now
+            from agent.config_update import take
+            self.status_due |= take(self, payload)
+            return
         if Agent.on_message(self, topic, payload) and self.updater.acked():
-            self.status_due = True  # a status with the confirmed version
+            self.status_due = True  # a status with the confirmed version (or config)
 
 
 class Echo:
@@ -102,6 +111,9 @@ def main():
             settings[key] = cfg[key]
     heap.collect()
     agent = Device(ident, transport, sensors, spool, settings, os.urandom)
+    if ota.exists("config.trial"):  # a config on trial, or rolled back: agent/config_update.py
+        from agent.config_update import take
+        take(agent, None)
     try:
         agent.run(cfg.get("duration"))
     finally:

@@ -5,6 +5,7 @@ A bundle is a directory:
                      "files": {device path: {"sha256", "size"}}}
     manifest.sig    hex of the ES256 signature over manifest.json's bytes (signing.py)
     main.py, board.json, agent/*.mpy, hw/<board>/*.mpy   (the files, at their device paths)
+    package.json, release.pub   (MicroPython boards: the bundle as a mip package, firmware/mip.py)
 
 Modules are compiled by mpy-cross to bytecode-only .mpy (no -march): one file then loads on
 every port, ESP32, nRF and the WebAssembly build alike. mpy-cross 1.29 writes .mpy version
@@ -18,7 +19,7 @@ import shutil
 import subprocess
 import sys
 
-from firmware import signing
+from firmware import mip, signing
 from firmware.boards import ROOT, board, source_files
 
 FORMAT = 1
@@ -73,6 +74,9 @@ def build(board_name, out_dir, version=None, sign_key=None):
         _write(out_dir, MANIFEST, data)
         if key is not None:
             _write(out_dir, SIGNATURE, signing.sign(key, data).hex().encode() + b"\n")
+        if spec["runtime"] == "micropython":
+            mip.write_package(out_dir, manifest, MANIFEST,
+                              signing.public_hex(key) if key is not None else None)
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)
         raise

@@ -6,6 +6,8 @@
     provision --port P --gateway mqtt://HOST:PORT [--wifi SSID] [--apn APN] [--owner-keyring F]
     provision --port P --gateway https://HOST:PORT --token-file F --fingerprint AA:BB:...
                                    the same from another machine, through the gateway's API
+    config --port P [--interval S] [--broker mqtt://HOST:PORT] [--wifi SSID] [--apn APN] ...
+                                   change a device's settings, keeping its identity
     decommission --port P          revoke the device everywhere, wipe its keys
     deploy --port P BUNDLE         verify the bundle's signature, copy the changed files
     info --port P                  device id, agent version, free flash and heap
@@ -86,6 +88,17 @@ def cmd_provision(args):
             raise FlashError(str(e), "give the keyring's passphrase (--passphrase-file or "
                              "$EDGEKEEP_PASSPHRASE)")
     print("provisioned device %s\npublic key %s" % (dev_hex, public_hex))
+    return 0
+
+
+def cmd_config(args):
+    from tools.flashlib.config import configure
+    from tools.flashlib.device import Device
+    with Device(args.port) as dev:
+        configure(dev, args)
+        if not args.no_reset:
+            dev.soft_reset()
+            print("the device restarts with its new settings")
     return 0
 
 
@@ -225,6 +238,23 @@ def build_parser():
     s.add_argument("--force", action="store_true",
                    help="replace an existing identity (revoked: gateway, broker, chain)")
     s.set_defaults(fn=cmd_provision)
+
+    s = sub.add_parser("config", help="change a provisioned device's settings (its identity "
+                       "stays)")
+    s.add_argument("--port", required=True)
+    s.add_argument("--interval", type=int, help="s between readings")
+    s.add_argument("--upload-interval", type=int, help="s between batches")
+    s.add_argument("--status-every", type=int, help="a status message every N batches")
+    s.add_argument("--broker", help="the gateway's broker, mqtt://HOST:PORT")
+    s.add_argument("--wifi", help="Wi-Fi SSID")
+    s.add_argument("--wifi-password-file", help="the Wi-Fi password, from this file")
+    s.add_argument("--apn", help="cellular APN")
+    s.add_argument("--config-trial", type=int,
+                   help="s a config sent over the air has to reach the gateway (default 120)")
+    s.add_argument("--gateway-key", help="trust this gateway's config key for settings over "
+                   "the air (its data directory's config-signing.key.pub)")
+    s.add_argument("--no-reset", action="store_true", help="do not restart the device after")
+    s.set_defaults(fn=cmd_config)
 
     s = sub.add_parser("decommission", help="revoke the device everywhere (gateway, broker, "
                        "chain), then wipe its keys")

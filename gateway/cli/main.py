@@ -14,7 +14,7 @@ from gateway.config import Config
 # Modules that add their own subcommands: each has add_commands(subparsers), and each
 # subparser sets fn=callable(args) -> exit code.
 PLUGINS = ["gateway.cli.broker", "gateway.cli.admin", "gateway.cli.objects", "gateway.cli.keeper",
-           "gateway.cli.ota", "gateway.cli.peer", "gateway.cli.restore"]
+           "gateway.cli.ota", "gateway.cli.peer", "gateway.cli.restore", "gateway.cli.evidence"]
 
 
 log = logging.getLogger("edgekeep")
@@ -188,6 +188,10 @@ def cmd_devices(args):
         return 2
     if args.action == "enroll":
         return enroll_token(open_store(args.data_dir, url=url), args, cfg)
+    if args.action in ("config", "config-key"):
+        from gateway.cli import config_push
+        return (config_push.cmd_config if args.action == "config"
+                else config_push.cmd_config_key)(args)
     store = open_store(args.data_dir, url=url) if args.action == "list" \
         else open_store(args.data_dir, create=True, url=url)
     if args.action == "list":
@@ -376,9 +380,11 @@ def build_parser():
     s.set_defaults(fn=cmd_check_proof)
 
     s = sub.add_parser("devices", help="list, add, import, revoke or enroll devices")
-    s.add_argument("action", choices=["list", "add", "import", "revoke", "enroll"],
+    s.add_argument("action", choices=["list", "add", "import", "revoke", "enroll", "config",
+                                      "config-key"],
                    help="enroll: a single-use token for `edgekeep-flash provision --gateway "
-                        "https://...` on another machine")
+                        "https://...` on another machine; config: change a device's settings "
+                        "over the air; config-key: the public key devices check them with")
     where = s.add_mutually_exclusive_group()
     where.add_argument("--data-dir", help="the gateway's data directory")
     where.add_argument("--config", help="the gateway's TOML config (its data_dir, "
@@ -388,7 +394,7 @@ def build_parser():
     s.add_argument("--name")
     s.add_argument("--kind", default="tracker")
     s.add_argument("--file", help="import: devices.json written by `python -m agent sim`")
-    s.add_argument("--device", help="revoke: device id")
+    s.add_argument("--device", help="revoke, config: device id")
     s.add_argument("--credentials-out", help="add: write the device's MQTT account here (0600)")
     s.add_argument("--ttl", type=int, default=600,
                    help="enroll: seconds the token is good for (default 600, at most 86400)")
@@ -396,6 +402,8 @@ def build_parser():
                    "(default: the gateway's, at the address the flash tool reaches it by)")
     s.add_argument("--out", help="enroll: write the token to this file (0600) instead of "
                    "printing it")
+    from gateway.cli.config_push import add_arguments as add_config_arguments
+    add_config_arguments(s)
     s.set_defaults(fn=cmd_devices)
 
     s = sub.add_parser("export", help="decrypt a device's readings with the owner's keyring")

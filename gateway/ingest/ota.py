@@ -147,41 +147,64 @@ class Pusher:
     """Runs transfers to many devices over one MQTT connection. keys: device id -> its
     65-byte public key, to check the reports' signatures."""
 
-    def __init__(self, broker, keys, username=None, password=None, progress=None):
+    def __init__(self, broker, keys, username=None, password=None, progress=None,
+                 client_id=None):
         self.keys = {dev: protocol.load_public_key(pub) for dev, pub in keys.items()}
         self.progress = progress or Progress()
         self.unacked = []        # (paho MessageInfo, device) of the chunks not yet PUBACKed
         self.reports = queue.Queue()
-        self.client, b = new_client(broker, "edgekeep-ota-%d" % os.getpid(), username, password)
+        self.client, b = new_client(broker, client_id or "edgekeep-ota-%d" % os.getpid(),
+                                    username, password)
         self.client.on_message = lambda c, u, msg: self.reports.put((msg.topic, msg.payload))
         self.host, self.port = b.host, b.port
 
     def run(self, release, devices, force=False, timeout=900.0):
         """Update devices; returns {device: Transfer} once all are done or timeout passes."""
+        self.connect()
+        try:
+            transfers = {dev: Transfer(dev, release, force, self.progress) for dev in devices}
+            for t in transfers.values():
+                self.start(t)
+            end = time.monotonic() + timeout
+            while not all(t.done for t in transfers.values()) and time.monotonic() < end:
+                self.pump(transfers)
+            return transfers
+        finally:
+            self.close()
+
+    def connect(self):
+        """Connect and subscribe to the devices' reports (queue.Empty if the broker does not
+        confirm the subscription, OSError if it cannot be reached)."""
         subscribed = queue.Queue()
         self.client.on_subscribe = lambda *a: subscribed.put(True)
         self.client.connect(self.host, self.port, keepalive=30)
         self.client.loop_start()
-        try:
-            self.client.subscribe(REPORTS, qos=1)
-            subscribed.get(timeout=15)
-            transfers = {dev: Transfer(dev, release, force, self.progress) for dev in devices}
-            now = time.monotonic()
-            for t in transfers.values():
-                t.offer(self._publish, now)
-                self.progress.step(t.device, "offered %s (%d files, %d bytes, %d chunks)" % (
-                    release.version, len(release.table), release.size, release.count))
-            end = now + timeout
-            while not all(t.done for t in transfers.values()) and time.monotonic() < end:
-                self._handle_reports(transfers)
-                self._tell_chunks_sent()
-                for t in transfers.values():
-                    if not t.done:
-                        t.tick(self._publish, time.monotonic())
-            return transfers
-        finally:
-            self.client.disconnect()
-            self.client.loop_stop()
+        self.client.subscribe(REPORTS, qos=1)
+        subscribed.get(timeout=15)
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def know(self, device, public_key):
+        """Check the reports of device (one added after the Pusher was made) with its key."""
+        self.keys[device] = protocol.load_public_key(public_key)
+
+    def start(self, transfer):
+        """Offer the transfer's release to its device."""
+        release = transfer.release
+        transfer.offer(self._publish, time.monotonic())
+        self.progress.step(transfer.device, "offered %s (%d files, %d bytes, %d chunks)" % (
+            release.version, len(release.table), release.size, release.count))
+
+    def pump(self, transfers):
+        """One round: a report handled (waiting up to 0.5 s for one), the chunks the broker
+        took told, and an offer again to each device silent too long."""
+        self._handle_reports(transfers)
+        self._tell_chunks_sent()
+        for t in transfers.values():
+            if not t.done:
+                t.tick(self._publish, time.monotonic())
 
     def _handle_reports(self, transfers):
         try:

@@ -38,6 +38,7 @@ def deploy(dev, bundle_dir, manifest, release_public=None, log=print):
         raise FlashError("the device runs MicroPython %s; the bundle needs %s or later"
                          % (dev.about["micropython"], manifest["min_micropython"]),
                          "update MicroPython: `python tools/flash.py firmware --port %s`" % dev.port)
+    dev.fresh_interpreter()  # the stopped agent's heap back, before hashing and copying
     files = manifest["files"]
     on_device = dev.hashes(sorted(files))
     changed = [p for p in sorted(files) if on_device[p] != files[p]["sha256"]]

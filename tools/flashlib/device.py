@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 import os
+import sys
 
 import serial
 from mpremote.transport import TransportError, TransportExecError
@@ -13,6 +14,7 @@ from mpremote.transport_serial import SerialTransport
 from tools.flashlib import FlashError
 
 REPL_TIMEOUT = 5  # s for a board to answer at the REPL
+INTERRUPT_WAIT = 2  # s for running code to stop on Ctrl-C and show a prompt
 ENOSPC = 28
 
 ABOUT = """
@@ -43,8 +45,14 @@ def check_port(port):
         raise FlashError("cannot open %s: %s" % (port, e), "check the cable and the port name")
 
 
+def _stderr(message):
+    print(message, file=sys.stderr, flush=True)
+
+
 class Device:
-    def __init__(self, port):
+    """`log` gets what the user should know while connecting (default: stderr)."""
+
+    def __init__(self, port, log=_stderr):
         check_port(port)
         self.port = port
         try:
@@ -52,15 +60,33 @@ class Device:
         except TransportError as e:
             raise FlashError("cannot open %s: %s" % (port, e), "check the cable and the port name")
         try:
+            self._enter_raw_repl(log)
+        except FlashError:
+            self.transport.close()
+            raise
+        self.about = self.eval(ABOUT)
+
+    def _enter_raw_repl(self, log):
+        """Stop what runs (Ctrl-C, saying so if it was the agent), then the raw REPL."""
+        self.transport.serial.write(b"\r\x03")
+        answer = self.transport.read_until(1, b">>> ", timeout=INTERRUPT_WAIT,
+                                           timeout_overall=REPL_TIMEOUT)
+        if b"KeyboardInterrupt" in answer:
+            log("the agent is running on %s; interrupting it" % self.port)
+        try:
             with contextlib.redirect_stdout(io.StringIO()):  # mpremote prints what it got
                 self.transport.enter_raw_repl(soft_reset=False, timeout_overall=REPL_TIMEOUT)
         except TransportError:
-            self.transport.close()
+            if b"MicroPython" in answer or b">>> " in answer or b"Traceback" in answer:
+                raise FlashError("the board on %s runs MicroPython but did not stop for its raw "
+                                 "REPL" % self.port,
+                                 "reset it (its reset button, or unplug it and plug it in) and "
+                                 "retry within a few seconds")
             raise FlashError(
-                "the board on %s is not MicroPython: no MicroPython REPL answered" % port,
-                "flash MicroPython first: `python tools/flash.py firmware --port %s --board BOARD`"
-                % port)
-        self.about = self.eval(ABOUT)
+                "the board on %s is not MicroPython, or runs code that ignores Ctrl-C: no "
+                "MicroPython REPL answered" % self.port,
+                "flash MicroPython first: `python tools/flash.py firmware --port %s --board BOARD` "
+                "(if it runs MicroPython, reset it and retry)" % self.port)
 
     def close(self):
         with contextlib.suppress(Exception):
@@ -107,22 +133,41 @@ class Device:
         self.exec("import os\nos.rename(%r, %r)" % (tmp, path))
 
     def hashes(self, paths):
-        """{path: sha256 hex or None if absent} of files on the board."""
-        return self.eval(
-            "import hashlib, binascii\nr={}\nfor p in %r:\n try:\n  h=hashlib.sha256()\n"
-            "  with open(p,'rb') as f:\n   while 1:\n    b=f.read(512)\n    if not b: break\n"
-            "    h.update(b)\n  r[p]=binascii.hexlify(h.digest()).decode()\n"
-            " except OSError: r[p]=None\nprint(repr(r))" % (list(paths),))
+        """{path: sha256 hex or None if absent} of files on the board, one exec per file: a
+        board collects its heap between execs, so a long bundle never needs it all at once."""
+        return {p: self.eval(HASH % (p,)) for p in paths}
 
     def read_json(self, path):
         """A JSON file on the board as a dict, or None if it is absent."""
         text = self.eval("try:\n print(repr(open(%r).read()))\nexcept OSError:\n print(None)" % path)
         return None if text is None else json.loads(text)
 
+    def fresh_interpreter(self):
+        """Ctrl-D in the raw REPL: a soft reset that does not run main.py, so that what the
+        stopped agent still holds (its modules, their buffers) is freed."""
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.transport.enter_raw_repl(soft_reset=True, timeout_overall=2 * REPL_TIMEOUT)
+        except TransportError as e:
+            raise FlashError("the board on %s did not come back from a soft reset: %s"
+                             % (self.port, e), "reset it (its reset button) and retry")
+
     def soft_reset(self):
         """Ctrl-D at the friendly REPL: the board restarts and runs main.py."""
         self.transport.exit_raw_repl()
         self.transport.serial.write(b"\x04")
+
+
+HASH = """import hashlib, binascii
+try:
+ h=hashlib.sha256()
+ with open(%r,'rb') as f:
+  while 1:
+   b=f.read(512)
+   if not b: break
+   h.update(b)
+ print(repr(binascii.hexlify(h.digest()).decode()))
+except OSError: print(None)"""
 
 
 def flash_full(port):

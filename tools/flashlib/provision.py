@@ -179,6 +179,7 @@ def provision(dev, args, passphrase, log=print):
                     % answer["retired"])
         elif args.gateway_data_dir:
             config.update(register(args.gateway_data_dir, public_hex, name, kind, log))
+            trust_gateway_config_key(dev, args.gateway_data_dir, log)
         else:
             log("register it on the gateway host with:\n  edgekeep devices add --data-dir DIR "
                 "--public-key %s --name %s --credentials-out FILE" % (public_hex, name))
@@ -201,6 +202,13 @@ def provision(dev, args, passphrase, log=print):
                          "revoke %s on the admin page, or on the gateway: `edgekeep devices "
                          "revoke --config gateway.toml --device %s`" % (old_hex, old_hex))
     return dev_hex, public_hex
+
+
+def trust_gateway_config_key(dev, data_dir, log):
+    """gateway.pub: the key the device checks settings sent over the air against."""
+    from gateway.ingest.device_config import public_hex
+    dev.write_file("gateway.pub", (public_hex(data_dir) + "\n").encode())
+    log("gateway.pub written: the device takes settings this gateway signs")
 
 
 def gateway_cli(data_dir, *args):

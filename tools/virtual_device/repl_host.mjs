@@ -17,8 +17,15 @@
 // mode are implemented here with the bytes of py/pyexec.c, because the event-driven pyexec
 // has no raw-paste. A reset ends this process with an EXIT_* status; the launcher starts
 // the next one on the same pty, so every reset really starts from a fresh interpreter.
-// Ctrl-C interrupts running code at its next sleep or socket call (a pure busy loop cannot
-// be interrupted: the interpreter and this event loop share one thread).
+//
+// As on a board, the line is read whatever the interpreter does (input_worker.mjs, the
+// UART's interrupt handler): Ctrl-C interrupts running code, main.py included, and what
+// follows it waits in the receive buffer for the REPL. The interrupt is raised at the code's
+// next call out of the interpreter: a sleep, a socket call, a print, time.ticks_ms() (a loop
+// that calls none of these cannot be interrupted: this build has no VM hook). Text output
+// gets CRLF line endings (a board's cooked stdout); sys.stdout.buffer stays raw and
+// sys.stdin reads the line (lib/_vstdio.py), as mpremote's `mount` needs. The heap is
+// collected after each exec, as a board's allocator would before running out.
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
@@ -29,6 +36,7 @@ import { copyIn, mirror } from "../../agent/runtime/wasm/flash.mjs";
 import { gcCollector } from "../../agent/runtime/wasm/gc.mjs";
 import { loadCapped } from "../../agent/runtime/wasm/heap.mjs";
 import { startNet } from "../../agent/runtime/wasm/net.mjs";
+import { BUSY, INTERRUPT, KBD_CHAR, sharedLine, take, waitForInput } from "./line.mjs";
 
 const EXIT_HOST = 70;
 const EXIT_RESET = 100; // machine.reset(), as agent/runtime/wasm/lib/machine.py
@@ -66,6 +74,15 @@ function send(text) {
   for (const c of Buffer.from(text, "latin1")) pending.push(c);
 }
 
+// What device code prints: a bare LF goes out as CRLF.
+function deviceOutput(bytes) {
+  for (const c of bytes) {
+    if (c === 10 && pending[pending.length - 1] !== 13) pending.push(13);
+    pending.push(c);
+  }
+  pollInterrupt();
+}
+
 function flush() {
   const buffer = Buffer.from(pending);
   pending = [];
@@ -97,16 +114,41 @@ function hostFailure(error) {
 }
 
 // -- input: a worker reads the pty; Ctrl-C while code runs becomes an interrupt ----------
-const control = new Int32Array(new SharedArrayBuffer(8)); // [busy, interrupt]
-const BUSY = 0;
-const INTERRUPT = 1;
+const { line, ring } = sharedLine();
+let raiseInterrupt = () => {}; // set once the interpreter is loaded
+let interruptChar = () => 3;
 
-function startInput(onBytes) {
+function pollInterrupt() {
+  if (Atomics.load(line, INTERRUPT) && Atomics.exchange(line, INTERRUPT, 0)) raiseInterrupt();
+}
+
+function syncInterruptChar() {
+  Atomics.store(line, KBD_CHAR, interruptChar());
+}
+
+// onInput() runs whenever the event loop is free and bytes may be waiting in the ring.
+function startInput(onInput) {
   const worker = new Worker(new URL("./input_worker.mjs", import.meta.url), {
-    workerData: { fd: port, control },
+    workerData: { fd: port, line, ring },
   });
-  worker.on("message", onBytes);
+  worker.on("message", onInput);
   worker.on("error", hostFailure);
+}
+
+// The build's clock calls are the only calls out of the interpreter that some busy loops
+// make: they too raise a pending interrupt.
+function interruptAtClockCalls() {
+  const instantiate = WebAssembly.instantiate;
+  WebAssembly.instantiate = (binary, imports) => {
+    for (const name of ["mp_js_ticks_ms", "mp_js_time_ms"]) {
+      const clock = imports.env[name];
+      if (clock) imports.env[name] = (...args) => (pollInterrupt(), clock(...args));
+    }
+    return instantiate(binary, imports);
+  };
+  return () => {
+    WebAssembly.instantiate = instantiate;
+  };
 }
 
 // -- the interpreter --------------------------------------------------------------------
@@ -153,11 +195,20 @@ function removeTree(FS, p) {
 async function boot() {
   const deviceDir = fs.realpathSync(opts.dir);
   const totalBlocks = Math.floor(Number(opts.flash) / BLOCK);
-  const { mp, memory } = await loadCapped(Number(opts.heap), {
-    linebuffer: false,
-    stdout: (bytes) => pending.push(bytes[0]),
-    stderr: (bytes) => pending.push(bytes[0]),
-  });
+  const restore = interruptAtClockCalls();
+  let loaded;
+  try {
+    loaded = await loadCapped(Number(opts.heap), {
+      linebuffer: false,
+      stdout: deviceOutput,
+      stderr: deviceOutput,
+    });
+  } finally {
+    restore();
+  }
+  const { mp, memory } = loaded;
+  raiseInterrupt = () => mp._module._mp_sched_keyboard_interrupt();
+  interruptChar = () => mp._module._mp_hal_get_interrupt_char();
   const FS = mp.FS;
   for (const name of FS.readdir("/")) if (!SPECIAL.has(name)) removeTree(FS, `/${name}`);
   copyIn(FS, WASM_LIB, RUNTIME, isCode);
@@ -166,7 +217,8 @@ async function boot() {
   // Called whenever device code waits: output goes out, and a pending Ctrl-C is raised.
   const checkpoint = () => {
     flush();
-    if (Atomics.exchange(control, INTERRUPT, 0)) mp._module._mp_sched_keyboard_interrupt();
+    syncInterruptChar();
+    pollInterrupt();
   };
   const net = await startNet(memory);
   for (const [name, fn] of Object.entries(net)) {
@@ -176,13 +228,34 @@ async function boot() {
       return result;
     };
   }
+  const collect = gcCollector(mp, memory);
+  const bytesAt = (addr, n) => new Uint8Array(memory.buffer, addr, n);
   mp.registerJsModule("_ekhost", {
-    collect: gcCollector(mp, memory),
+    collect,
     ...net,
     sleep_ms(ms) {
       flush();
-      Atomics.wait(control, INTERRUPT, 0, Math.max(0, ms || 0));
+      syncInterruptChar();
+      Atomics.wait(line, INTERRUPT, 0, Math.max(0, ms || 0));
       checkpoint();
+    },
+    stdin_ready(ms) {
+      checkpoint();
+      return waitForInput(line, ms);
+    },
+    // Blocks until n bytes are in (or an interrupt comes: then returns what it has).
+    stdin_read(addr, n) {
+      let got = 0;
+      while (got < n) {
+        checkpoint();
+        if (Atomics.load(line, INTERRUPT)) break;
+        if (waitForInput(line, 50)) got += take(line, ring, bytesAt(addr + got, n - got), n - got);
+      }
+      pollInterrupt();
+      return got;
+    },
+    stdout_raw(addr, n) {
+      for (const c of bytesAt(addr, n)) pending.push(c);
     },
     urandom(addr, n) {
       crypto.randomFillSync(new Uint8Array(memory.buffer, addr, n));
@@ -203,14 +276,18 @@ async function boot() {
   FS.chdir("/");
   mirror(FS, "", deviceDir, hostFailure);
   limitFlash(FS, totalBlocks);
-  return { mp, FS };
+  return { mp, FS, collect };
 }
 
 // Runs code as pyexec's parse_compile_execute does; returns the traceback text ("" if none)
 // and whether it was SystemExit (which asks for a soft reset).
-function execute(mp, code) {
-  Atomics.store(control, INTERRUPT, 0);
-  Atomics.store(control, BUSY, 1);
+// Ctrl-C interrupts it, as pyexec sets on a board, and the heap is collected after it.
+function execute(device, code) {
+  const { mp, collect } = device;
+  if (interruptChar() !== 3) mp.runPython("import micropython\nmicropython.kbd_intr(3)");
+  syncInterruptChar();
+  Atomics.store(line, INTERRUPT, 0);
+  Atomics.store(line, BUSY, 1);
   try {
     mp.runPython(code);
     return { error: "", systemExit: false };
@@ -218,21 +295,23 @@ function execute(mp, code) {
     if (error.name !== "PythonError") throw error;
     return { error: error.message, systemExit: error.type === "SystemExit" };
   } finally {
-    Atomics.store(control, BUSY, 0);
-    Atomics.store(control, INTERRUPT, 0);
+    Atomics.store(line, BUSY, 0);
+    Atomics.store(line, INTERRUPT, 0);
+    collect();
   }
 }
 
-function runMain(mp, FS) {
-  if (!FS.analyzePath("/main.py").exists) return;
-  const { error, systemExit } = execute(mp, "exec(open('main.py').read(), {'__name__': '__main__'})");
+function runMain(device) {
+  if (!device.FS.analyzePath("/main.py").exists) return;
+  const { error, systemExit } = execute(device, "exec(open('main.py').read(), {'__name__': '__main__'})");
   if (error && !systemExit) send(error.replace(/\n/g, "\r\n"));
 }
 
 // -- the REPLs --------------------------------------------------------------------------
 class Repl {
-  constructor(mp) {
-    this.mp = mp;
+  constructor(device) {
+    this.device = device;
+    this.mp = device.mp;
     this.mode = "friendly";
     this.friendlyStarted = false;
     this.line = [];
@@ -265,11 +344,13 @@ class Repl {
   }
 
   feedFriendly(c) {
-    Atomics.store(control, BUSY, 1);
+    Atomics.store(line, KBD_CHAR, 3); // pyexec sets it for the line it runs
+    Atomics.store(line, BUSY, 1);
     const ret = this.mp.replProcessChar(c);
-    Atomics.store(control, BUSY, 0);
-    Atomics.store(control, INTERRUPT, 0);
+    Atomics.store(line, BUSY, 0);
+    Atomics.store(line, INTERRUPT, 0);
     if (ret) exit(EXIT_SOFT); // PYEXEC_FORCED_EXIT: Ctrl-D or SystemExit
+    if (c === 13) this.device.collect(); // a line ran
   }
 
   feedRaw(c) {
@@ -324,7 +405,7 @@ class Repl {
   }
 
   run(code) {
-    const { error, systemExit } = execute(this.mp, code);
+    const { error, systemExit } = execute(this.device, code);
     send("\x04" + (systemExit ? "" : error.replace(/\n/g, "\r\n")) + "\x04");
     if (systemExit) exit(EXIT_SOFT_RAW);
     this.line = [];
@@ -333,19 +414,21 @@ class Repl {
 }
 
 async function main() {
-  const { mp, FS } = await boot();
-  const repl = new Repl(mp);
+  const device = await boot();
+  const repl = new Repl(device);
+  const byte = new Uint8Array(1);
+  // One byte at a time: code a byte starts may read the bytes after it itself.
+  startInput(() => {
+    while (take(line, ring, byte, 1)) repl.feed(byte[0]);
+    flush();
+  });
   if (opts.start !== "hard") send("MPY: soft reboot\r\n");
   if (opts.start === "raw") repl.raw();
   else {
-    runMain(mp, FS);
+    runMain(device);
     repl.friendly();
   }
   flush();
-  startInput((bytes) => {
-    for (const c of bytes) repl.feed(c);
-    flush();
-  });
 }
 
 main().catch(hostFailure);

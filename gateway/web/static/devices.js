@@ -165,7 +165,33 @@ function actions() {
   });
 }
 
+// -- enrollment tokens ---------------------------------------------------------------------------
+
+// POST /api/enroll/tokens; the token is shown once with its expiry and the provision command.
+function enrollment() {
+  const box = document.getElementById("enroll");
+  if (!box) return;
+  const button = box.querySelector('[data-action="issue-token"]'), error = box.querySelector(".error");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    error.hidden = true;
+    try {
+      const t = await api("POST", "/api/enroll/tokens", { ttl: Number(box.querySelector("select[name=ttl]").value) });
+      box.querySelector(".token-value").textContent = t.token;
+      box.querySelector(".expires").textContent = new Date(t.expires * 1000).toLocaleString();
+      box.querySelector(".provision").textContent = t.provision;
+      box.querySelector(".token").hidden = false;
+    } catch (err) {
+      error.textContent = err.message;
+      error.hidden = false;
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
 if (table && filter) {
   filters();
   actions();
 }
+enrollment();

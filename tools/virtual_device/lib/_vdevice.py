@@ -1,5 +1,6 @@
-# What a board's os has and this build's lacks: uname() naming the emulated board, and
-# statvfs() of the size-limited flash (repl_host.mjs counts its 4 KiB blocks).
+# What a board's os has and this build's lacks: uname() naming the emulated board,
+# statvfs() of the size-limited flash (repl_host.mjs counts its 4 KiB blocks), file sizes
+# in ilistdir() and stat("").
 import builtins
 import os
 import sys
@@ -22,8 +23,36 @@ def statvfs(path):
     return (bsize, bsize, blocks, free, free, 0, 0, 0, 0, 255)
 
 
+_ilistdir = os.ilistdir
+
+
+def ilistdir(path="."):
+    """(name, type, inode, size) as a board's littlefs gives; this build's lack the size."""
+    return _with_sizes(path, _ilistdir(path))  # the built-in raises at the call: so do we
+
+
+def _with_sizes(path, entries):
+    sep = b"/" if isinstance(path, bytes) else "/"
+    prefix = b"" if isinstance(path, bytes) else ""
+    if path not in (".", b".", "", b""):
+        prefix = path.rstrip(sep) + sep
+    for entry in entries:
+        name, kind = entry[0], entry[1]
+        yield (name, kind, 0, 0 if kind == 0x4000 else os.stat(prefix + name)[6])
+
+
+_stat = os.stat
+
+
+def stat(path):
+    """"" is the current directory, as on a board (mpremote's `cp -r DIR :` asks for it)."""
+    return _stat(path or ".")
+
+
 os.uname = uname
 os.statvfs = statvfs
+os.ilistdir = ilistdir
+os.stat = stat
 
 
 # This build reports emscripten's errno numbers (ENOENT is 44); a board reports MicroPython's,
