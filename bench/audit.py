@@ -21,7 +21,7 @@ import common
 
 from agent import cbor, cose
 from agent.identity import Identity
-from agent.objects import manifest
+from agent.objects import manifest, wrap_key
 from agent.proto import (
     ENV_BASE,
     ENV_CIPHERTEXT,
@@ -66,7 +66,8 @@ def fill(data, chain, megabytes):
             chunks = [os.urandom(CHUNK) for _ in range(CHUNKS_PER_OBJECT)]
             hashes = b"".join(hashlib.sha256(c).digest() for c in chunks)
             raw = manifest(cam, n + 1, n + 1, int(time.time()), os.urandom(8), "motion",
-                           "video/x-motion-jpeg", CHUNK * len(chunks), CHUNK, hashes)
+                           "video/x-motion-jpeg", CHUNK * len(chunks), CHUNK, hashes,
+                           wrap_key(cam.data_key, os.urandom(13), os.urandom(16)), os.urandom(32))
             insert(store, cam, n + 1, "m", raw)
             signed = protocol.parse("ek/%s/up/m" % cam.hex, raw, len(raw))
             obj = objects.parse_manifest(signed.payload)

@@ -101,12 +101,14 @@ class Uplink(Target):
             self._add_seed(kind, message.seal(self.ident, nonces, seq, 1790000000, kind, 1,
                                               plain, count, health))
         oid = bytes(range(8))
-        encs = [cose.encrypt0(self.ident.data_key, nonces.next(), bytes(100))
-                for _ in range(2)]
+        content_key = bytes(16)
+        encs = [cose.encrypt0(content_key, nonces.next(), bytes(100)) for _ in range(2)]
         import hashlib
         hashes = b"".join(hashlib.sha256(e).digest() for e in encs)
+        wrapped = objects.wrap_key(self.ident.data_key, nonces.next(), content_key)
         self._add_seed("m", objects.manifest(self.ident, 3, 1, 1790000000, oid, "motion",
-                                             "image/jpeg", 200, 100, hashes))
+                                             "image/jpeg", 200, 100, hashes, wrapped,
+                                             bytes(32), bytes(range(8, 16))))
         for i, e in enumerate(encs):
             self._add_seed("c", cbor.dumps([oid, i, e]))
         self._add_seed("c", cbor.dumps([oid]))

@@ -24,7 +24,7 @@ import sys
 import cbor2
 import pytest
 from PIL import Image, ImageChops, ImageStat
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from agent.avi import AviWriter
 from agent.identity import Identity
@@ -32,7 +32,14 @@ from agent.message import Nonces
 from agent.objects import ObjectQueue, manifest
 from agent.simcamera import Scene
 from gateway.store.database import Store
-from tests.helpers.browser import artifacts, demo_devices, launch, running_demo
+from tests.helpers.browser import (
+    artifacts,
+    demo_devices,
+    running_demo,
+    signed_in_page,
+    unlock,
+    video_frame,
+)
 from tests.helpers.paths import ENV, REPO
 from tests.helpers.wait import wait_for
 
@@ -50,28 +57,12 @@ def demo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(demo):
-    with sync_playwright() as p:
-        browser = launch(p)
-        context = browser.new_context(viewport={"width": WIDTH, "height": 844}, accept_downloads=True)
-        pg = context.new_page()
-        pg.set_default_timeout(20000)
-        pg.goto(demo["url"] + "/camera")
-        pg.fill("input[name=password]", demo["password"])
-        pg.click("button[type=submit]")
-        expect(pg).to_have_url(demo["url"] + "/camera")
+    with signed_in_page(demo, "/camera", {"width": WIDTH, "height": 844}) as pg:
         yield pg
-        browser.close()
 
 
 def shot(page, name):
     page.screenshot(path=os.path.join(artifacts("screenshots"), "clips-%s.png" % name), full_page=True)
-
-
-def unlock(page, demo):
-    page.set_input_files("#keyring input[type=file]", demo["keyring"])
-    page.fill("#keyring input[name=passphrase]", demo["passphrase"])
-    page.click("#keyring button[type=submit]")
-    expect(page.locator("#keyring .state")).to_contain_text("unlocked:", timeout=60000)
 
 
 def camera(demo):
@@ -122,18 +113,7 @@ def test_an_mp4_clip_plays_scrubs_and_downloads(page, demo, tmp_path):
     video.evaluate("v => v.play()")
     page.wait_for_function("v => v.currentTime > 0.5", arg=video.element_handle(), timeout=30000)
     # A decoded frame is the room, not a blank: its pixels vary.
-    stats = video.evaluate("""v => {
-        const c = document.createElement('canvas');
-        c.width = v.videoWidth; c.height = v.videoHeight;
-        const g = c.getContext('2d'); g.drawImage(v, 0, 0);
-        const d = g.getImageData(0, 0, c.width, c.height).data;
-        let n = 0, s = 0, s2 = 0;
-        for (let i = 0; i < d.length; i += 4) {
-            const y = (d[i] + d[i + 1] + d[i + 2]) / 3; n++; s += y; s2 += y * y;
-        }
-        const mean = s / n;
-        return {w: c.width, h: c.height, mean, variance: s2 / n - mean * mean, duration: v.duration};
-    }""")
+    stats = video_frame(video)
     assert stats["w"] > 0 and stats["h"] > 0, stats
     assert 20 < stats["mean"] < 235 and stats["variance"] > 100, stats
     # Scrubbing: a seek lands where asked.
@@ -180,7 +160,7 @@ def sealed_avi(demo, cam, tmp_path, frames):
     entry = queue.find(oid)
     chunks = [cbor2.loads(queue.read(entry, i))[2] for i in range(entry.count)]
     signed = manifest(ident, 4000000000, 1, 1700000000, oid, "motion", "video/x-msvideo",
-                      len(data), 4096, hashes)
+                      len(data), 4096, hashes, w.wrapped_key, w.commit)
     return oid.hex(), signed, chunks, data
 
 

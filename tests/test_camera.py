@@ -1,5 +1,6 @@
 """Camera objects over real Mosquitto: capture -> encrypted chunks -> signed manifest ->
 resumable upload -> gateway object store -> events, export, rejects and retention."""
+import io
 import json
 import os
 import signal
@@ -8,6 +9,7 @@ import sys
 
 import cbor2
 import pytest
+from PIL import Image
 
 from agent import cbor, cose
 from agent.identity import Identity
@@ -19,6 +21,7 @@ from agent.objects import (
     MAX_CHUNK_SIZE,
     UNKNOWN,
     manifest,
+    wrap_key,
 )
 from agent.proto import ACK_SEQ, ACK_VERSION
 from agent.simcamera import Scene
@@ -26,7 +29,15 @@ from gateway.ingest.objects import ObjectStore
 from gateway.ingest.pipeline import Ingest
 from gateway.mqtt.broker import Mosquitto
 from gateway.store.database import Store
-from tests.helpers.camera import SMALL, Device, StillCamera, cli, export, register
+from tests.helpers.camera import (
+    SMALL,
+    ClipCamera,
+    Device,
+    StillCamera,
+    cli,
+    export,
+    register,
+)
 from tests.helpers.mqtt import Subscriber
 from tests.helpers.paths import ENV, REPO
 from tests.helpers.wait import wait_for
@@ -86,6 +97,58 @@ def test_snapshot_is_uploaded_announced_listed_and_exported_byte_identical(
     assert listed[3:] == [str(len(jpeg)), "%d/%d" % (o["count"], o["count"])]
     manifest_msg = [m for m in store.messages(device=dev.ident.hex) if m["kind"] == "m"]
     assert [m["seq"] for m in manifest_msg] == [o["seq"]]  # sealed into epochs like any message
+
+
+def record_clip(dev):
+    """Run the camera agent frame by frame until its first clip is sealed; its id."""
+    for _ in range(400):
+        oid = dev.agent.clip_frame()
+        if oid:
+            return oid
+    pytest.fail("no clip")
+
+
+def test_a_clip_s_poster_and_thumbnail_go_first_and_update_its_event(tmp_path, broker, gateway):
+    data, store, ingest = gateway
+    scene = Scene(size=(320, 240), offset=2.0, period=600.0, walk=3.0)
+    dev = Device(tmp_path, broker.port, camera=ClipCamera(scene, 5), clip="avi", clip_fps=5,
+                 preroll=1, postroll=1, chunk_size=2048)
+    register(store, ingest, dev)
+    events = Subscriber(broker.port, "ek/+/event")
+    clip = record_clip(dev).hex()
+    queued = dev.agent.objects.entries
+    # Queued before the clip, each naming it: the motion frame, and a smaller JPEG of it.
+    assert [e.of and e.of.hex() for e in queued] == [clip, clip, None]
+    poster, thumb = [e.oid.hex() for e in queued[:2]]
+    dev.start()
+    try:
+        objects = ObjectStore.open(store)
+        wait_for(lambda: (objects.get(dev.ident.hex, clip) or {}).get("completed_at"),
+                 what="the clip whole")
+        wait_for(lambda: any(json.loads(p)["type"] == "end" for _, p in events.messages),
+                 what="the end event")
+    finally:
+        dev.close()
+        events.close()
+    rows = {o: objects.get(dev.ident.hex, o) for o in (poster, thumb, clip)}
+    assert [(rows[o]["event"], rows[o]["parent"]) for o in (poster, thumb, clip)] == [
+        ("poster", clip), ("thumbnail", clip), ("motion", None)]
+    jpegs = [export(tmp_path, data, dev.ident, o) for o in (poster, thumb)]
+    sizes = [Image.open(io.BytesIO(j)).size for j in jpegs]
+    assert sizes == [(320, 240), (160, 120)]
+    assert jpegs[0] in [scene.jpeg(t) for t in dev.camera.times]  # a frame of the clip
+    # The feed: one event, the clip's; the poster makes it has_snapshot before it ends.
+    feed = [json.loads(p) for _, p in events.messages]
+    assert {e["after"]["id"] for e in feed} == {clip}
+    kinds = [e["type"] for e in feed]
+    assert kinds[0] == "new" and kinds[-1] == "end" and "update" in kinds[1:-1], kinds
+    assert set(kinds[1:-1]) == {"update"} and len(kinds) <= 4, kinds
+    new, update, end = feed[0], feed[kinds.index("update")], feed[-1]
+    assert (new["after"]["has_snapshot"], new["after"]["has_clip"]) == (False, False)
+    assert (update["before"]["has_snapshot"], update["after"]["has_snapshot"],
+            update["after"]["has_clip"], update["after"]["poster"]) == (False, True, False, poster)
+    assert (end["after"]["has_snapshot"], end["after"]["has_clip"], end["after"]["poster"],
+            end["after"]["thumbnail"]) == (True, True, poster, thumb)
 
 
 def test_chunks_follow_the_manifest_without_waiting_for_its_ack(tmp_path, broker):
@@ -201,7 +264,8 @@ def test_500_chunk_clip_survives_broker_restart_and_gateway_sigkill(tmp_path):
 def forged_manifest(dev, other, seq, hashes):
     """A manifest for dev's object, signed with another device's key."""
     good = manifest(dev.ident, seq, seq, 1790000000, os.urandom(8), "motion", "image/jpeg",
-                    10, 4096, hashes)
+                    10, 4096, hashes, wrap_key(dev.ident.data_key, os.urandom(13), os.urandom(16)),
+                    os.urandom(32))
     payload = cbor2.loads(good).value[2]
     return cose.sign1(other.secret, dev.ident.device_id, payload)
 
@@ -225,7 +289,7 @@ def test_duplicates_bad_hashes_and_foreign_manifests_are_rejected_and_counted(
     tampered[-1] ^= 1
     peer.publish(up + "c", cbor.dumps([oid, idx, bytes(tampered)]))   # hash not in manifest
     peer.publish(up + "c", cbor.dumps([oid, 99, enc]))                # index out of range
-    peer.publish(up + "c", cbor.dumps([os.urandom(8), 0, enc]))       # no such object
+    peer.publish(up + "c", cbor.dumps([os.urandom(8)]))               # no such object
     other = Identity.create(os.urandom)
     peer.publish(up + "m", forged_manifest(dev, other, entry.seq + 1, bytes(32)))
     want = {"duplicate_chunk": 1, "bad_chunk": 2, "unknown_object": 1, "bad_signature": 1}

@@ -134,8 +134,17 @@ def test_camera_records_and_uploads_an_mjpeg_clip_on_micropython(tmp_path, broke
     assert scene.walker(times[first + motion_at]) is not None           # motion chose it
     assert scene.walker(times[first]) is None
     assert scene.walker(times[last - 2 * CLIP_FPS]) is None             # 2 s calm ended it
-    (obj,) = ObjectStore.open(store).list()
+    objs = {o["event"]: o for o in ObjectStore.open(store).list()}
+    assert sorted(objs) == ["motion", "poster", "thumbnail"]
+    obj = objs["motion"]
     assert obj["completed_at"] and obj["type"] == "video/x-msvideo"
+    # The poster is the frame that started the clip, the thumbnail the same moment at the
+    # sensor's smallest size (Playback's pre-rendered QQVGA frames), both naming the clip.
+    assert objs["poster"]["parent"] == objs["thumbnail"]["parent"] == obj["oid"]
+    at = flash / "frames" / ("%04d" % (first + motion_at))
+    assert export(tmp_path, data, ident, objs["poster"]["oid"]) == at.with_suffix(".jpg").read_bytes()
+    assert export(tmp_path, data, ident, objs["thumbnail"]["oid"]) == \
+        at.with_suffix(".thumb.jpg").read_bytes()
     clip = export(tmp_path, data, ident, obj["oid"])
     with av.open(io.BytesIO(clip)) as c:
         v = c.streams.video[0]

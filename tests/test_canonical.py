@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from agent import cbor
-from agent.objects import manifest
+from agent.objects import manifest, wrap_key
 from agent.proto import ACK_SEQ, ACK_VERSION, VERSION
 from gateway.ingest.pipeline import Ingest
 from gateway.store.database import Store
@@ -316,7 +316,8 @@ def test_ingest_rejects_every_negative_vector_and_stores_the_control(tmp_path, b
         hashes = hashlib.sha256(b"chunk").digest()
         client.publish("ek/%s/up/m" % ident.hex,
                        bytes(manifest(ident, 2, 1, 1790000200, oid, "motion", "image/jpeg",
-                                      10, 4096, hashes)))
+                                      10, 4096, hashes, wrap_key(ident.data_key, bytes(13),
+                                                                 bytes(16)), bytes(32))))
         wait_for(lambda: ingest.stats["stored"] == len(GOOD) + 1, what="the manifest stored")
         client.publish("ek/%s/up/c" % ident.hex, cbor.dumps([oid]))
         wait_for(lambda: downlinks("chunks"), what="a chunk ack")
@@ -356,7 +357,7 @@ import hashlib
 from binascii import hexlify
 from agent import cbor, message
 from agent.identity import Identity
-from agent.objects import manifest
+from agent.objects import manifest, wrap_key
 
 def fixed(label, n):
     return hashlib.sha256(label.encode()).digest()[:n]
@@ -373,7 +374,9 @@ out("envelope", message.envelope(ident.device_id, 7, 1790000000, "t", 5, 3, b"ct
 out("status", message.seal(ident, nonces, 8, 1790000060, "s", 5, None, None, health))
 hashes = b"".join(hashlib.sha256(bytes([i])).digest() for i in range(3))
 out("manifest", manifest(ident, 9, 5, 1790000070, fixed("oid", 8), "motion",
-                         "video/x-motion-jpeg", 10000, 4096, hashes))
+                         "video/x-motion-jpeg", 10000, 4096, hashes,
+                         wrap_key(ident.data_key, nonces.next(), fixed("content key", 16)),
+                         fixed("commit", 32), fixed("clip", 8)))
 out("report", message.seal(ident, nonces, 10, 1790000080, "o", 5, None, None,
                            {"ota": "0.2.0", "st": "need", "need": [[0, 3], [5, 300]]}))
 out("chunk", cbor.dumps([fixed("oid", 8), 2, bytes(100)]))

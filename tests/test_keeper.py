@@ -12,7 +12,7 @@ import pytest
 
 from agent import message
 from agent.identity import Identity
-from agent.objects import manifest
+from agent.objects import manifest, wrap_key
 from gateway.anchor import epochs as anchor
 from gateway.anchor.epochs import Anchorer
 from gateway.chain import registry
@@ -61,7 +61,8 @@ def gw(tmp_path, database_url):
         chunks = [os.urandom(4096 + 29) for _ in range(CHUNKS)]
         hashes = b"".join(hashlib.sha256(c).digest() for c in chunks)
         raw = manifest(camera, 1, 1, 1790000000, os.urandom(8), "motion", "image/jpeg",
-                       4096 * CHUNKS, 4096, hashes)
+                       4096 * CHUNKS, 4096, hashes,
+                       wrap_key(camera.data_key, os.urandom(13), os.urandom(16)), os.urandom(32))
         add_message(store, camera, 1, raw, "m")
         signed = protocol.parse("ek/%s/up/m" % camera.hex, raw, len(raw))
         obj = objects.parse_manifest(signed.payload)

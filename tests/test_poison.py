@@ -17,7 +17,7 @@ import pytest
 
 from agent import cbor, cose, message
 from agent.identity import Identity
-from agent.objects import merkle_root
+from agent.objects import merkle_root, wrap_key
 from agent.proto import ACK_REJECTED, ACK_SEQ
 from gateway.ingest.pipeline import Ingest
 from gateway.keeper.verify import Verifier
@@ -57,7 +57,8 @@ class Device:
 def manifest_object():
     hashes = b"".join(hashlib.sha256(b"chunk %d" % i).digest() for i in range(3))
     obj = {0: os.urandom(8), 1: "motion", 2: "image/jpeg", 3: 10000, 4: 4096, 5: 3,
-           6: merkle_root(hashes), 7: hashes}
+           6: merkle_root(hashes), 7: hashes,
+           8: wrap_key(os.urandom(16), os.urandom(13), os.urandom(16)), 9: os.urandom(32)}
     return obj
 
 
@@ -74,6 +75,9 @@ def poison_envelope(case, seq):
         "manifest size": ("m", {**base, 4: "m", 9: manifest_object() | {3: 2**63}}),
         "manifest cut short": ("m", {**base, 4: "m",
                                      9: {k: v for k, v in manifest_object().items() if k < 5}}),
+        # a new manifest must carry its object's wrapped content key (object key 8)
+        "manifest without key": ("m", {**base, 4: "m",
+                                       9: {k: v for k, v in manifest_object().items() if k != 8}}),
         "health key": ("s", {**base, 4: "s", 8: {"fw": "0.1.0", 1: 2}}),
     }[case]
 
@@ -81,6 +85,7 @@ def poison_envelope(case, seq):
 REASON = {"seq": "out_of_range", "time": "out_of_range", "count": "out_of_range",
           "manifest []": "bad_manifest", "manifest short list": "bad_manifest",
           "manifest size": "bad_manifest", "manifest cut short": "bad_manifest",
+          "manifest without key": "bad_manifest",
           "health key": "bad_health"}
 
 

@@ -188,10 +188,11 @@ def test_a_health_map_of_other_keys_or_values_is_bad_health(health):
 def _object(**changes):
     import hashlib as _hashlib
 
-    from agent.objects import merkle_root
+    from agent.objects import merkle_root, wrap_key
     hashes = b"".join(_hashlib.sha256(b"chunk %d" % i).digest() for i in range(3))
     obj = {0: b"objectid", 1: "motion", 2: "image/jpeg", 3: 10000, 4: 4096, 5: 3,
-           6: merkle_root(hashes), 7: hashes}
+           6: merkle_root(hashes), 7: hashes, 8: wrap_key(bytes(16), bytes(13), bytes(16)),
+           9: bytes(32)}
     for k, v in changes.items():
         key = int(k[1:])
         if v is None:

@@ -48,7 +48,8 @@ def camera_object(tmp):
     queue.commit(w, 7)
     entry = queue.find(oid)
     chunks = [cbor2.loads(queue.read(entry, i))[2] for i in range(entry.count)]
-    signed = manifest(ident, 7, 1, 1700000000, oid, "motion", CLIP, w.size, 1024, hashes)
+    signed = manifest(ident, 7, 1, 1700000000, oid, "motion", CLIP, w.size, 1024, hashes,
+                      w.wrapped_key, w.commit)
     return {"manifest": signed.hex(), "public_key": ident.public.hex(), "key": ident.data_key.hex(),
             "chunks": [c.hex() for c in chunks], "id": oid.hex(), "frames": [f.hex() for f in frames]}
 

@@ -1,9 +1,13 @@
 """`gateway objects list|prune` and the owner's `gateway export --object`."""
+import contextlib
+import os
 import sys
 import time
 
+from cryptography.exceptions import InvalidTag
+
 from gateway.cli.common import open_store
-from gateway.owner.export import decrypt_encrypt0
+from gateway.wire.objects import CommitmentMismatch
 
 
 def add_commands(sub):
@@ -39,20 +43,43 @@ def cmd_objects(args):
 
 
 def export(args):
-    """Decrypt one object with the owner's keyring and write its plaintext (JPEG or clip)."""
+    """Decrypt one object with the owner's keyring and write its plaintext (JPEG or clip),
+    checked against the commitment its device signed; nothing is left at --out on failure."""
     from gateway.owner.keyring import Keyring, passphrase_from
+    from gateway.owner.objects import decrypt_chunks, stored_manifest
     if not args.out:
         raise SystemExit("error: export --object needs --out FILE")
     objects = _objects(args.data_dir)
     obj = objects.find(args.object)
     key = Keyring.open(args.key, passphrase_from(args.passphrase_file)).get(obj["device"])
-    size = 0
-    with open(args.out, "wb") as out:
-        for enc in objects.chunks(obj):
-            size += out.write(decrypt_encrypt0(key, enc))
-    if size != obj["size"]:
-        raise ValueError("object %s decrypted to %d bytes, its manifest says %d"
-                         % (obj["oid"], size, obj["size"]))
-    print("wrote %s (%s, %d bytes) to %s" % (obj["oid"], obj["type"], size, args.out),
-          file=sys.stderr)
+    manifest = stored_manifest(obj["device"], objects.store.message(obj["device"],
+                                                                    obj["seq"])["raw"])
+    try:
+        _write_whole(args.out, decrypt_chunks(key, manifest, objects.chunks(obj)))
+    except InvalidTag:
+        raise SystemExit("error: object %s does not open with the keyring's data key of device "
+                         "%s\nfix: pass the owner keyring that holds this device's data key "
+                         "(--key)" % (obj["oid"], obj["device"]))
+    except CommitmentMismatch as e:
+        raise SystemExit("error: %s: it was altered after its device signed it\nfix: do not "
+                         "trust this copy; `edgekeep verify` checks the stored messages, and a "
+                         "peer's copy can be restored" % e)
+    print("wrote %s (%s, %d bytes%s) to %s" % (
+        obj["oid"], obj["type"], manifest.size,
+        ", legacy: no commitment" if manifest.legacy else ", commitment checked", args.out),
+        file=sys.stderr)
     return 0
+
+
+def _write_whole(path, parts):
+    """Write parts to path only if all of them come (nothing is left there otherwise)."""
+    part = path + ".part"
+    try:
+        with open(part, "wb") as out:
+            for data in parts:
+                out.write(data)
+        os.replace(part, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(part)
+        raise

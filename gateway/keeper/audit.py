@@ -113,7 +113,7 @@ class Keeper:
             count = 1
             if kind == KIND_MANIFEST:
                 signed = protocol.parse("ek/%s/up/%s" % (device, kind), raw, len(raw))
-                count = objects.parse_manifest(signed.payload).count
+                count = objects.parse_manifest(signed.payload, stored=True).count
             out += [Challenge(len(out) + i, epoch, leaf, i) for i in range(count)]
         return out
 

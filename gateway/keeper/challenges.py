@@ -73,7 +73,7 @@ def check(ch, answer, chain):
     if signed.kind != KIND_MANIFEST:
         return Outcome("ok", "message", signed.digest, -1)
     try:
-        manifest = objects.parse_manifest(signed.payload)
+        manifest = objects.parse_manifest(signed.payload, stored=True)
     except protocol.Reject as r:
         return failed(str(r))
     index = ch.select % manifest.count

@@ -19,7 +19,7 @@ from agent.proto import (
 from agent.readings import unpack
 
 
-def decrypt_encrypt0(key, encrypt0):
+def decrypt_encrypt0(key: bytes, encrypt0: bytes) -> bytes:
     """Open a tagged COSE_Encrypt0 (AES-CCM-16-128-128, empty external AAD)."""
     msg = cbor2.loads(encrypt0)
     if not (isinstance(msg, cbor2.CBORTag) and msg.tag == TAG_ENCRYPT0):

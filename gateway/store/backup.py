@@ -26,7 +26,7 @@ EPOCH_COLUMNS = ("epoch", "root", "count", "sealed_at", "status", "tx_hash", "bl
                  "block_hash", "gas", "attempts", "last_error", "mined_at")
 OBJECT_COLUMNS = ("device", "oid", "seq", "time", "event", "type", "size", "chunk_size", "count",
                   "root", "hashes", "stored", "bytes", "created_at", "updated_at",
-                  "completed_at")
+                  "completed_at", "parent")
 CHUNK_COLUMNS = ("device", "oid", "idx", "digest")
 GAP_COLUMNS = ("device", "first", "last", "recorded_at")
 REFUSED_COLUMNS = ("device", "seq", "digest", "reason", "detail", "recorded_at")
@@ -99,7 +99,9 @@ class Backup:
         if dialect_of(self.db) == POSTGRESQL:  # ids given: the next one after them
             self.db.execute("SELECT setval(pg_get_serial_sequence('messages', 'id'), max(id)) "
                             "FROM messages")
-        self._upsert("objects", OBJECT_COLUMNS, d["objects"])
+        # a delta made before objects.parent has one column less: no parent
+        self._upsert("objects", OBJECT_COLUMNS,
+                     [list(r) + [None] * (len(OBJECT_COLUMNS) - len(r)) for r in d["objects"]])
         self._upsert("object_chunks", CHUNK_COLUMNS, d["chunks"])
         self._keep_objects(d["object_keys"])
         self._insert("gaps", GAP_COLUMNS, d["gaps"])

@@ -335,7 +335,7 @@ class Provider:
 
     def _answer_chunk(self, out, device, seq, select):
         signed = protocol.parse("ek/%s/up/%s" % (device, out["kind"]), out["message"], 1 << 30)
-        manifest = objects.parse_manifest(signed.payload)
+        manifest = objects.parse_manifest(signed.payload, stored=True)
         index = select % manifest.count
         digest = manifest.hashes[index * 32:(index + 1) * 32]
         if self.store.objects.get(device, manifest.oid) is None:

@@ -8,7 +8,12 @@
 //                                             button and a scrub slider.
 // Either way a "save" link writes the decrypted file as it is, with its extension.
 // app.js finds this module as window.ekClips (camera.html loads it after app.js).
-import { hex, sha256 } from "./ekcrypto.js";
+//
+// It also makes the page's events grid (eventGrid, started by app.js): the cameras' events
+// newest first, each tile its thumbnail decrypted here (else its poster, else a snapshot's
+// first frame), new ones added live from the `object` SSE event, narrowed by camera and by
+// day (in this browser's time zone); a tile opens its clip or snapshot in the player above.
+import { hex, jpegFrames, sha256 } from "./ekcrypto.js";
 
 export const CLIPS = { "video/mp4": ".mp4", "video/x-msvideo": ".avi" };
 
@@ -149,3 +154,230 @@ export async function clipFigure(manifest, plain, oid, size) {
 }
 
 window.ekClips = { plays: (type) => Object.hasOwn(CLIPS, type), figure: clipFigure };
+
+// -- the events grid -------------------------------------------------------------------------
+
+const LIMIT = 200;
+const SHOWN = { "video/mp4": "clip", "video/x-msvideo": "clip", "video/x-motion-jpeg": "burst", "image/jpeg": "snapshot" };
+
+function hhmmss(t) {
+  return new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+}
+
+// [since, until) of a YYYY-MM-DD day in this browser's time zone, in Unix seconds.
+export function dayBounds(day) {
+  const [y, m, d] = day.split("-").map(Number);
+  return [new Date(y, m - 1, d).getTime() / 1000, new Date(y, m - 1, d + 1).getTime() / 1000];
+}
+
+// ctx: app.js's api, unlockedKeys, openObject(device, publicKey, oid), showObject(host, oid), size.
+export function eventGrid(ctx) {
+  const root = document.getElementById("events");
+  if (!root) return;
+  const grid = root.querySelector(".event-grid"), state = root.querySelector(".events-state");
+  const form = root.querySelector("form.filters"), player = root.querySelector(".player");
+  const events = new Map();      // "device/oid" -> event (as GET /api/camera/events has it)
+  const images = new Map();      // object id -> blob: URL of its decrypted tile image
+  let decrypting = Promise.resolve(), loaded = 0;
+
+  const publicKey = (device) => {
+    const s = document.querySelector('section.camera[data-device="' + device + '"]');
+    return s && s.dataset.publicKey;
+  };
+  function filters() {
+    const camera = form.elements.camera.value, day = form.elements.day.value;
+    return { camera, day, bounds: day ? dayBounds(day) : null };
+  }
+  function passes(e) {
+    const f = filters();
+    return (!f.camera || e.device === f.camera) && (!f.bounds || (e.time >= f.bounds[0] && e.time < f.bounds[1]));
+  }
+
+  async function load() {
+    const f = filters(), q = new URLSearchParams({ limit: LIMIT });
+    if (f.camera) q.set("device", f.camera);
+    if (f.bounds) { q.set("since", f.bounds[0]); q.set("until", f.bounds[1]); }
+    const mine = ++loaded;
+    let list;
+    try {
+      list = await ctx.api("GET", "/api/camera/events?" + q);
+    } catch (err) {
+      state.textContent = "events: " + err.message;
+      return;
+    }
+    if (mine !== loaded) return;   // the filters changed since: a newer load is on its way
+    events.clear();
+    for (const e of list) events.set(e.device + "/" + e.oid, e);
+    render();
+  }
+
+  // An object's upload moved (SSE): its event, or the event it is the poster or thumbnail of.
+  function onObject(o) {
+    const key = o.device + "/" + (o.parent || o.oid);
+    let e = events.get(key);
+    if (!e) {
+      e = { device: o.device, oid: o.parent || o.oid, time: o.time, event: null, type: null,
+        complete: false, has_clip: false, has_snapshot: false, pending: true, poster: null, thumbnail: null };
+    }
+    if (!o.parent) {
+      e = Object.assign(e, o, { pending: false, poster: e.poster, thumbnail: e.thumbnail });
+    } else if (o.event === "poster" || o.event === "thumbnail") {
+      e[o.event] = o;
+    }
+    if (!passes(e)) return;
+    events.set(key, e);
+    render();
+  }
+
+  function render() {
+    const list = [...events.values()].filter(passes).sort((a, b) => b.time - a.time).slice(0, LIMIT);
+    const keys = ctx.unlockedKeys();
+    state.textContent = list.length ? list.length + " event(s), newest first" + (keys ? "" : " · unlock your keyring to see the thumbnails")
+      : "no events" + (filters().camera || filters().day ? " for these filters" : " yet");
+    const old = new Map([...grid.children].map((li) => [li.dataset.key, li]));
+    grid.replaceChildren(...list.map((e) => tile(e, old.get(e.device + "/" + e.oid))));
+  }
+
+  function tile(e, li) {
+    li = li || Object.assign(document.createElement("li"), { className: "event" });
+    li.dataset.key = e.device + "/" + e.oid;
+    li.dataset.device = e.device;
+    li.dataset.oid = e.oid;
+    li.dataset.captured = e.time;
+    li.toggleAttribute("data-complete", !!e.complete);
+    li.toggleAttribute("data-pending", !!e.pending);
+    const camera = document.querySelector('section.camera[data-device="' + e.device + '"] h2');
+    const what = e.pending ? "recording…" : (SHOWN[e.type] || e.type) + (e.complete ? "" : " · uploading");
+    let button = li.querySelector("button");
+    if (!button) {
+      button = Object.assign(document.createElement("button"), { type: "button", className: "tile" });
+      button.append(Object.assign(document.createElement("span"), { className: "thumb" }),
+        Object.assign(document.createElement("span"), { className: "meta" }));
+      li.append(button);
+    }
+    button.querySelector(".meta").textContent = hhmmss(e.time) + " · "
+      + (camera ? camera.firstChild.textContent.trim() : e.device) + " · " + what;
+    button.setAttribute("aria-label", (e.event || "event") + " " + e.oid + ", " + what);
+    const source = imageSource(e);
+    if (source && li.dataset.source !== source.oid) {
+      li.dataset.source = source.oid;
+      li.dataset.thumb = "";
+      showImage(li, e, source);
+    }
+    return li;
+  }
+
+  // The object whose image the tile shows: the thumbnail, the poster, or a whole snapshot.
+  function imageSource(e) {
+    for (const part of [e.thumbnail, e.poster]) if (part && part.complete) return part;
+    if (e.complete && (e.type === "image/jpeg" || e.type === "video/x-motion-jpeg")) return e;
+    return null;
+  }
+
+  function showImage(li, e, source) {
+    const keys = ctx.unlockedKeys();
+    if (!keys || !keys[e.device]) return;
+    decrypting = decrypting.then(async () => {
+      if (li.dataset.source !== source.oid) return;   // a better image came since
+      try {
+        let url = images.get(source.oid);
+        if (!url) {
+          const { manifest, plain } = await ctx.openObject(e.device, publicKey(e.device), source.oid);
+          if (source !== e && manifest.of !== e.oid) throw new Error("its signed manifest names another event");
+          url = URL.createObjectURL(new Blob([jpegFrames(plain)[0]], { type: "image/jpeg" }));
+          images.set(source.oid, url);
+        }
+        const img = Object.assign(document.createElement("img"), { src: url, alt: "" });
+        await img.decode();
+        if (li.dataset.source !== source.oid) return;   // a better image came meanwhile
+        li.querySelector(".thumb").replaceChildren(img);
+        li.dataset.thumb = "decrypted";
+      } catch (err) {
+        if (li.dataset.source !== source.oid) return;
+        li.dataset.thumb = "error";
+        li.querySelector(".thumb").replaceChildren(Object.assign(document.createElement("span"), {
+          className: "error", textContent: err.message }));
+      }
+    });
+  }
+
+  grid.addEventListener("click", (ev) => {
+    const li = ev.target.closest("li.event");
+    if (!li) return;
+    const e = events.get(li.dataset.key);
+    for (const other of grid.querySelectorAll("li.selected")) other.classList.remove("selected");
+    li.classList.add("selected");
+    player.hidden = false;
+    player.dataset.device = e.device;
+    player.dataset.publicKey = publicKey(e.device);
+    offerShare(player, e);
+    const viewer = player.querySelector(".viewer");
+    if (!ctx.unlockedKeys()) {
+      viewer.dataset.showing = "";
+      viewer.replaceChildren(Object.assign(document.createElement("p"), { className: "state muted",
+        textContent: "Unlock your keyring first: the clip is decrypted here, in your browser." }));
+    } else if (!e.complete) {
+      viewer.dataset.showing = "";
+      viewer.replaceChildren(Object.assign(document.createElement("p"), { className: "state muted",
+        textContent: (e.pending ? "still recording or on its way" : "still uploading") + ": its tile updates when it is here." }));
+    } else {
+      ctx.showObject(player, e.oid);
+    }
+    player.scrollIntoView({ block: "nearest" });
+  });
+  form.addEventListener("change", load);
+  form.addEventListener("submit", (ev) => ev.preventDefault());
+  document.addEventListener("ek:object", (ev) => onObject(ev.detail));
+  document.addEventListener("ek:unlocked", () => {
+    for (const li of grid.children) li.dataset.source = "";
+    render();
+  });
+  load();
+}
+
+// -- sharing as evidence (docs/evidence.md) --------------------------------------------------
+// An evidence file is signed with the owner's CA key, which lives in the owner's keyring and
+// never reaches the gateway, and no C2PA signer runs here. So "Share as evidence" opens a
+// dialog (camera.html) that says what the file proves and gives the `edgekeep share` command
+// to run on the owner's computer, with the device and object filled in.
+export const EVIDENCE = { "image/jpeg": ".jpg", "video/mp4": ".mp4" };
+const HEX = /^[0-9a-f]+$/;
+
+function shellWord(s) {
+  return /^[\w./~-]+$/.test(s) ? s : "'" + s.replace(/'/g, "'\\''") + "'";
+}
+
+// The command that writes this object's evidence file, run against a copy of the gateway's
+// data directory at the gateway's path (the data directory names its storage roots by it).
+export function shareCommand(dataDir, device, oid, type, keyring) {
+  if (!HEX.test(device) || !HEX.test(oid)) throw new Error("not a device and object id");
+  const id = device + "-" + oid;
+  return "edgekeep share --data-dir " + shellWord(dataDir) + " --object " + id + " --key "
+    + shellWord(keyring || "owner-keyring.json") + " --out " + id + EVIDENCE[type];
+}
+
+function openShare(button) {
+  const dialog = document.getElementById("share-dialog");
+  const { device, oid, type } = button.dataset;
+  const file = document.querySelector("#keyring input[type=file]");
+  const keyring = file && file.files.length ? file.files[0].name : "";
+  const what = type === "video/mp4" ? "clip" : "snapshot";
+  for (const span of dialog.querySelectorAll(".share-what")) span.textContent = what;
+  dialog.querySelector(".share-device").textContent = device;
+  dialog.querySelector("#share-command").textContent = shareCommand(dialog.dataset.dataDir, device, oid, type, keyring);
+  dialog.dataset.oid = oid;
+  dialog.querySelector("[data-copy]").textContent = "Copy";
+  dialog.showModal();
+}
+
+// The events player's share button, for the event a tile opened (shareable once whole).
+function offerShare(player, e) {
+  const p = player.querySelector("p.share");
+  p.hidden = !(e.complete && Object.hasOwn(EVIDENCE, e.type || ""));
+  Object.assign(p.querySelector("button").dataset, { device: e.device, oid: e.oid, type: e.type || "" });
+}
+
+document.addEventListener("click", (ev) => {
+  const button = ev.target.closest && ev.target.closest("button[data-action=share]");
+  if (button) openShare(button);
+});

@@ -10,6 +10,10 @@ const ENV_DEVICE = 1, ENV_SEQ = 2, ENV_TIME = 3, ENV_KIND = 4, ENV_CIPHERTEXT = 
 const KIND_MANIFEST = "m", HASH_LEN = 32;
 // The manifest's object map (docs/protocol.md, "Objects").
 const OBJ_ID = 0, OBJ_EVENT = 1, OBJ_TYPE = 2, OBJ_SIZE = 3, OBJ_COUNT = 5, OBJ_ROOT = 6, OBJ_HASHES = 7;
+// Each object's own content key, wrapped under the data key; the plaintext commitment; the
+// object it belongs to. A manifest stored before content keys has neither key 8 nor 9.
+const OBJ_KEY = 8, OBJ_COMMIT = 9, OBJ_OF = 10, CONTENT_KEY_LEN = 16, OID_LEN = 8;
+const OPENING_LABEL = new TextEncoder().encode("edgekeep opening");
 const READINGS_SCHEMA = "pebble/1", READING_SIZE = 34;
 // [field, DataView getter, byte size, the value that means "absent"], after the u16 dt.
 const READING_FIELDS = [
@@ -123,6 +127,11 @@ export async function sha256(bytes) {
   return new Uint8Array(await subtle.digest("SHA-256", bytes));
 }
 
+async function hmacSha256(key, message) {
+  const k = await subtle.importKey("raw", key, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  return new Uint8Array(await subtle.sign("HMAC", k, message));
+}
+
 // -- COSE (RFC 9052) ----------------------------------------------------------------
 
 // COSE_Sign1 bytes -> [protected, unprotected, payload, signature].
@@ -179,8 +188,7 @@ export async function aesCcmDecrypt(keyBytes, nonce, data, aad, tagLength) {
   const L = 15 - nonce.length;
   const ct = data.subarray(0, data.length - tagLength);
   const tag = data.subarray(data.length - tagLength);
-  const ctrKey = await subtle.importKey("raw", keyBytes, "AES-CTR", false, ["encrypt"]);
-  const cbcKey = await subtle.importKey("raw", keyBytes, "AES-CBC", false, ["encrypt"]);
+  const { ctrKey, cbcKey } = await ccmKeys(keyBytes);
   // One CTR pass from counter 0: the first block is S0 (masks the tag), the rest the payload.
   const input = new Uint8Array(16 + ct.length);
   input.set(ct, 16);
@@ -192,6 +200,20 @@ export async function aesCcmDecrypt(keyBytes, nonce, data, aad, tagLength) {
   for (let i = 0; i < tagLength; i++) diff |= mac[i] ^ out[i] ^ tag[i];
   if (diff) throw new Error("AES-CCM: authentication failed (wrong key or altered data)");
   return plain;
+}
+
+// The WebCrypto keys of a key's bytes, imported once per Uint8Array: a 7-day chart opens
+// thousands of messages under one data key, and importing costs as much as decrypting.
+const imported = new WeakMap();
+function ccmKeys(keyBytes) {
+  let keys = imported.get(keyBytes);
+  if (!keys) {
+    keys = Promise.all([subtle.importKey("raw", keyBytes, "AES-CTR", false, ["encrypt"]),
+      subtle.importKey("raw", keyBytes, "AES-CBC", false, ["encrypt"])])
+      .then(([ctrKey, cbcKey]) => ({ ctrKey, cbcKey }));
+    imported.set(keyBytes, keys);
+  }
+  return keys;
 }
 
 function counterBlock(nonce, L) {
@@ -289,7 +311,9 @@ export async function merkleRoot(leaves) {
 }
 
 // A stored manifest message + the device's public key -> {device, seq, time, id, event, type,
-// size, hashes}, its signature checked and its chunk hashes checked against its Merkle root.
+// size, hashes, wrappedKey, commit, of}, its signature checked and its chunk hashes checked
+// against its Merkle root. wrappedKey and commit are null for a legacy object (stored before
+// content keys: its chunks are under the data key); of is the parent object's hex id or null.
 export async function openManifest(raw, publicKey) {
   await verifyMessage(raw, publicKey);
   const m = openMessage(raw);
@@ -301,22 +325,42 @@ export async function openManifest(raw, publicKey) {
   const hashes = Array.from({ length: count }, (_, i) => all.subarray(i * HASH_LEN, (i + 1) * HASH_LEN));
   if (!equal(await merkleRoot(hashes), obj.get(OBJ_ROOT)))
     throw new Error("manifest: the Merkle root does not match its chunk hashes");
+  const [wrappedKey, commit, of] = [OBJ_KEY, OBJ_COMMIT, OBJ_OF].map((k) => obj.has(k) ? obj.get(k) : null);
+  if ((wrappedKey === null) !== (commit === null) || !(commit === null || (commit instanceof Uint8Array && commit.length === HASH_LEN)))
+    throw new Error("manifest: a wrapped key needs a 32-byte commitment, and the other way round");
+  if (!(of === null || (of instanceof Uint8Array && of.length === OID_LEN)))
+    throw new Error("manifest: the parent object id is not 8 bytes");
   return { device: m.device, seq: m.seq, time: m.time, id: hex.encode(obj.get(OBJ_ID)),
-    event: obj.get(OBJ_EVENT), type: obj.get(OBJ_TYPE), size: obj.get(OBJ_SIZE), hashes };
+    event: obj.get(OBJ_EVENT), type: obj.get(OBJ_TYPE), size: obj.get(OBJ_SIZE), hashes,
+    wrappedKey, commit, of: of && hex.encode(of) };
 }
 
-// An opened manifest + its chunks (COSE_Encrypt0 bytes, in order) + the data key -> the
-// object's plaintext. Each chunk must be the one the manifest lists at its index.
+// An opened manifest + the device's data key -> the object's 16-byte content key: it opens
+// this object's chunks and nothing else of the device (what sharing one object reveals).
+export async function unwrapContentKey(key, manifest) {
+  if (!manifest.wrappedKey) throw new Error("object " + manifest.id + " has no content key: it predates them");
+  const contentKey = await decryptEncrypt0(key, manifest.wrappedKey);
+  if (contentKey.length !== CONTENT_KEY_LEN)
+    throw new Error("object " + manifest.id + ": its wrapped content key is " + contentKey.length + " bytes, not 16");
+  return contentKey;
+}
+
+// An opened manifest + its chunks (COSE_Encrypt0 bytes, in order) + the device's data key ->
+// the object's plaintext. Each chunk must be the one the manifest lists at its index, and the
+// plaintext the one the device committed to.
 export async function decryptObject(key, manifest, chunks) {
   if (chunks.length !== manifest.hashes.length)
     throw new Error("object " + manifest.id + ": " + chunks.length + " chunks, the manifest lists " + manifest.hashes.length);
+  const chunkKey = manifest.wrappedKey ? await unwrapContentKey(key, manifest) : key;
   const plain = concat(await Promise.all(chunks.map(async (c, i) => {
     if (!equal(await sha256(c), manifest.hashes[i]))
       throw new Error("chunk " + i + " of object " + manifest.id + " is not the one its signed manifest lists");
-    return decryptEncrypt0(key, c);
+    return decryptEncrypt0(chunkKey, c);
   })));
   if (plain.length !== manifest.size)
     throw new Error("object " + manifest.id + " decrypted to " + plain.length + " bytes, its manifest says " + manifest.size);
+  if (manifest.commit && !equal(await hmacSha256(await hmacSha256(chunkKey, OPENING_LABEL), plain), manifest.commit))
+    throw new Error("object " + manifest.id + ": the plaintext is not the one its device committed to");
   return plain;
 }
 
