@@ -1,14 +1,17 @@
 # An MJPEG clip in an AVI container (RIFF 'AVI ': hdrl, movi, idx1), for cameras that
-# hand out JPEGs (the ESP32-CAM). Frames are appended to a scratch file on flash as movi
-# chunks ('00dc'); the headers, which need the frame count and sizes, are produced at the
-# end, when stream() writes header, movi and index in order. RAM: 16 bytes of index a frame
-# and one copy buffer; no frame is held after add() returns.
+# hand out JPEGs (the ESP32-CAM). The file on flash starts with HEADER_LEN bytes kept for the
+# headers, then the frames are appended as movi chunks ('00dc') as they come; close()
+# appends the index and writes the headers, which need the frame count and sizes, into their
+# place. Only the first HEADER_LEN bytes are ever rewritten, so the camera may seal and send
+# the rest while it records (agent/clip.py, Follower). RAM: 16 bytes of index a frame and one
+# copy buffer; no frame is held after add() returns.
 import os
 import struct
 
 _AVIF_HASINDEX = 0x10
 _AVIIF_KEYFRAME = 0x10
 _HDRL = 4 + (8 + 56) + (12 + (8 + 56) + (8 + 40))  # 'hdrl' avih strl(strh strf)
+HEADER_LEN = 12 + 8 + _HDRL + 12                    # RIFF, LIST hdrl, LIST movi's head
 CONTENT_TYPE = "video/x-msvideo"
 
 
@@ -32,6 +35,7 @@ class AviWriter:
         self.path = path
         self.fps = fps
         self.f = open(path, "wb")
+        self.f.write(bytes(HEADER_LEN))
         self.frames = 0
         self.movi = 4            # 'movi' list size: its fourcc and the chunks so far
         self.largest = 0
@@ -55,9 +59,16 @@ class AviWriter:
         self.frames += 1
         if n > self.largest:
             self.largest = n
+        self.f.flush()  # the follower reads the file as it grows
 
     def close(self):
-        self.f.close()
+        """Append the index and write the headers into their place."""
+        f = self.f
+        f.write(struct.pack("<4sI", b"idx1", len(self.idx)))
+        f.write(self.idx)
+        f.seek(0)
+        f.write(self.header())
+        f.close()
         return CONTENT_TYPE
 
     def header(self):
@@ -80,8 +91,7 @@ class AviWriter:
         ))
 
     def stream(self, write, buf=None):
-        """Write the whole AVI file to write(): header, the movi chunks, idx1."""
-        write(self.header())
+        """Write the whole AVI file (once closed) to write()."""
         if buf is None:
             buf = bytearray(1024)
         mv = memoryview(buf)
@@ -91,8 +101,6 @@ class AviWriter:
                 if not n:
                     break
                 write(mv[:n])
-        write(struct.pack("<4sI", b"idx1", len(self.idx)))
-        write(self.idx)
 
     def remove(self):
         try:

@@ -6,8 +6,49 @@
 # Encoders: AviWriter (agent/avi.py, MJPEG, MicroPython), Mp4Writer (H.264 in MP4 through
 # PyAV, the simulated Pi camera), and on a Pi PiCamera2Recorder, where the camera's own
 # H.264 encoder and ring (picamera2's CircularOutput2) do the work. Each finished encoder has
-# close() -> content type, stream(write) writing the whole file, and remove().
-# See docs/camera.md.
+# close() -> content type, stream(write) writing the whole file, and remove(); AviWriter and
+# Mp4Writer write that file (`path`) as they go, so a Follower can seal and send it while
+# the clip records: both rewrite only the file's first bytes when they close (the AVI headers,
+# the MP4 mdat box's size), which stay in the first chunk, sealed last.
+#
+# A clip's thumbnail (agent/camera.py seals it with the poster as the clip starts) is the
+# poster downscaled by Pillow where it is installed (pillow_thumbnailer), or the camera's
+# own (an ESP32-CAM's frame at the sensor's smallest size). See docs/camera.md.
+
+
+class Follower:
+    """Feeds an object Writer the bytes of a clip's file as its encoder appends them, from
+    the second chunk on (Writer.hold_first: the first chunk, where the encoder patches its
+    header at the end, is sealed last). A clip shorter than one chunk is never held."""
+
+    def __init__(self, path, writer, buf):
+        self.path = path
+        self.w = writer
+        self.pos = len(writer.buf)     # file offset of the next byte for the writer
+        self.buf = buf
+
+    def follow(self):
+        """Take what the encoder has added to the file since the last call."""
+        import os
+        try:
+            size = os.stat(self.path)[6]
+        except OSError:
+            return
+        if size <= self.pos:
+            return
+        w, buf = self.w, self.buf
+        if not w.held:
+            w.hold_first()
+        mv = memoryview(buf)
+        with open(self.path, "rb") as f:
+            f.seek(self.pos)
+            while self.pos < size:
+                n = f.readinto(buf)
+                if not n:
+                    break
+                n = min(n, size - self.pos)
+                w.write(mv[:n])
+                self.pos += n
 
 
 class ClipRecorder:
@@ -51,14 +92,39 @@ class ClipRecorder:
         return None
 
 
+THUMB_QUALITY = 70
+
+
+def pillow_thumbnailer(width):
+    """poster JPEG -> a JPEG `width` px wide (aspect kept) through Pillow; None where
+    Pillow is missing (MicroPython)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+
+    def thumbnail(poster):
+        import io
+        img = Image.open(io.BytesIO(poster)).convert("RGB")
+        img.thumbnail((width, width * img.size[1] // img.size[0] or 1))
+        out = io.BytesIO()
+        img.save(out, "JPEG", quality=THUMB_QUALITY)
+        return out.getvalue()
+    return thumbnail
+
+
 class Mp4Writer:
-    """H.264 in MP4 through PyAV (CPython): frames are PIL images or JPEG bytes."""
+    """H.264 in MP4 through PyAV (CPython): frames are PIL images or JPEG bytes. A plain MP4,
+    `moov` at the end: at close the muxer goes back only to the `mdat` box's size, in the
+    file's first 48 bytes. PyAV writes through a file object of ours, packet by packet (given
+    a path, libavformat would hold the clip in its buffers), flushed after each frame."""
 
     def __init__(self, path, fps, bitrate=None):
         import av
         self.av = av
         self.path = path
-        self.container = av.open(path, "w", format="mp4")
+        self.file = open(path, "wb")
+        self.container = av.open(self.file, "w", format="mp4")
         self.fps = fps
         self.video = None
         self.bitrate = bitrate
@@ -72,7 +138,10 @@ class Mp4Writer:
             frame = Image.open(io.BytesIO(frame))
         if self.video is None:
             from fractions import Fraction
-            s = self.video = self.container.add_stream("libx264", rate=Fraction(self.fps))
+            # zerolatency: a packet a frame (no lookahead, no B-frames), so the file grows
+            # as the clip records and its chunks can go out meanwhile
+            s = self.video = self.container.add_stream("libx264", rate=Fraction(self.fps),
+                                                       options={"tune": "zerolatency"})
             s.width, s.height = frame.size[0] & ~1, frame.size[1] & ~1  # yuv420p: even
             s.pix_fmt = "yuv420p"
             s.codec_context.time_base = self.tb = 1 / Fraction(self.fps)
@@ -84,12 +153,14 @@ class Mp4Writer:
         for packet in self.video.encode(vf):
             self.container.mux(packet)
         self.frames += 1
+        self.file.flush()
 
     def close(self):
         if self.video is not None:
             for packet in self.video.encode():
                 self.container.mux(packet)
         self.container.close()
+        self.file.close()
         return "video/mp4"
 
     def stream(self, write):

@@ -9,14 +9,20 @@ settings and once with the agent's defaults (an ESP32-CAM's). The baseline is
 - durable: until the device has the gateway's chunk ack for the whole clip, i.e. every chunk
   verified, erasure-coded, written, fdatasynced and committed.
 
-Last, an upload with its connection cut a third of the way: how many chunks are sent again.
+Then an upload with its connection cut a third of the way: how many chunks are sent again.
 
-    python bench/camera.py [--mb 2] [--runs 5]
+Last, the real-time factor of a clip of the same size recorded at its frame rate (MJPEG in
+AVI, incompressible frames), whose chunks go out while it records (docs/camera.md): how long
+after the clip ends the gateway has it whole (the device's chunk ack for the whole object),
+and the upload's whole time, from the clip's first frame, over the clip's duration.
+
+    python bench/camera.py [--mb 2] [--runs 5] [--clip-seconds 4]
 """
 import argparse
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -79,6 +85,75 @@ def device(args):
                       "sent": agent.chunks_sent}))
 
 
+CLIP_FPS = 10
+
+
+class RecordingCamera:
+    """Frames of `size` bytes at the clip's rate: a JPEG's start-of-frame, then incompressible
+    bytes; motion on the first frame only, so the clip is that frame and `postroll` s more."""
+
+    SOF = b"\xff\xd8\xff\xc0\x00\x11\x08" + struct.pack(">HH", 600, 800) + bytes(10)
+
+    def __init__(self, size):
+        self.size = size
+        self.first = None       # perf_counter of the clip's first frame
+
+    def frame(self):
+        if self.first is None:
+            self.first = time.perf_counter()
+        return self.SOF + os.urandom(self.size - len(self.SOF))
+
+    def check(self):
+        return self.first is None
+
+
+def clip_device(args):
+    """The device process for the real-time factor: record one clip at CLIP_FPS, its chunks
+    sent as it records; print when it started, ended and was whole at the gateway."""
+    use_openssl_for_preload()
+    ident = Identity.load(args.device + "/identity.json")
+    frames = int(args.clip_seconds * CLIP_FPS)
+    cam = RecordingCamera(args.size // (frames + 1))
+    ended = []
+
+    count = []
+
+    class Agent(CameraAgent):
+        def seal_clip(self, enc, seconds):
+            ended.append(time.perf_counter())
+            oid = CameraAgent.seal_clip(self, enc, seconds)
+            count.append(self.objects.find(oid).count)
+            return oid
+
+    agent = Agent(ident, MQTTClient("ek-" + ident.hex, "127.0.0.1", args.port), cam, cam,
+                  Spool(args.device + "/spool"), ObjectQueue(args.device + "/objects", 4 * args.size),
+                  {"chunk_size": args.chunk, "chunk_window": args.window, "reconnect_max": 1,
+                   "ack_timeout": 5, "clip": "avi", "clip_fps": CLIP_FPS, "preroll": 0,
+                   "postroll": args.clip_seconds, "clip_max": 2 * args.clip_seconds,
+                   "poster": False}, os.urandom, log=lambda m: None)
+    agent.run(None, lambda: bool(ended) and not agent.objects.entries, 0)
+    whole = time.perf_counter()
+    agent.transport.close()
+    print(json.dumps({"first": cam.first, "ended": ended[0], "whole": whole,
+                      "duration": (frames + 1) / CLIP_FPS, "frame": cam.size,
+                      "sent": agent.chunks_sent, "count": count[0]}))
+
+
+def clip_upload(workdir, broker, store, ingest, size, chunk, window, seconds):
+    """{after_end, rtf, duration, frame} of one clip recorded in real time by a fresh device."""
+    os.makedirs(workdir)
+    ident = Identity.create(os.urandom)
+    ident.save(workdir + "/identity.json")
+    store.add_device(ident.hex, ident.public, os.path.basename(workdir), "camera")
+    ingest.reload_devices()
+    out = subprocess.run([sys.executable, __file__, "--device", workdir, "--port",
+                          str(broker.port), "--size", str(size), "--chunk", str(chunk),
+                          "--window", str(window), "--clip-seconds", str(seconds), "--clip"],
+                         check=True, capture_output=True, text=True, timeout=300).stdout
+    r = json.loads(out)
+    return dict(r, after_end=r["whole"] - r["ended"], rtf=(r["whole"] - r["first"]) / r["duration"])
+
+
 def upload(workdir, broker, store, ingest, size, chunk, window, cut=False, watch=False):
     """{durable, delivered (if watch): seconds, count, sent: chunks} of one upload by a fresh
     device."""
@@ -137,10 +212,12 @@ def main():
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
     p.add_argument("--chunk", type=int, help=argparse.SUPPRESS)
     p.add_argument("--window", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--clip-seconds", type=float, default=4)
     p.add_argument("--cut", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--clip", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.device:
-        return device(args)
+        return clip_device(args) if args.clip else device(args)
     size = int(args.mb * 1024 * 1024)
     with tempfile.TemporaryDirectory() as tmp, Mosquitto(tmp + "/broker") as broker:
         store = Store.open(tmp + "/gw")
@@ -158,6 +235,11 @@ def main():
         cfg = CAMERA_DEFAULTS
         cut = upload(tmp + "/cut", broker, store, ingest, size, cfg["chunk_size"],
                      cfg["chunk_window"], cut=True)
+        cut_duplicates = ingest.rejects["duplicate_chunk"]
+        clips = {name: [clip_upload("%s/%s%dclip" % (tmp, name[:3], run), broker, store, ingest,
+                                    size, cfg["chunk_size"], cfg["chunk_window"],
+                                    args.clip_seconds) for run in range(args.runs)]
+                 for name, cfg in PROFILES}
         ingest.stop()
     parts = []
     for name, cfg in PROFILES:
@@ -167,11 +249,20 @@ def main():
                         median([p / u["delivered"] for p, u in zip(pub, r)]),
                         median([p / u["durable"] for p, u in zip(pub, r)]),
                         size / median([u["durable"] for u in r]) / 1e6))
+    rtf = []
+    for name, _ in PROFILES:
+        c = clips[name]
+        rtf.append("%s: whole %.2f s after the clip ends, RTF %.2f, %d chunk(s) sent twice" % (
+            name, median([u["after_end"] for u in c]), median([u["rtf"] for u in c]),
+            sum(u["sent"] - u["count"] for u in c)))
+    c = clips[PROFILES[0][0]][0]
     print("bench/camera: %.1f MB clip, medians of %d runs, ratios to mosquitto_pub -f (%.1f MB/s; "
           "target >= 0.8): %s; connection cut at 1/3: %d chunk(s) resent, %d duplicate(s) at the "
-          "gateway (target <= 1)" % (
+          "gateway (target <= 1); clip recorded in real time (%.1f s, %d frames of %d KB at %d "
+          "fps), chunks sent as it records: %s" % (
               size / 1e6, args.runs, size / median(pub) / 1e6, "; ".join(parts),
-              cut["sent"] - cut["count"], ingest.rejects["duplicate_chunk"]))
+              cut["sent"] - cut["count"], cut_duplicates, c["duration"],
+              round(c["duration"] * CLIP_FPS), c["frame"] // 1024, CLIP_FPS, "; ".join(rtf)))
 
 
 if __name__ == "__main__":

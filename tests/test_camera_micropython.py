@@ -1,18 +1,12 @@
 """The camera agent on real MicroPython (WebAssembly build, heap capped): motion by frame
 difference on replayed frames, capture, chunk encryption, signed manifest, upload to the
 gateway over the device's own MQTT client; the export is the captured JPEG, byte for byte."""
-import os
-import textwrap
 
 import pytest
 
-from agent.identity import Identity
-from agent.runtime.micropython import MicroPythonDevice
-from agent.simcamera import Scene, write_frames
+from agent.simcamera import Scene
 from gateway.ingest.objects import ObjectStore
-from gateway.ingest.pipeline import Ingest
-from gateway.store.database import Store
-from tests.helpers.camera import export
+from tests.helpers.camera import export, run_on_micropython
 
 pytestmark = pytest.mark.integration
 
@@ -46,24 +40,9 @@ print("queued", len(agent.objects.entries))
 
 
 def test_camera_agent_runs_on_micropython_under_its_heap_cap(tmp_path, broker):
-    flash = tmp_path / "flash"
-    flash.mkdir()
-    ident = Identity.create(os.urandom)
-    ident.save(str(flash / "identity.json"))
     scene = Scene(size=(320, 240), offset=1.0)
-    write_frames(str(flash / "frames"), scene, [0.5 * i for i in range(6)])
-    data = str(tmp_path / "gw")
-    store = Store.open(data)
-    store.add_device(ident.hex, ident.public, "cam", "camera")
-    ingest = Ingest(data, broker.url, epoch_seconds=3600)
-    ingest.start()
-    try:
-        rc, out, err = MicroPythonDevice(str(flash), heap=HEAP).run(
-            textwrap.dedent(MAIN.format(port=broker.port)), timeout=120)
-    finally:
-        ingest.stop()
-    assert (rc, err) == (0, ""), out + err
-    lines = out.splitlines()
+    flash, ident, data, store, lines = run_on_micropython(
+        tmp_path, broker, scene, [0.5 * i for i in range(6)], MAIN, HEAP, 120)
     frame = int(lines[0].split()[-1])
     assert lines == ["captured frame %d" % frame, "queued 0"]
     assert scene.walker(0.5 * frame) is not None  # motion, not a timer, chose the frame
@@ -108,25 +87,10 @@ def test_camera_records_and_uploads_an_mjpeg_clip_on_micropython(tmp_path, broke
     import io
 
     import av
-    flash = tmp_path / "flash"
-    flash.mkdir()
-    ident = Identity.create(os.urandom)
-    ident.save(str(flash / "identity.json"))
     scene = Scene(size=(160, 120), offset=4.0, walk=4.0, period=60.0)
     times = [i / CLIP_FPS for i in range(30)]
-    write_frames(str(flash / "frames"), scene, times)
-    data = str(tmp_path / "gw")
-    store = Store.open(data)
-    store.add_device(ident.hex, ident.public, "cam", "camera")
-    ingest = Ingest(data, broker.url, epoch_seconds=3600)
-    ingest.start()
-    try:
-        rc, out, err = MicroPythonDevice(str(flash), heap=CLIP_HEAP).run(
-            textwrap.dedent(CLIP_MAIN.format(port=broker.port, fps=CLIP_FPS)), timeout=180)
-    finally:
-        ingest.stop()
-    assert (rc, err) == (0, ""), out + err
-    lines = out.splitlines()
+    flash, ident, data, store, lines = run_on_micropython(
+        tmp_path, broker, scene, times, CLIP_MAIN, CLIP_HEAP, 180, fps=CLIP_FPS)
     last, frames, motion_at = [int(x) for x in lines[0].split()[1:]]
     assert lines[1:] == ["queued 0"]
     first = last - frames + 1

@@ -40,9 +40,10 @@ def difference(a, b):
 
 
 def record(tmp_path, kind, **config):
-    """Run a camera agent (no broker needed to record) frame by frame until its first clip."""
+    """Run a camera agent (no broker needed to record) frame by frame until its first clip
+    (alone in its queue: posters and thumbnails are tests/test_camera.py's)."""
     cam = ClipCamera(SCENE, FPS)
-    dev = Device(tmp_path, 1, camera=cam, clip=kind, clip_fps=FPS, **config)
+    dev = Device(tmp_path, 1, camera=cam, clip=kind, clip_fps=FPS, poster=False, **config)
     for _ in range(400):
         if dev.agent.clip_frame():
             break
@@ -84,10 +85,11 @@ def test_clip_starts_preroll_before_the_motion_and_ends_after_it_calms(
 
 
 def _plaintext(dev, entry):
-    """The object as queued on the device, decrypted chunk by chunk."""
+    """The object as queued on the device, decrypted chunk by chunk with its content key."""
+    key = decrypt_encrypt0(dev.ident.data_key, entry.wrapped_key)
     for i in range(entry.count):
         enc = cbor.loads(dev.agent.objects.read(entry, i))[2]
-        yield decrypt_encrypt0(dev.ident.data_key, enc)
+        yield decrypt_encrypt0(key, enc)
 
 
 def test_clip_length_is_capped(tmp_path):
@@ -145,7 +147,7 @@ def test_mp4_clip_is_uploaded_and_exported_byte_identical(tmp_path, broker):
     try:
         cam = ClipCamera(SCENE, FPS)
         dev = Device(tmp_path, broker.port, camera=cam, clip="mp4", clip_fps=FPS,
-                     chunk_size=8192)
+                     chunk_size=8192, poster=False)
         register(store, ingest, dev)
         oid = None
         while oid is None:
@@ -175,7 +177,7 @@ def test_simulated_pi_camera_records_in_real_time_and_uploads_an_mp4_clip(tmp_pa
     ingest.start()
     scene = Scene(size=(320, 240), offset=1.5, walk=2.0, period=600.0)
     dev = Device(tmp_path, broker.port, camera=SimCamera(scene), clip="mp4", clip_fps=FPS,
-                 preroll=1, postroll=1, chunk_size=16384)
+                 preroll=1, postroll=1, chunk_size=16384, poster=False)
     register(store, ingest, dev)
     dev.start()                              # the agent's own loop, frames by the clock
     try:

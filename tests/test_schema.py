@@ -18,7 +18,8 @@ TABLES = {"devices", "messages", "gaps", "epochs", "rejects", "objects", "object
           "audits", "audit_records", "repairs", "keeper_state", "blobs", "shares", "counters",
           "refused", "peers", "invitations", "peer_nonces", "held", "held_commits",
           "held_catalogs", "offbox", "placements", "network_commits", "snapshots", "leases", "workers",
-          "enrollments"}
+          "enrollments", "update_bundles", "rollouts", "rollout_devices", "alerts",
+          "alert_outbox", "alert_marks", "alert_optin", "alert_counts", "pending_chunks"}
 
 
 def traced(db):

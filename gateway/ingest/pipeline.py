@@ -349,6 +349,7 @@ class Ingest:
                     acked[dev] = self._advance(dev, bases.get(dev, 0), now)
                     released[dev] = self._released(dev, acked[dev], refused.get(dev, ()))
                 self.store.set_acked(acked, now)
+                rejects.update(self.objects.take_rejects())  # pending chunks a manifest refused
                 self.store.add_rejects(rejects)
                 self.store.add_counts({"duplicates": duplicates})
                 self.objects.flush()

@@ -330,6 +330,116 @@ CREATE TABLE enrollments (
 );
 CREATE INDEX enrollments_expires ON enrollments (expires);
 """,
+    # 7: OTA rollouts (gateway/store/rollouts.py, gateway/updates/): signed bundles uploaded on the
+    # admin page, rollouts of one to devices in stages, and each device's progress.
+    """
+CREATE TABLE update_bundles (
+    digest TEXT PRIMARY KEY,         -- hex SHA-256 of the bundle's signed manifest.json
+    version TEXT NOT NULL,
+    board TEXT NOT NULL,
+    files INTEGER NOT NULL,
+    size INTEGER NOT NULL,           -- bytes of its files
+    uploaded_at REAL NOT NULL
+);
+CREATE TABLE rollouts (
+    id TEXT PRIMARY KEY,             -- 8 random bytes, hex
+    bundle TEXT NOT NULL,            -- update_bundles.digest
+    status TEXT NOT NULL,            -- running, halted, aborted, done
+    stage INTEGER NOT NULL,          -- the stage offered now (0: the canary group)
+    stages INTEGER NOT NULL,
+    max_failed REAL NOT NULL,        -- a stage halts when more than this share fails
+    confirm_seconds REAL NOT NULL,   -- a device not confirmed this long after its offer failed
+    force INTEGER NOT NULL,          -- allow a downgrade or a reinstall
+    accepted INTEGER NOT NULL,       -- the stage a resume let go on despite its failures; -1
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    reason TEXT                      -- why it halted, or who aborted it
+);
+CREATE TABLE rollout_devices (
+    rollout TEXT NOT NULL,
+    device TEXT NOT NULL,
+    stage INTEGER NOT NULL,
+    state TEXT NOT NULL,             -- waiting, offered, chunks, verifying, rebooting, confirmed,
+                                     -- current, refused, rolled back, timed out, skipped
+    chunks INTEGER NOT NULL,         -- chunks the device asked for
+    sent INTEGER NOT NULL,           -- of those, the broker has taken
+    why TEXT,
+    offered_at REAL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (rollout, device)
+);
+""",
+    # 8: a device's messages of one kind by time (GET /api/devices/{id}/messages: the device
+    # page pages through a time range newest first, with (time, seq) as the cursor).
+    """
+CREATE INDEX messages_device_time ON messages (device, kind, time, seq);
+""",
+    # 9: alerts (gateway/store/alerts.py, gateway/alerts/): each condition from when it started
+    # to when it cleared, the notices still to deliver for it, what the rules remember
+    # between rounds, the devices whose owners let values go out in alerts, and counters.
+    """
+CREATE TABLE alerts (
+    id INTEGER PRIMARY KEY,
+    rule TEXT NOT NULL,              -- device_offline, battery_low, ... (gateway/alerts/rules.py)
+    subject TEXT NOT NULL,           -- a device id, a peer name, or 'gateway'
+    device TEXT,                     -- the device it is about, if any
+    title TEXT NOT NULL,
+    message TEXT NOT NULL,           -- without values: what may leave the gateway
+    priority INTEGER NOT NULL,       -- 1 (min) ... 5 (max), ntfy's scale
+    detail TEXT,                     -- JSON of its values: the admin page; out only if opted in
+    started_at REAL NOT NULL,
+    resolved_at REAL
+);
+CREATE UNIQUE INDEX alerts_active ON alerts (rule, subject) WHERE resolved_at IS NULL;
+CREATE INDEX alerts_resolved ON alerts (resolved_at);
+CREATE TABLE alert_outbox (
+    id INTEGER PRIMARY KEY,
+    alert INTEGER NOT NULL,
+    event TEXT NOT NULL,             -- fired, resolved
+    channel TEXT NOT NULL,           -- webhook, homeassistant
+    payload TEXT NOT NULL,           -- the JSON sent, made when the event happened
+    created_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL,           -- not tried again before
+    sent_at REAL,
+    last_error TEXT
+);
+CREATE INDEX alert_outbox_due ON alert_outbox (channel, next_at) WHERE sent_at IS NULL;
+CREATE TABLE alert_marks (
+    name TEXT PRIMARY KEY,           -- e.g. drops:<device>
+    value REAL NOT NULL,
+    since REAL NOT NULL
+);
+CREATE TABLE alert_optin (
+    device TEXT PRIMARY KEY,         -- its alerts may carry its values (battery, drops, label)
+    since REAL NOT NULL
+);
+CREATE TABLE alert_counts (
+    name TEXT PRIMARY KEY,           -- e.g. webhook_sent, webhook_failed
+    count INTEGER NOT NULL
+);
+""",
+    # 10: objects.parent: the object a poster or thumbnail belongs to (its manifest's object key
+    # 10, hex), so a clip's posters can be found from it.
+    """
+ALTER TABLE objects ADD COLUMN parent TEXT;
+CREATE INDEX objects_parent ON objects (device, parent) WHERE parent IS NOT NULL;
+""",
+    # pending_chunks: chunks of a clip still recording, which came before its manifest (held
+    # in the Provider under their SHA-256, bound to the object when the manifest arrives;
+    # gateway/store/objects.py).
+    """
+CREATE TABLE pending_chunks (
+    device TEXT NOT NULL,
+    oid TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    bytes INTEGER NOT NULL,          -- the chunk's ciphertext bytes
+    received_at REAL NOT NULL,
+    PRIMARY KEY (device, oid, idx)
+);
+CREATE INDEX pending_chunks_received ON pending_chunks (received_at);
+""",
 ]
 
 LATEST = len(MIGRATIONS)

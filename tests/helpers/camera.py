@@ -114,3 +114,33 @@ class Device:
 def register(store, ingest, dev):
     store.add_device(dev.ident.hex, dev.ident.public, "cam", "camera")
     ingest.reload_devices()
+
+
+def run_on_micropython(tmp_path, broker, scene, times, main, heap, timeout, **fields):
+    """A camera's flash (its keys, `scene` rendered at `times`) and the agent script `main`
+    ({port}: the broker's; other fields from `fields`) run on MicroPython with the heap
+    capped at `heap`, uploading to a gateway on that broker: (flash, identity, data dir,
+    store, the script's output lines)."""
+    import textwrap
+
+    from agent.runtime.micropython import MicroPythonDevice
+    from agent.simcamera import write_frames
+    from gateway.ingest.pipeline import Ingest
+    from gateway.store.database import Store
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    ident = Identity.create(os.urandom)
+    ident.save(str(flash / "identity.json"))
+    write_frames(str(flash / "frames"), scene, times)
+    data = str(tmp_path / "gw")
+    store = Store.open(data)
+    store.add_device(ident.hex, ident.public, "cam", "camera")
+    ingest = Ingest(data, broker.url, epoch_seconds=3600)
+    ingest.start()
+    try:
+        rc, out, err = MicroPythonDevice(str(flash), heap=heap).run(
+            textwrap.dedent(main.format(port=broker.port, **fields)), timeout=timeout)
+    finally:
+        ingest.stop()
+    assert (rc, err) == (0, ""), out + err
+    return flash, ident, data, store, out.splitlines()
