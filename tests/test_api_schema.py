@@ -55,7 +55,7 @@ def test_every_operation_answers_in_its_schema_and_never_with_a_5xx(api_schema, 
     assert len(ops) >= 20, [op.label for op in ops]
     for op in ops:
         @given(case=op.as_strategy())
-        @settings(max_examples=40, deadline=None, database=None,
+        @settings(max_examples=25, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))
         def check(case):
             case.call_and_validate(base_url=demo["url"], headers=credentials,

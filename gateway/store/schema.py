@@ -425,7 +425,7 @@ CREATE TABLE alert_counts (
 ALTER TABLE objects ADD COLUMN parent TEXT;
 CREATE INDEX objects_parent ON objects (device, parent) WHERE parent IS NOT NULL;
 """,
-    # pending_chunks: chunks of a clip still recording, which came before its manifest (held
+    # 11: pending_chunks: chunks of a clip still recording, which came before its manifest (held
     # in the Provider under their SHA-256, bound to the object when the manifest arrives;
     # gateway/store/objects.py).
     """
